@@ -1,0 +1,107 @@
+//! `AppError`: every failure an HTTP client can see, as the JSON error of API.md.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::hub::HubError;
+use crate::message::ParseError;
+use crate::protocol::ErrorCode;
+
+/// An error answered to an HTTP client: `{"error":{"code":..,"message":..}}`.
+/// Messages are written for the client; internals are logged, not leaked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds, for `rate_limited`, `overloaded` and `unavailable`.
+    pub retry_after: Option<u32>,
+    /// Methods a resource allows, for `method_not_allowed`.
+    pub allow: Option<&'static str>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
+        let retry_after = matches!(code, ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable)
+            .then_some(1);
+        AppError { code, message: message.into(), retry_after, allow: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn bad_channel(e: ParseError) -> AppError {
+        AppError::new(ErrorCode::BadChannel, e.0)
+    }
+
+    pub fn bad_cursor(e: ParseError) -> AppError {
+        AppError::new(ErrorCode::BadCursor, e.0)
+    }
+
+    pub fn not_found() -> AppError {
+        AppError::new(ErrorCode::NotFound, "no such resource")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> AppError {
+        AppError { allow: Some(allow), ..AppError::new(ErrorCode::MethodNotAllowed, format!("allowed: {allow}")) }
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadChannel | ErrorCode::BadCursor | ErrorCode::BadJson | ErrorCode::BadRequest => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        status_of(self.code)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(allow) = self.allow {
+            response.insert_header((header::ALLOW, allow));
+        }
+        response.json(Body { error: Inner { code: self.code, message: &self.message } })
+    }
+}
+
+impl From<HubError> for AppError {
+    fn from(e: HubError) -> AppError {
+        match e {
+            HubError::Unavailable(reason) => {
+                tracing::warn!(%reason, "hub unavailable");
+                AppError::new(ErrorCode::Unavailable, "the channel hub is unreachable; retry shortly")
+            }
+        }
+    }
+}

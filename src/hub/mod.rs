@@ -1,0 +1,88 @@
+//! The channel hub: where messages get their sequence numbers, where history
+//! is kept, and where live messages come from.
+//!
+//! # Contract (every implementation is held to it by `tests/hub_contract.rs`)
+//! - **Atomic publish.** `publish` assigns the channel's next `seq` (starting at
+//!   1, growing by exactly 1), stamps `ts`, appends the message to the
+//!   channel's history and makes it live, as one step: no two publishes get
+//!   the same seq, none is skipped, and a message is never live before it is
+//!   in history. Every server instance sharing the hub sees the same seqs.
+//! - **History.** Bounded per channel by count and by age. `history(after)`
+//!   returns the retained messages with `seq > after`, oldest first, together
+//!   with the channel's epoch, head and oldest retained seq, read at one
+//!   instant.
+//! - **Epoch.** Changes whenever the hub loses a channel's sequence (memory
+//!   hub restarted, Redis flushed). Seqs are only comparable within an epoch.
+//! - **Live delivery.** Once `subscribe` resolves, every message published
+//!   afterwards on that channel is offered to the subscriber, per channel in
+//!   seq order, through the process's one [`Fanout`]. Delivery is at most
+//!   once and may have gaps (a slow subscriber, a lost hub connection);
+//!   transports detect gaps by seq and fill them from history.
+//! - **Cost.** A channel with no local subscriber costs no live traffic.
+//!
+//! The hub knows nothing of HTTP or of transports.
+
+mod fanout;
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+pub use fanout::{Fanout, Subscriber};
+pub use memory::MemoryHub;
+
+use crate::message::{ChannelName, Epoch, Message};
+
+/// A boxed future, so that `dyn Hub` can be shared by every transport.
+pub type HubFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HubError>> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HubError {
+    /// The hub's backing store cannot be reached; try again later.
+    #[error("hub unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A channel's state and the retained messages after some position.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub epoch: Epoch,
+    /// The last seq assigned in this epoch (0: never published).
+    pub head: u64,
+    /// The oldest retained seq; `head + 1` when nothing is retained.
+    pub oldest: u64,
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// Retention limits of a channel's history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub size: usize,
+    pub max_age: std::time::Duration,
+}
+
+/// A channel hub. Shared as `Arc<dyn Hub>`; see the module docs for the contract.
+pub trait Hub: Send + Sync + 'static {
+    /// Publishes `data` (valid JSON) on `channel`; returns the stored message.
+    fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>>;
+
+    /// At most `limit` retained messages with `seq > after`, and the channel's
+    /// position. `limit == 0` reads the position alone.
+    fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History>;
+
+    /// Starts live delivery of `channel` to `subscriber`; resolves once it is
+    /// in effect, so that a history read made afterwards leaves no gap.
+    fn subscribe(&self, channel: ChannelName, subscriber: Arc<Subscriber>) -> HubFuture<'_, ()>;
+
+    /// Stops live delivery of `channel` to the subscriber with this id.
+    fn unsubscribe(&self, channel: &ChannelName, subscriber: u64);
+
+    /// Whether the hub can serve publishes and history reads now.
+    fn is_ready(&self) -> bool;
+
+    /// A short name for logs and `/api/stats`: `memory` or `redis`.
+    fn kind(&self) -> &'static str;
+}

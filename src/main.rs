@@ -1,0 +1,61 @@
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use pushwire::config::{Config, LogFormat};
+use pushwire::hub::{Hub, MemoryHub};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+
+    let hub: Arc<dyn Hub> = Arc::new(MemoryHub::new(config.history_limits()));
+    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
+    let ctx = running.ctx.clone();
+
+    if config.demo_rate > 0.0 {
+        let channel = config.demo_channel.parse().context("--demo-channel")?;
+        tokio::spawn(pushwire::demo::run(hub, channel, config.demo_rate, config.demo_payload, ctx.shutdown.clone()));
+    }
+    tracing::info!(
+        hub = ctx.hub.kind(),
+        demo_rate = config.demo_rate,
+        "pushwire listening: open http://{}/ in a browser",
+        running.addr
+    );
+
+    let server = running.server;
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("server failed"),
+        () = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down: closing sessions (1012), ending streams");
+    ctx.shutdown.trigger();
+    running.handle.stop(true).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

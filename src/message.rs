@@ -1,0 +1,463 @@
+//! The values every transport carries: channel names, epochs, cursors and
+//! messages. A [`Message`] is encoded to JSON once, when it enters the
+//! process, and that encoding is shared by every subscriber.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A channel name: `^[A-Za-z0-9_.-]{1,64}$`. Cloning is cheap (shared).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+/// What was wrong with a channel name, cursor or epoch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ChannelName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses a comma-separated list such as `a,b`, in order, without duplicates.
+    pub fn parse_list(list: &str) -> Result<Vec<ChannelName>, ParseError> {
+        let mut channels: Vec<ChannelName> = Vec::new();
+        for name in list.split(',') {
+            let channel: ChannelName = name.parse()?;
+            if !channels.contains(&channel) {
+                channels.push(channel);
+            }
+        }
+        Ok(channels)
+    }
+}
+
+impl FromStr for ChannelName {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let valid = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if valid {
+            Ok(ChannelName(s.into()))
+        } else {
+            Err(ParseError(format!(
+                "invalid channel name {:?}: expected 1 to 64 of A-Z a-z 0-9 _ . -",
+                truncate(s, 80)
+            )))
+        }
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for ChannelName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A channel's epoch: `[A-Za-z0-9]{1,16}`. It changes whenever the hub loses
+/// the channel's sequence, so a cursor from an older epoch cannot be trusted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    pub const MAX_LEN: usize = 16;
+
+    /// A fresh random epoch (8 alphanumeric characters).
+    pub fn random() -> Epoch {
+        let s: String = std::iter::repeat_with(fastrand::alphanumeric).take(8).collect();
+        Epoch(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(Epoch(s.into()))
+        } else {
+            Err(ParseError(format!(
+                "invalid epoch {:?}: expected 1 to 16 of A-Z a-z 0-9",
+                truncate(s, 40)
+            )))
+        }
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// One entry of a cursor: "I have everything of `channel` up to and including
+/// `seq`, in `epoch`". A missing epoch means "whatever the current one is".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub channel: ChannelName,
+    pub seq: u64,
+    pub epoch: Option<Epoch>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.channel, self.seq)?;
+        if let Some(epoch) = &self.epoch {
+            write!(f, ":{epoch}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A resume position over several channels: `channel:seq[:epoch]` entries
+/// joined by commas. When a channel appears twice, the last entry counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor(Vec<Position>);
+
+impl Cursor {
+    pub fn new(positions: Vec<Position>) -> Cursor {
+        Cursor(positions)
+    }
+
+    pub fn get(&self, channel: &ChannelName) -> Option<&Position> {
+        self.0.iter().rev().find(|p| &p.channel == channel)
+    }
+
+    pub fn positions(&self) -> &[Position] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = ParseError;
+
+    /// An empty string is an empty cursor (no resume position).
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() {
+            return Ok(Cursor::default());
+        }
+        s.split(',')
+            .map(|entry| {
+                let mut parts = entry.split(':');
+                let (Some(channel), Some(seq)) = (parts.next(), parts.next()) else {
+                    return Err(ParseError(format!(
+                        "invalid cursor entry {:?}: expected channel:seq[:epoch]",
+                        truncate(entry, 80)
+                    )));
+                };
+                let epoch = parts.next().map(str::parse).transpose()?;
+                if parts.next().is_some() {
+                    return Err(ParseError(format!(
+                        "invalid cursor entry {:?}: too many ':'",
+                        truncate(entry, 80)
+                    )));
+                }
+                let seq = parse_seq(seq).ok_or_else(|| {
+                    ParseError(format!("invalid seq {:?} in cursor", truncate(seq, 40)))
+                })?;
+                Ok(Position { channel: channel.parse()?, seq, epoch })
+            })
+            .collect::<Result<_, _>>()
+            .map(Cursor)
+    }
+}
+
+/// Only plain decimal digits: `u64::from_str` would also take a leading `+`.
+fn parse_seq(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, position) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{position}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A published message, as every transport delivers it. Built once per
+/// publish (or once per arrival from another instance) and shared.
+pub struct Message {
+    pub channel: ChannelName,
+    pub seq: u64,
+    /// Server time of the publish, microseconds since the Unix epoch.
+    pub ts: u64,
+    pub epoch: Epoch,
+    /// `{"type":"message",...}`, the exact bytes of a WebSocket text frame
+    /// and of a poll answer's entry.
+    json: ByteString,
+    /// The SSE event for a stream subscribed to this channel alone, whose
+    /// `id:` is then the same for every such subscriber.
+    sse_single: OnceLock<Bytes>,
+}
+
+impl Message {
+    /// `data` must be valid JSON; it is kept as given, minus insignificant
+    /// whitespace (so that one SSE `data:` line can carry it).
+    pub fn new(channel: ChannelName, seq: u64, ts: u64, epoch: Epoch, data: &RawValue) -> Message {
+        let data = compact_json(data.get());
+        let json = format!(
+            r#"{{"type":"message","channel":"{channel}","seq":{seq},"ts":{ts},"data":{data}}}"#
+        );
+        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
+    }
+
+    pub fn json(&self) -> &ByteString {
+        &self.json
+    }
+
+    /// The published `data`, as a JSON text.
+    pub fn data(&self) -> &str {
+        // The encoding always ends with `"data":` + data + `}`.
+        let start = self.json.find(r#""data":"#).map(|i| i + 7).unwrap_or(0);
+        &self.json[start..self.json.len() - 1]
+    }
+
+    pub fn position(&self) -> Position {
+        Position { channel: self.channel.clone(), seq: self.seq, epoch: Some(self.epoch.clone()) }
+    }
+
+    /// The SSE event for a single-channel stream, encoded on first use.
+    pub fn sse_single(&self) -> Bytes {
+        self.sse_single
+            .get_or_init(|| sse_event("message", Some(&self.position().to_string()), &self.json))
+            .clone()
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("seq", &self.seq)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes one SSE event. `data` must hold no line break (all our JSON is compact).
+pub fn sse_event(event: &str, id: Option<&str>, data: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + id.map_or(0, str::len) + event.len() + 24);
+    if let Some(id) = id {
+        buf.put_slice(b"id: ");
+        buf.put_slice(id.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_slice(b"event: ");
+    buf.put_slice(event.as_bytes());
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(data.as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+/// Why a resume could not be exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    HistoryTrimmed,
+    EpochChanged,
+}
+
+/// Tells a client that its position in `channel` was moved to `seq` in
+/// `epoch`: everything it misses between is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename = "reset")]
+pub struct Reset {
+    pub channel: ChannelName,
+    pub epoch: Epoch,
+    pub seq: u64,
+    pub reason: ResetReason,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Removes whitespace outside strings from a valid JSON text.
+fn compact_json(raw: &str) -> std::borrow::Cow<'_, str> {
+    let is_space = |c: char| matches!(c, ' ' | '\n' | '\r' | '\t');
+    if !raw.contains(is_space) {
+        return raw.into();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !is_space(c) {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn channel_names() {
+        for ok in ["demo", "a", "A-b_c.9", &"x".repeat(64)] {
+            assert_eq!(ok.parse::<ChannelName>().unwrap().as_str(), ok);
+        }
+        for bad in ["", "a b", "a:b", "a,b", "é", &"x".repeat(65), "a/b"] {
+            assert!(bad.parse::<ChannelName>().is_err(), "{bad:?} accepted");
+        }
+        let list = ChannelName::parse_list("a,b,a").unwrap();
+        assert_eq!(list.iter().map(ChannelName::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(ChannelName::parse_list("a,,b").is_err());
+    }
+
+    #[test]
+    fn cursor_parses_and_formats() {
+        let c: Cursor = "demo:42:k3j2,news:7".parse().unwrap();
+        assert_eq!(c.positions().len(), 2);
+        let demo = c.get(&"demo".parse().unwrap()).unwrap();
+        assert_eq!((demo.seq, demo.epoch.as_ref().unwrap().as_str()), (42, "k3j2"));
+        assert_eq!(c.get(&"news".parse().unwrap()).unwrap().epoch, None);
+        assert_eq!(c.to_string(), "demo:42:k3j2,news:7");
+        assert!("".parse::<Cursor>().unwrap().is_empty());
+        let last_wins: Cursor = "a:1,a:5".parse().unwrap();
+        assert_eq!(last_wins.get(&"a".parse().unwrap()).unwrap().seq, 5);
+    }
+
+    #[test]
+    fn malformed_cursors_are_refused() {
+        for bad in [
+            "demo", "demo:", ":1", "demo:-1", "demo:+1", "demo:1.5", "demo:1:", "demo:1:ab-c",
+            "demo:1:abcdefghijklmnopq", "demo:1:e:x", "demo:1,", "bad name:1", "demo:99999999999999999999",
+        ] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn message_encoding_keeps_data() {
+        let data = RawValue::from_string("{ \"b\": 1,\n \"a\": \"x y\\\" z\" }".into()).unwrap();
+        let m = Message::new("demo".parse().unwrap(), 3, 17, "ep1".parse().unwrap(), &data);
+        assert_eq!(
+            m.json().as_ref() as &str,
+            r#"{"type":"message","channel":"demo","seq":3,"ts":17,"data":{"b":1,"a":"x y\" z"}}"#
+        );
+        assert_eq!(m.data(), r#"{"b":1,"a":"x y\" z"}"#);
+        let sse = m.sse_single();
+        assert!(sse.starts_with(b"id: demo:3:ep1\nevent: message\ndata: {"));
+        assert!(sse.ends_with(b"}\n\n"));
+    }
+
+    fn channel() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.-]{1,64}"
+    }
+
+    proptest! {
+        #[test]
+        fn cursor_roundtrips(entries in prop::collection::vec((channel(), any::<u64>(), prop::option::of("[A-Za-z0-9]{1,16}")), 1..6)) {
+            let text = entries.iter().map(|(c, s, e)| match e {
+                Some(e) => format!("{c}:{s}:{e}"),
+                None => format!("{c}:{s}"),
+            }).collect::<Vec<_>>().join(",");
+            let cursor: Cursor = text.parse().unwrap();
+            prop_assert_eq!(cursor.to_string(), text);
+            prop_assert_eq!(cursor.positions().len(), entries.len());
+        }
+
+        #[test]
+        fn cursor_parser_never_panics(s in ".{0,200}") {
+            let _ = s.parse::<Cursor>();
+        }
+
+        #[test]
+        fn compaction_preserves_the_value(v in proptest_json()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let compact = compact_json(&pretty);
+            let back: serde_json::Value = serde_json::from_str(&compact).unwrap();
+            prop_assert_eq!(back, v);
+            prop_assert!(!compact.contains('\n'));
+        }
+    }
+
+    fn proptest_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z \\n\"]{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

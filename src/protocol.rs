@@ -1,0 +1,253 @@
+//! The WebSocket conversation: frames a client sends, frames the server
+//! answers with, the error codes shared with HTTP, and the close codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::message::{ChannelName, Epoch};
+
+/// Error codes of API.md, shared by HTTP JSON errors and WebSocket `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadChannel,
+    BadCursor,
+    BadJson,
+    BadRequest,
+    Unauthorized,
+    UpgradeRequired,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    TooLarge,
+    RateLimited,
+    Overloaded,
+    Unavailable,
+    Internal,
+}
+
+/// WebSocket close codes and what a client should do on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: the session ended normally; reconnect only if still wanted.
+    Normal,
+    /// 1008: refused by policy (auth, origin); reconnecting will not help.
+    Policy,
+    /// 1002: the peer broke the WebSocket protocol.
+    ProtocolError,
+    /// 1009: a frame exceeded the frame limit; send smaller frames.
+    TooBig,
+    /// 1011: the server failed; reconnect with backoff.
+    Internal,
+    /// 1012: the server is restarting; reconnect soon (elsewhere), resume from the cursor.
+    Restarting,
+    /// 1013: overloaded or too slow to keep up; back off, then resume from the cursor.
+    TryAgainLater,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::Policy => 1008,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::TooBig => 1009,
+            CloseCode::Internal => 1011,
+            CloseCode::Restarting => 1012,
+            CloseCode::TryAgainLater => 1013,
+        }
+    }
+}
+
+/// A frame from a WebSocket client, after the envelope (`type`, `ref`) was read.
+#[derive(Debug)]
+pub enum ClientFrame {
+    Subscribe { channels: Vec<ChannelName>, cursor: Option<String> },
+    Unsubscribe { channels: Vec<ChannelName> },
+    Publish { channel: ChannelName, data: Box<RawValue> },
+    Ping,
+}
+
+/// A client frame that could not be understood, with the `ref` to echo if any.
+#[derive(Debug)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(rename = "ref")]
+    reference: Option<Value>,
+    channels: Option<Value>,
+    channel: Option<Value>,
+    cursor: Option<Value>,
+    data: Option<Box<RawValue>>,
+}
+
+impl ClientFrame {
+    /// Parses a text frame. The `ref`, when present, is returned either way so
+    /// that every answer can carry it.
+    pub fn parse(text: &str) -> (Option<Value>, Result<ClientFrame, FrameError>) {
+        let envelope: Envelope = match serde_json::from_str(text) {
+            Ok(e) => e,
+            Err(e) => {
+                let code = if serde_json::from_str::<&RawValue>(text).is_ok() {
+                    ErrorCode::BadRequest // valid JSON, but not an object
+                } else {
+                    ErrorCode::BadJson
+                };
+                let message = format!("frame is not a JSON object: {e}");
+                return (None, Err(FrameError { code, message, reference: None }));
+            }
+        };
+        let reference = envelope.reference.clone().filter(|r| !r.is_null());
+        let result = Self::from_envelope(envelope).map_err(|(code, message)| FrameError {
+            code,
+            message,
+            reference: reference.clone(),
+        });
+        (reference, result)
+    }
+
+    fn from_envelope(e: Envelope) -> Result<ClientFrame, (ErrorCode, String)> {
+        let bad = |m: &str| (ErrorCode::BadRequest, m.to_string());
+        match e.kind.as_ref().and_then(Value::as_str) {
+            Some("subscribe") => {
+                let channels = channel_list(e.channels)?;
+                let cursor = match e.cursor {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s),
+                    Some(_) => return Err((ErrorCode::BadCursor, "cursor must be a string".into())),
+                };
+                Ok(ClientFrame::Subscribe { channels, cursor })
+            }
+            Some("unsubscribe") => Ok(ClientFrame::Unsubscribe { channels: channel_list(e.channels)? }),
+            Some("publish") => {
+                let channel = match e.channel {
+                    Some(Value::String(s)) => s.parse().map_err(|e: crate::message::ParseError| {
+                        (ErrorCode::BadChannel, e.0)
+                    })?,
+                    _ => return Err(bad("publish needs a \"channel\" string")),
+                };
+                let data = e.data.ok_or_else(|| bad("publish needs \"data\""))?;
+                Ok(ClientFrame::Publish { channel, data })
+            }
+            Some("ping") => Ok(ClientFrame::Ping),
+            Some(other) => Err(bad(&format!(
+                "unknown frame type {other:?}: expected subscribe, unsubscribe, publish or ping"
+            ))),
+            None => Err(bad("frame needs a \"type\" string")),
+        }
+    }
+}
+
+fn channel_list(value: Option<Value>) -> Result<Vec<ChannelName>, (ErrorCode, String)> {
+    let Some(Value::Array(items)) = value else {
+        return Err((ErrorCode::BadRequest, "\"channels\" must be an array of channel names".into()));
+    };
+    if items.is_empty() {
+        return Err((ErrorCode::BadRequest, "\"channels\" is empty".into()));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::String(name) = item else {
+            return Err((ErrorCode::BadChannel, "channel names are strings".into()));
+        };
+        let channel = name.parse().map_err(|e: crate::message::ParseError| (ErrorCode::BadChannel, e.0))?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    Ok(channels)
+}
+
+/// Frames the server sends besides `message` and `reset` (which are encoded
+/// in [`crate::message`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        session: &'a str,
+        heartbeat_ms: u64,
+    },
+    Subscribed {
+        channel: &'a ChannelName,
+        epoch: &'a Epoch,
+        seq: u64,
+    },
+    Ack {
+        #[serde(rename = "ref")]
+        reference: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a ChannelName>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ts: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a Epoch>,
+    },
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Value>,
+    },
+}
+
+impl ServerFrame<'_> {
+    pub fn to_json(&self) -> String {
+        // unwrap: these frames hold only strings, numbers and JSON values.
+        serde_json::to_string(self).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_frame_type() {
+        let (r, f) = ClientFrame::parse(r#"{"type":"subscribe","channels":["news","a"],"cursor":"news:7:k3j2","ref":"1"}"#);
+        assert_eq!(r, Some(Value::from("1")));
+        assert!(matches!(f, Ok(ClientFrame::Subscribe { channels, cursor: Some(c) }) if channels.len() == 2 && c == "news:7:k3j2"));
+        let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"news","data":{"text":"hi"},"ref":3}"#);
+        assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == r#"{"text":"hi"}"#));
+        assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#), (None, Ok(ClientFrame::Ping))));
+        assert!(matches!(
+            ClientFrame::parse(r#"{"type":"unsubscribe","channels":["x"]}"#).1,
+            Ok(ClientFrame::Unsubscribe { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_frames_get_codes_and_keep_ref() {
+        let code = |text: &str| ClientFrame::parse(text).1.unwrap_err().code;
+        assert_eq!(code("{not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"subscribe","channels":["bad name"]}"#), ErrorCode::BadChannel);
+        assert_eq!(code(r#"{"type":"subscribe","channels":"a"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"publish","channel":"a"}"#), ErrorCode::BadRequest);
+        let (r, f) = ClientFrame::parse(r#"{"type":"dance","ref":"x7"}"#);
+        assert_eq!(r, Some(Value::from("x7")));
+        assert_eq!(f.unwrap_err().reference, Some(Value::from("x7")));
+    }
+
+    #[test]
+    fn server_frames_encode() {
+        let r = Value::from("4");
+        assert_eq!(ServerFrame::Pong { reference: Some(&r) }.to_json(), r#"{"type":"pong","ref":"4"}"#);
+        let e = ServerFrame::Error { code: ErrorCode::BadJson, message: "m", reference: None };
+        assert_eq!(e.to_json(), r#"{"type":"error","code":"bad_json","message":"m"}"#);
+    }
+}

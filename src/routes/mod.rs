@@ -1,0 +1,76 @@
+//! HTTP wiring: which path goes to which handler. Handlers extract and
+//! validate, then hand over to `transport::<name>` or the hub.
+
+mod api;
+mod pages;
+mod streams;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use std::sync::Arc;
+
+use crate::error::AppError;
+use crate::stats::{Counters, Transport};
+use crate::transport::Context;
+use crate::wire::ConnMeter;
+
+pub use pages::IndexPage;
+
+/// Registers every route of API.md.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_only("/ws", streams::websocket))
+        .service(get_only("/sse", streams::sse))
+        .service(get_only("/long-poll", streams::long_poll))
+        .service(get_only("/poll", streams::poll))
+        .service(
+            web::resource("/channels/{channel}/messages")
+                .route(web::post().to(api::publish))
+                .default_service(web::to(|| async { AppError::method_not_allowed("POST").error_response() })),
+        )
+        .service(get_only("/healthz", api::healthz))
+        .service(get_only("/readyz", api::readyz))
+        .service(get_only("/api/stats", api::stats))
+        .service(get_only("/metrics", api::metrics))
+        .service(get_only("/", pages::index))
+        .service(actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
+        .default_service(web::to(not_found));
+}
+
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .route(web::head().to(|| async { HttpResponse::Ok().finish() }))
+        .default_service(web::to(|| async { AppError::method_not_allowed("GET, HEAD").error_response() }))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    AppError::new(crate::protocol::ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.path()))
+        .error_response()
+}
+
+/// Attributes each request, and the bytes its connection carries meanwhile,
+/// to its transport. A WebSocket keeps its connection's bytes for life.
+pub async fn meter(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let transport = Transport::of_path(req.path());
+    let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
+    if let Some(meter) = &meter {
+        meter.begin(transport);
+    }
+    if let Some(ctx) = req.app_data::<web::Data<Context>>() {
+        Counters::add(&ctx.stats.get(transport).requests, 1);
+    }
+    let response = next.call(req).await;
+    let upgraded = matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);
+    if let Some(meter) = meter.filter(|_| !upgraded) {
+        meter.end();
+    }
+    response
+}

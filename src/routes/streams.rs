@@ -1,0 +1,110 @@
+//! The four transport endpoints: validate the request, then hand over.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
+use crate::error::AppError;
+use crate::message::{ChannelName, Cursor};
+use crate::protocol::ErrorCode;
+use crate::transport::{self, Context, StreamRequest};
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    channels: Option<String>,
+    cursor: Option<String>,
+    timeout: Option<String>,
+}
+
+fn query(req: &HttpRequest) -> Result<StreamQuery, AppError> {
+    web::Query::<StreamQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| AppError::bad_request(format!("bad query string: {e}")))
+}
+
+/// Channels and cursor of a stream request; `channels` is required on HTTP transports.
+fn stream_request(ctx: &Context, q: &StreamQuery, channels_required: bool) -> Result<StreamRequest, AppError> {
+    let channels = match q.channels.as_deref() {
+        None | Some("") if channels_required => {
+            return Err(AppError::bad_request("`channels` is required, e.g. ?channels=demo"));
+        }
+        None | Some("") => Vec::new(),
+        Some(list) => ChannelName::parse_list(list).map_err(AppError::bad_channel)?,
+    };
+    if channels.len() > ctx.config.max_channels {
+        return Err(AppError::bad_request(format!("at most {} channels per request", ctx.config.max_channels)));
+    }
+    let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>().map_err(AppError::bad_cursor)?;
+    Ok(StreamRequest { channels, cursor })
+}
+
+pub async fn websocket(req: HttpRequest, body: web::Payload, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        let mut e = AppError::new(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket: send an Upgrade request");
+        e.allow = None;
+        return Err(e);
+    }
+    let request = stream_request(&ctx, &query(&req)?, false)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
+    let ctx = ctx.get_ref().clone();
+    actix_web::rt::spawn(transport::websocket::run(ctx, session, stream, request));
+    Ok(response)
+}
+
+pub async fn sse(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let q = query(&req)?;
+    let mut request = stream_request(&ctx, &q, true)?;
+    // Last-Event-ID is the newer position: the browser sends it on reconnect.
+    if let Some(last) = req.headers().get("last-event-id") {
+        let last = last.to_str().map_err(|_| AppError::new(ErrorCode::BadCursor, "Last-Event-ID is not ASCII"))?;
+        if !last.is_empty() {
+            request.cursor = last.parse().map_err(AppError::bad_cursor)?;
+        }
+    }
+    let stream = transport::sse::open(ctx.get_ref().clone(), request).await?;
+    let mut response = HttpResponse::Ok();
+    for header in transport::sse::HEADERS {
+        response.insert_header(header);
+    }
+    Ok(response.streaming(stream))
+}
+
+pub async fn long_poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let q = query(&req)?;
+    let request = stream_request(&ctx, &q, true)?;
+    let timeout = match q.timeout.as_deref() {
+        None => LONG_POLL_DEFAULT_SECS,
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            t.parse::<u64>().unwrap_or(u64::MAX).min(LONG_POLL_MAX_SECS)
+        }
+        Some(t) => {
+            return Err(AppError::bad_request(format!(
+                "timeout must be a whole number of seconds (0 to {LONG_POLL_MAX_SECS}), got {t:?}"
+            )));
+        }
+    };
+    let answer = transport::long_poll::run(ctx.get_ref().clone(), request, Duration::from_secs(timeout)).await?;
+    Ok(poll_response(answer.to_json()))
+}
+
+pub async fn poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let request = stream_request(&ctx, &query(&req)?, true)?;
+    let answer = transport::short_poll::run(ctx.get_ref().clone(), request).await?;
+    Ok(poll_response(answer.to_json()))
+}
+
+fn poll_response(json: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(json)
+}

@@ -1,0 +1,186 @@
+//! Per-transport counters, served by `/api/stats` and `/metrics`. Bytes are
+//! counted at the socket by [`crate::wire`], so HTTP headers, chunked framing
+//! and WebSocket frame headers are included.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// What a connection or request is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Transport {
+    WebSocket = 0,
+    Sse = 1,
+    LongPoll = 2,
+    Poll = 3,
+    /// `POST /channels/{channel}/messages`.
+    Publish = 4,
+    /// Pages, static files, stats, health.
+    Other = 5,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 6] = [
+        Transport::WebSocket,
+        Transport::Sse,
+        Transport::LongPoll,
+        Transport::Poll,
+        Transport::Publish,
+        Transport::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long_poll",
+            Transport::Poll => "poll",
+            Transport::Publish => "publish",
+            Transport::Other => "other",
+        }
+    }
+
+    pub fn from_index(i: u8) -> Transport {
+        Transport::ALL.get(usize::from(i)).copied().unwrap_or(Transport::Other)
+    }
+
+    /// The transport a request path belongs to.
+    pub fn of_path(path: &str) -> Transport {
+        match path {
+            "/ws" => Transport::WebSocket,
+            "/sse" => Transport::Sse,
+            "/long-poll" => Transport::LongPoll,
+            "/poll" => Transport::Poll,
+            p if p.starts_with("/channels/") => Transport::Publish,
+            _ => Transport::Other,
+        }
+    }
+}
+
+/// One transport's counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub requests: AtomicU64,
+    pub messages_delivered: AtomicU64,
+    pub resets_delivered: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub empty_polls: AtomicU64,
+    /// Connections cut because their queue overflowed.
+    pub slow_disconnects: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountersSnapshot {
+    pub connections_open: i64,
+    pub connections_total: u64,
+    pub requests: u64,
+    pub messages_delivered: u64,
+    pub resets_delivered: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub empty_polls: u64,
+    pub slow_disconnects: u64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_total: get(&self.connections_total),
+            requests: get(&self.requests),
+            messages_delivered: get(&self.messages_delivered),
+            resets_delivered: get(&self.resets_delivered),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            empty_polls: get(&self.empty_polls),
+            slow_disconnects: get(&self.slow_disconnects),
+        }
+    }
+}
+
+/// All counters of the process. Shared as `Arc<Stats>`.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    transports: [Counters; 6],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats { started: Instant::now(), transports: Default::default() }
+    }
+}
+
+impl Stats {
+    pub fn get(&self, transport: Transport) -> &Counters {
+        &self.transports[transport as usize]
+    }
+
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub fn snapshot(&self) -> Vec<(Transport, CountersSnapshot)> {
+        Transport::ALL.iter().map(|&t| (t, self.get(t).snapshot())).collect()
+    }
+
+    /// Counts an open connection (or held request) until the guard drops.
+    pub fn open(self: &Arc<Self>, transport: Transport) -> OpenGuard {
+        let counters = self.get(transport);
+        counters.connections_open.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&counters.connections_total, 1);
+        OpenGuard { stats: self.clone(), transport }
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn prometheus(&self, hub_ready: bool) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(4096);
+        let metrics: [(&str, &str, &str, fn(&CountersSnapshot) -> i128); 9] = [
+            ("connections_open", "gauge", "Open connections (held requests for polls).", |s| s.connections_open.into()),
+            ("connections_total", "counter", "Connections (held requests) accepted.", |s| s.connections_total.into()),
+            ("requests_total", "counter", "HTTP requests.", |s| s.requests.into()),
+            ("messages_delivered_total", "counter", "Messages delivered to clients.", |s| s.messages_delivered.into()),
+            ("resets_delivered_total", "counter", "Reset events delivered to clients.", |s| s.resets_delivered.into()),
+            ("bytes_sent_total", "counter", "Bytes written to sockets, headers and framing included.", |s| s.bytes_sent.into()),
+            ("bytes_received_total", "counter", "Bytes read from sockets, headers and framing included.", |s| s.bytes_received.into()),
+            ("empty_polls_total", "counter", "Poll answers that carried no message.", |s| s.empty_polls.into()),
+            ("slow_disconnects_total", "counter", "Connections cut for not keeping up.", |s| s.slow_disconnects.into()),
+        ];
+        let snapshot = self.snapshot();
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(out, "# HELP pushwire_{name} {help}\n# TYPE pushwire_{name} {kind}");
+            for (transport, s) in &snapshot {
+                let _ = writeln!(out, "pushwire_{name}{{transport=\"{}\"}} {}", transport.name(), value(s));
+            }
+        }
+        let _ = writeln!(out, "# HELP pushwire_hub_ready Whether the hub is reachable.\n# TYPE pushwire_hub_ready gauge");
+        let _ = writeln!(out, "pushwire_hub_ready {}", u8::from(hub_ready));
+        out
+    }
+}
+
+/// Decrements a transport's open-connection gauge when dropped.
+#[derive(Debug)]
+pub struct OpenGuard {
+    stats: Arc<Stats>,
+    transport: Transport,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.stats.get(self.transport).connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,34 @@
+//! Long polling: hold the request until something is after the cursor, the
+//! timeout passes, or the server shuts down; answer with everything ready.
+
+use std::time::Duration;
+
+use super::short_poll::{Answer, collect};
+use super::{Context, StreamRequest};
+use crate::hub::HubError;
+use crate::stats::Transport;
+
+pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Answer, HubError> {
+    let _open = ctx.stats.open(Transport::LongPoll);
+    let mut subscription = ctx.live_subscription();
+    subscription.subscribe(&request.channels, &request.cursor).await?;
+    let max = ctx.config.poll_max_messages;
+    let mut answer = Answer::default();
+    collect(&mut subscription, &mut answer, max).await;
+    if answer.is_empty() && !timeout.is_zero() {
+        let shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            event = subscription.next() => {
+                if let Ok(event) = event {
+                    answer.push(event);
+                    collect(&mut subscription, &mut answer, max).await;
+                }
+            }
+            () = tokio::time::sleep(timeout) => {}
+            () = shutdown.wait() => {}
+        }
+    }
+    answer.cursor = subscription.cursor().to_string();
+    answer.count(&ctx.stats, Transport::LongPoll);
+    Ok(answer)
+}

@@ -1,0 +1,136 @@
+//! Server-Sent Events: a streaming body that owns its subscription, so the
+//! subscription ends (and gauges drop) when the client goes away.
+//!
+//! The stream opens with a comment and `retry:`, then one `subscribed` event
+//! per channel, then catch-up and live events, each with `id:` = the cursor
+//! after it, and a comment on every heartbeat. Events that are ready together
+//! go out in one chunk.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+
+use super::{Context, Ended, Event, StreamRequest, Subscribed, Subscription};
+use crate::hub::HubError;
+use crate::message::sse_event;
+use crate::protocol::ServerFrame;
+use crate::stats::{Counters, OpenGuard, Transport};
+
+/// Most bytes gathered into one chunk from events that are ready together.
+const CHUNK: usize = 16 * 1024;
+
+/// Opens the subscription (so that hub failures can still be answered with a
+/// status) and returns the event stream.
+pub async fn open(ctx: Context, request: StreamRequest) -> Result<impl Stream<Item = Result<Bytes, std::convert::Infallible>>, HubError> {
+    let mut subscription = ctx.live_subscription();
+    let subscribed = subscription.subscribe(&request.channels, &request.cursor).await?;
+    let preamble = preamble(&ctx, &subscription, &subscribed);
+    let every = ctx.config.sse_heartbeat;
+    let mut heartbeat = interval_at(Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = SseStream {
+        single: request.channels.len() == 1,
+        _open: ctx.stats.open(Transport::Sse),
+        ctx,
+        subscription,
+        heartbeat,
+        preamble: Some(preamble),
+        done: false,
+    };
+    Ok(futures_util::stream::unfold(state, |mut state| async move {
+        let chunk = state.next_chunk().await?;
+        Some((Ok(chunk), state))
+    }))
+}
+
+struct SseStream {
+    ctx: Context,
+    subscription: Subscription,
+    heartbeat: Interval,
+    preamble: Option<Bytes>,
+    single: bool,
+    done: bool,
+    _open: OpenGuard,
+}
+
+fn preamble(ctx: &Context, subscription: &Subscription, subscribed: &[Subscribed]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_slice(b": pushwire stream open\n");
+    buf.put_slice(format!("retry: {}\n\n", ctx.config.sse_retry.as_millis()).as_bytes());
+    let cursor = subscription.cursor().to_string();
+    for s in subscribed {
+        let frame = ServerFrame::Subscribed { channel: &s.channel, epoch: &s.epoch, seq: s.head }.to_json();
+        buf.put(sse_event("subscribed", Some(&cursor), &frame));
+    }
+    buf.freeze()
+}
+
+impl SseStream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(preamble) = self.preamble.take() {
+            return Some(preamble);
+        }
+        if self.done {
+            return None;
+        }
+        let shutdown = self.ctx.shutdown.clone();
+        let first = tokio::select! {
+            () = shutdown.wait() => return self.finish(": server restarting; reconnect\n\n"),
+            _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
+            event = self.subscription.next() => event,
+        };
+        let mut chunk = BytesMut::new();
+        let mut next = first.map(Some);
+        loop {
+            match next {
+                Ok(Some(event)) => self.encode(event, &mut chunk),
+                Ok(None) => break,
+                Err(Ended::Lagged) => {
+                    Counters::add(&self.ctx.stats.get(Transport::Sse).slow_disconnects, 1);
+                    self.done = true;
+                    chunk.put_slice(b": too slow to keep up; reconnect\n\n");
+                    break;
+                }
+                Err(Ended::Hub(e)) => {
+                    tracing::warn!(error = %e, "sse stream ended by hub failure");
+                    self.done = true;
+                    break;
+                }
+            }
+            if chunk.len() >= CHUNK {
+                break;
+            }
+            next = self.subscription.next_ready().await;
+        }
+        Some(chunk.freeze())
+    }
+
+    fn finish(&mut self, comment: &'static str) -> Option<Bytes> {
+        self.done = true;
+        Some(Bytes::from_static(comment.as_bytes()))
+    }
+
+    fn encode(&self, event: Event, chunk: &mut BytesMut) {
+        let counters = self.ctx.stats.get(Transport::Sse);
+        match event {
+            Event::Message(message) if self.single => {
+                chunk.put(message.sse_single());
+                Counters::add(&counters.messages_delivered, 1);
+            }
+            Event::Message(message) => {
+                chunk.put(sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()));
+                Counters::add(&counters.messages_delivered, 1);
+            }
+            Event::Reset(reset) => {
+                // unwrap: a Reset holds only strings and numbers.
+                let json = serde_json::to_string(&reset).unwrap();
+                chunk.put(sse_event("reset", Some(&self.subscription.cursor().to_string()), &json));
+                Counters::add(&counters.resets_delivered, 1);
+            }
+        }
+    }
+}
+
+/// Headers that keep proxies from buffering or caching the stream.
+pub const HEADERS: [(&str, &str); 3] =
+    [("cache-control", "no-cache, no-store"), ("x-accel-buffering", "no"), ("content-type", "text/event-stream")];

@@ -1,0 +1,204 @@
+//! WebSocket sessions: one `select!` over client frames, the subscription,
+//! the protocol ping and the shutdown signal.
+
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageStream, ProtocolError, Session};
+use serde_json::Value;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+
+use super::{Context, Ended, Event, StreamRequest, Subscription};
+use crate::message::{Cursor, Message, ParseError};
+use crate::protocol::{ClientFrame, CloseCode, ErrorCode, FrameError, ServerFrame};
+use crate::stats::{Counters, Transport};
+
+/// How long a close frame may take to go out before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one WebSocket session to its end.
+pub async fn run(ctx: Context, session: Session, stream: MessageStream, request: StreamRequest) {
+    let _open = ctx.stats.open(Transport::WebSocket);
+    let stream = stream
+        .max_frame_size(ctx.config.max_frame)
+        .aggregate_continuations()
+        .max_continuation_size(ctx.config.max_frame);
+    let id: String = std::iter::repeat_with(fastrand::alphanumeric).take(16).collect();
+    let mut ws = WsSession { subscription: ctx.live_subscription(), ctx, session, id };
+    let close = ws.serve(stream, request).await;
+    tracing::debug!(session = %ws.id, ?close, "websocket session ended");
+    if let Some((code, description)) = close {
+        let reason = CloseReason { code: code.code().into(), description: Some(description.into()) };
+        let _ = tokio::time::timeout(CLOSE_GRACE, ws.session.close(Some(reason))).await;
+    }
+}
+
+struct WsSession {
+    ctx: Context,
+    session: Session,
+    subscription: Subscription,
+    id: String,
+}
+
+/// The socket is gone; nothing more can be sent.
+struct Gone;
+
+type Outcome = Result<(), Gone>;
+
+impl WsSession {
+    /// Runs the session; returns how to close it (`None`: the peer is gone).
+    async fn serve(&mut self, mut stream: AggregatedMessageStream, request: StreamRequest) -> Option<(CloseCode, &'static str)> {
+        let ping_every = self.ctx.config.ws_ping_interval;
+        let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
+        self.send(welcome.to_json()).await.ok()?;
+        if !request.channels.is_empty() {
+            self.subscribe(request.channels, &request.cursor, None).await.ok()?;
+        }
+        let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pong_deadline: Option<Instant> = None;
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            let step: Result<Option<(CloseCode, &'static str)>, Gone> = tokio::select! {
+                () = shutdown.wait() => Ok(Some((CloseCode::Restarting, "server restarting"))),
+                frame = stream.recv() => match frame {
+                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await.map(|()| None),
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        self.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None).await.map(|()| None)
+                    }
+                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Gone).map(|()| None),
+                    Some(Ok(AggregatedMessage::Pong(_))) => {
+                        pong_deadline = None;
+                        Ok(None)
+                    }
+                    Some(Ok(AggregatedMessage::Close(_))) => Ok(Some((CloseCode::Normal, "bye"))),
+                    Some(Err(ProtocolError::Overflow)) => Ok(Some((CloseCode::TooBig, "frame too big"))),
+                    Some(Err(e)) => {
+                        tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
+                        Ok(Some((CloseCode::ProtocolError, "protocol error")))
+                    }
+                    None => Err(Gone),
+                },
+                event = self.subscription.next() => match event {
+                    Ok(event) => self.deliver(event).await.map(|()| None),
+                    Err(Ended::Lagged) => {
+                        Counters::add(&self.ctx.stats.get(Transport::WebSocket).slow_disconnects, 1);
+                        Ok(Some((CloseCode::TryAgainLater, "too slow to keep up; resume from your cursor")))
+                    }
+                    Err(Ended::Hub(_)) => Ok(Some((CloseCode::Internal, "hub failure"))),
+                },
+                _ = ping.tick() => {
+                    pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
+                    self.session.ping(b"").await.map_err(|_| Gone).map(|()| None)
+                }
+                () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+                    Ok(Some((CloseCode::Normal, "no pong")))
+                }
+            };
+            match step {
+                Ok(None) => {}
+                Ok(Some(close)) => return Some(close),
+                Err(Gone) => return None,
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Outcome {
+        let (reference, frame) = ClientFrame::parse(text);
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(FrameError { code, message, reference }) => return self.error(code, &message, reference.as_ref()).await,
+        };
+        let reference = reference.as_ref();
+        match frame {
+            ClientFrame::Subscribe { channels, cursor } => {
+                let cursor = match cursor.as_deref().unwrap_or("").parse::<Cursor>() {
+                    Ok(cursor) => cursor,
+                    Err(ParseError(message)) => return self.error(ErrorCode::BadCursor, &message, reference).await,
+                };
+                self.subscribe(channels, &cursor, reference).await
+            }
+            ClientFrame::Unsubscribe { channels } => {
+                self.subscription.unsubscribe(&channels);
+                self.ack(reference).await
+            }
+            ClientFrame::Publish { channel, data } => {
+                if data.get().len() > self.ctx.config.max_body {
+                    let message = format!("data is over {} bytes", self.ctx.config.max_body);
+                    return self.error(ErrorCode::TooLarge, &message, reference).await;
+                }
+                match self.ctx.hub.publish(channel, data).await {
+                    Ok(message) => match reference {
+                        Some(reference) => self.send(published_ack(reference, &message)).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => self.error(ErrorCode::Unavailable, &e.to_string(), reference).await,
+                }
+            }
+            ClientFrame::Ping => self.send(ServerFrame::Pong { reference }.to_json()).await,
+        }
+    }
+
+    async fn subscribe(&mut self, channels: Vec<crate::message::ChannelName>, cursor: &Cursor, reference: Option<&Value>) -> Outcome {
+        let new = channels.iter().filter(|c| !self.subscription.is_subscribed(c)).count();
+        let total = self.subscription.channels().count() + new;
+        if total > self.ctx.config.max_channels {
+            let message = format!("at most {} channels per connection", self.ctx.config.max_channels);
+            return self.error(ErrorCode::BadRequest, &message, reference).await;
+        }
+        match self.subscription.subscribe(&channels, cursor).await {
+            Ok(subscribed) => {
+                for s in &subscribed {
+                    self.send(ServerFrame::Subscribed { channel: &s.channel, epoch: &s.epoch, seq: s.head }.to_json()).await?;
+                }
+                self.ack(reference).await
+            }
+            Err(e) => self.error(ErrorCode::Unavailable, &e.to_string(), reference).await,
+        }
+    }
+
+    async fn deliver(&mut self, event: Event) -> Outcome {
+        let stats = self.ctx.stats.clone();
+        let counters = stats.get(Transport::WebSocket);
+        match event {
+            Event::Message(message) => {
+                self.session.text(message.json().clone()).await.map_err(|_| Gone)?;
+                Counters::add(&counters.messages_delivered, 1);
+            }
+            Event::Reset(reset) => {
+                // unwrap: a Reset holds only strings and numbers.
+                self.send(serde_json::to_string(&reset).unwrap()).await?;
+                Counters::add(&counters.resets_delivered, 1);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ack(&mut self, reference: Option<&Value>) -> Outcome {
+        match reference {
+            Some(reference) => {
+                let ack = ServerFrame::Ack { reference, channel: None, seq: None, ts: None, epoch: None };
+                self.send(ack.to_json()).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) -> Outcome {
+        self.send(ServerFrame::Error { code, message, reference }.to_json()).await
+    }
+
+    async fn send(&mut self, text: String) -> Outcome {
+        self.session.text(text).await.map_err(|_| Gone)
+    }
+}
+
+fn published_ack(reference: &Value, message: &Message) -> String {
+    ServerFrame::Ack {
+        reference,
+        channel: Some(&message.channel),
+        seq: Some(message.seq),
+        ts: Some(message.ts),
+        epoch: Some(&message.epoch),
+    }
+    .to_json()
+}
