@@ -100,9 +100,60 @@ impl Config {
         HistoryLimits { size: self.history_size, max_age: self.history_age }
     }
 
+    /// Checks what clap's types cannot: values that would make no sense or
+    /// stall the server.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.demo_rate.is_finite() && (0.0..=10_000.0).contains(&self.demo_rate)) {
+            return Err(format!("--demo-rate must be between 0 and 10000, got {}", self.demo_rate));
+        }
+        for (flag, value) in [
+            ("--ws-ping-interval", self.ws_ping_interval),
+            ("--ws-pong-timeout", self.ws_pong_timeout),
+            ("--sse-heartbeat", self.sse_heartbeat),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        for (flag, value) in [
+            ("--max-body", self.max_body),
+            ("--max-frame", self.max_frame),
+            ("--max-channels", self.max_channels),
+            ("--queue-size", self.queue_size),
+            ("--poll-max-messages", self.poll_max_messages),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults, as if no flag were given (for tests and embedding).
     pub fn defaults() -> Config {
         // unwrap: the defaults above all parse.
         Config::try_parse_from(["pushwire"]).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_refused() {
+        assert!(Config::defaults().validate().is_ok());
+        for args in [
+            &["pushwire", "--demo-rate", "inf"][..],
+            &["pushwire", "--demo-rate", "-1"],
+            &["pushwire", "--ws-ping-interval", "0s"],
+            &["pushwire", "--queue-size", "0"],
+        ] {
+            let config = Config::try_parse_from(args).unwrap();
+            assert!(config.validate().is_err(), "{args:?} accepted");
+        }
+        let config = Config::try_parse_from(["pushwire", "--history-age", "90s", "--bind", "0.0.0.0:9000"]).unwrap();
+        assert_eq!(config.history_age, Duration::from_secs(90));
+        assert!(Config::try_parse_from(["pushwire", "--history-age", "soon"]).is_err());
     }
 }

@@ -23,8 +23,8 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
-        let retry_after = matches!(code, ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable)
-            .then_some(1);
+        let retry_after =
+            matches!(code, ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable).then_some(1);
         AppError { code, message: message.into(), retry_after, allow: None }
     }
 

@@ -11,6 +11,10 @@ use pushwire::hub::{Hub, MemoryHub};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Err(message) = config.validate() {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),

@@ -103,10 +103,7 @@ impl FromStr for Epoch {
         if !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             Ok(Epoch(s.into()))
         } else {
-            Err(ParseError(format!(
-                "invalid epoch {:?}: expected 1 to 16 of A-Z a-z 0-9",
-                truncate(s, 40)
-            )))
+            Err(ParseError(format!("invalid epoch {:?}: expected 1 to 16 of A-Z a-z 0-9", truncate(s, 40))))
         }
     }
 }
@@ -190,14 +187,10 @@ impl FromStr for Cursor {
                 };
                 let epoch = parts.next().map(str::parse).transpose()?;
                 if parts.next().is_some() {
-                    return Err(ParseError(format!(
-                        "invalid cursor entry {:?}: too many ':'",
-                        truncate(entry, 80)
-                    )));
+                    return Err(ParseError(format!("invalid cursor entry {:?}: too many ':'", truncate(entry, 80))));
                 }
-                let seq = parse_seq(seq).ok_or_else(|| {
-                    ParseError(format!("invalid seq {:?} in cursor", truncate(seq, 40)))
-                })?;
+                let seq = parse_seq(seq)
+                    .ok_or_else(|| ParseError(format!("invalid seq {:?} in cursor", truncate(seq, 40))))?;
                 Ok(Position { channel: channel.parse()?, seq, epoch })
             })
             .collect::<Result<_, _>>()
@@ -246,9 +239,7 @@ impl Message {
     /// whitespace (so that one SSE `data:` line can carry it).
     pub fn new(channel: ChannelName, seq: u64, ts: u64, epoch: Epoch, data: &RawValue) -> Message {
         let data = compact_json(data.get());
-        let json = format!(
-            r#"{{"type":"message","channel":"{channel}","seq":{seq},"ts":{ts},"data":{data}}}"#
-        );
+        let json = format!(r#"{{"type":"message","channel":"{channel}","seq":{seq},"ts":{ts},"data":{data}}}"#);
         Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
     }
 
@@ -269,9 +260,7 @@ impl Message {
 
     /// The SSE event for a single-channel stream, encoded on first use.
     pub fn sse_single(&self) -> Bytes {
-        self.sse_single
-            .get_or_init(|| sse_event("message", Some(&self.position().to_string()), &self.json))
-            .clone()
+        self.sse_single.get_or_init(|| sse_event("message", Some(&self.position().to_string()), &self.json)).clone()
     }
 }
 
@@ -393,8 +382,19 @@ mod tests {
     #[test]
     fn malformed_cursors_are_refused() {
         for bad in [
-            "demo", "demo:", ":1", "demo:-1", "demo:+1", "demo:1.5", "demo:1:", "demo:1:ab-c",
-            "demo:1:abcdefghijklmnopq", "demo:1:e:x", "demo:1,", "bad name:1", "demo:99999999999999999999",
+            "demo",
+            "demo:",
+            ":1",
+            "demo:-1",
+            "demo:+1",
+            "demo:1.5",
+            "demo:1:",
+            "demo:1:ab-c",
+            "demo:1:abcdefghijklmnopq",
+            "demo:1:e:x",
+            "demo:1,",
+            "bad name:1",
+            "demo:99999999999999999999",
         ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?} accepted");
         }

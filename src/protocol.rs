@@ -129,18 +129,18 @@ impl ClientFrame {
             Some("unsubscribe") => Ok(ClientFrame::Unsubscribe { channels: channel_list(e.channels)? }),
             Some("publish") => {
                 let channel = match e.channel {
-                    Some(Value::String(s)) => s.parse().map_err(|e: crate::message::ParseError| {
-                        (ErrorCode::BadChannel, e.0)
-                    })?,
+                    Some(Value::String(s)) => {
+                        s.parse().map_err(|e: crate::message::ParseError| (ErrorCode::BadChannel, e.0))?
+                    }
                     _ => return Err(bad("publish needs a \"channel\" string")),
                 };
                 let data = e.data.ok_or_else(|| bad("publish needs \"data\""))?;
                 Ok(ClientFrame::Publish { channel, data })
             }
             Some("ping") => Ok(ClientFrame::Ping),
-            Some(other) => Err(bad(&format!(
-                "unknown frame type {other:?}: expected subscribe, unsubscribe, publish or ping"
-            ))),
+            Some(other) => {
+                Err(bad(&format!("unknown frame type {other:?}: expected subscribe, unsubscribe, publish or ping")))
+            }
             None => Err(bad("frame needs a \"type\" string")),
         }
     }
@@ -217,9 +217,12 @@ mod tests {
 
     #[test]
     fn parses_each_frame_type() {
-        let (r, f) = ClientFrame::parse(r#"{"type":"subscribe","channels":["news","a"],"cursor":"news:7:k3j2","ref":"1"}"#);
+        let (r, f) =
+            ClientFrame::parse(r#"{"type":"subscribe","channels":["news","a"],"cursor":"news:7:k3j2","ref":"1"}"#);
         assert_eq!(r, Some(Value::from("1")));
-        assert!(matches!(f, Ok(ClientFrame::Subscribe { channels, cursor: Some(c) }) if channels.len() == 2 && c == "news:7:k3j2"));
+        assert!(
+            matches!(f, Ok(ClientFrame::Subscribe { channels, cursor: Some(c) }) if channels.len() == 2 && c == "news:7:k3j2")
+        );
         let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"news","data":{"text":"hi"},"ref":3}"#);
         assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == r#"{"text":"hi"}"#));
         assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#), (None, Ok(ClientFrame::Ping))));

@@ -34,7 +34,8 @@ pub struct Running {
 /// Starts serving on `listener` (already bound; port 0 works).
 pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Result<Running> {
     let addr = listener.local_addr()?;
-    let ctx = Context { config: Arc::new(config), hub, stats: Arc::new(Stats::default()), shutdown: Shutdown::default() };
+    let ctx =
+        Context { config: Arc::new(config), hub, stats: Arc::new(Stats::default()), shutdown: Shutdown::default() };
     let workers = ctx.config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let factory_ctx = ctx.clone();
     let server = actix_server::Server::build()

@@ -148,14 +148,18 @@ impl Stats {
     pub fn prometheus(&self, hub_ready: bool) -> String {
         use std::fmt::Write;
         let mut out = String::with_capacity(4096);
-        let metrics: [(&str, &str, &str, fn(&CountersSnapshot) -> i128); 9] = [
+        let metrics: [Metric; 9] = [
             ("connections_open", "gauge", "Open connections (held requests for polls).", |s| s.connections_open.into()),
             ("connections_total", "counter", "Connections (held requests) accepted.", |s| s.connections_total.into()),
             ("requests_total", "counter", "HTTP requests.", |s| s.requests.into()),
             ("messages_delivered_total", "counter", "Messages delivered to clients.", |s| s.messages_delivered.into()),
             ("resets_delivered_total", "counter", "Reset events delivered to clients.", |s| s.resets_delivered.into()),
-            ("bytes_sent_total", "counter", "Bytes written to sockets, headers and framing included.", |s| s.bytes_sent.into()),
-            ("bytes_received_total", "counter", "Bytes read from sockets, headers and framing included.", |s| s.bytes_received.into()),
+            ("bytes_sent_total", "counter", "Bytes written to sockets, headers and framing included.", |s| {
+                s.bytes_sent.into()
+            }),
+            ("bytes_received_total", "counter", "Bytes read from sockets, headers and framing included.", |s| {
+                s.bytes_received.into()
+            }),
             ("empty_polls_total", "counter", "Poll answers that carried no message.", |s| s.empty_polls.into()),
             ("slow_disconnects_total", "counter", "Connections cut for not keeping up.", |s| s.slow_disconnects.into()),
         ];
@@ -166,11 +170,15 @@ impl Stats {
                 let _ = writeln!(out, "pushwire_{name}{{transport=\"{}\"}} {}", transport.name(), value(s));
             }
         }
-        let _ = writeln!(out, "# HELP pushwire_hub_ready Whether the hub is reachable.\n# TYPE pushwire_hub_ready gauge");
+        let _ =
+            writeln!(out, "# HELP pushwire_hub_ready Whether the hub is reachable.\n# TYPE pushwire_hub_ready gauge");
         let _ = writeln!(out, "pushwire_hub_ready {}", u8::from(hub_ready));
         out
     }
 }
+
+/// A Prometheus metric: name, type, help, and how to read it from a snapshot.
+type Metric = (&'static str, &'static str, &'static str, fn(&CountersSnapshot) -> i128);
 
 /// Decrements a transport's open-connection gauge when dropped.
 #[derive(Debug)]

@@ -55,13 +55,7 @@ impl MemoryHub {
     }
 
     fn publish_now(&self, channel: ChannelName, data: &RawValue) -> Arc<Message> {
-        let log = self
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(channel.clone())
-            .or_default()
-            .clone();
+        let log = self.channels.lock().unwrap_or_else(|e| e.into_inner()).entry(channel.clone()).or_default().clone();
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let ts = now_micros();
         log.head += 1;
@@ -168,7 +162,9 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let (hub, c) = (hub.clone(), c.clone());
-                std::thread::spawn(move || (0..500).map(|n| hub.publish_now(c.clone(), &data(n)).seq).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..500).map(|n| hub.publish_now(c.clone(), &data(n)).seq).collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();

@@ -20,11 +20,8 @@ pub async fn publish(
     let channel: ChannelName = path.parse().map_err(AppError::bad_channel)?;
     let limit = ctx.config.max_body;
     let too_large = || AppError::new(ErrorCode::TooLarge, format!("body is over the {limit}-byte limit"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -75,7 +72,5 @@ pub async fn stats(ctx: web::Data<Context>) -> HttpResponse {
 }
 
 pub async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(ctx.stats.prometheus(ctx.hub.is_ready()))
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ctx.stats.prometheus(ctx.hub.is_ready()))
 }

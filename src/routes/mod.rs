@@ -58,7 +58,10 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Attributes each request, and the bytes its connection carries meanwhile,
 /// to its transport. A WebSocket keeps its connection's bytes for life.
-pub async fn meter(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn meter(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let transport = Transport::of_path(req.path());
     let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
     if let Some(meter) = &meter {

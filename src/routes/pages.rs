@@ -1,8 +1,8 @@
 //! HTML pages, rendered with askama from `templates/`.
 
+use actix_web::web;
 use askama::Template;
 use askama_web::WebTemplate;
-use actix_web::web;
 
 use crate::transport::Context;
 

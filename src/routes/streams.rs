@@ -41,14 +41,19 @@ fn stream_request(ctx: &Context, q: &StreamQuery, channels_required: bool) -> Re
     Ok(StreamRequest { channels, cursor })
 }
 
-pub async fn websocket(req: HttpRequest, body: web::Payload, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+pub async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    ctx: web::Data<Context>,
+) -> Result<HttpResponse, AppError> {
     let is_upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        let mut e = AppError::new(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket: send an Upgrade request");
+        let mut e =
+            AppError::new(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket: send an Upgrade request");
         e.allow = None;
         return Err(e);
     }
@@ -103,8 +108,5 @@ pub async fn poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpRespo
 }
 
 fn poll_response(json: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(json)
+    HttpResponse::Ok().content_type("application/json").insert_header((header::CACHE_CONTROL, "no-store")).body(json)
 }

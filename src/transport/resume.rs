@@ -74,6 +74,11 @@ impl Subscription {
         Subscription { hub, live: None, channels: Vec::new(), pending: VecDeque::new(), page: page.max(1) }
     }
 
+    /// The live subscriber, whose `lagged()` signals a queue overflow.
+    pub fn subscriber(&self) -> Option<&Arc<Subscriber>> {
+        self.live.as_ref().map(|(subscriber, _)| subscriber)
+    }
+
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
         self.channels.iter().map(|c| &c.name)
     }
@@ -251,7 +256,12 @@ impl Subscription {
                 history = self.hub.history(name.clone(), history.oldest - 1, self.page).await?;
             }
             let at = history.oldest - 1;
-            self.pending.push_back(Event::Reset(Reset { channel: name, epoch: history.epoch.clone(), seq: at, reason }));
+            self.pending.push_back(Event::Reset(Reset {
+                channel: name,
+                epoch: history.epoch.clone(),
+                seq: at,
+                reason,
+            }));
             self.channels[index].queued = (history.epoch.clone(), at);
         }
         let channel = &mut self.channels[index];

@@ -41,7 +41,8 @@ impl Answer {
             out.push_str(message.json());
         }
         // unwrap: resets hold only strings and numbers.
-        let _ = write!(out, r#"],"resets":{},"cursor":"{}"}}"#, serde_json::to_string(&self.resets).unwrap(), self.cursor);
+        let _ =
+            write!(out, r#"],"resets":{},"cursor":"{}"}}"#, serde_json::to_string(&self.resets).unwrap(), self.cursor);
         out
     }
 

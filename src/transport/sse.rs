@@ -21,7 +21,10 @@ const CHUNK: usize = 16 * 1024;
 
 /// Opens the subscription (so that hub failures can still be answered with a
 /// status) and returns the event stream.
-pub async fn open(ctx: Context, request: StreamRequest) -> Result<impl Stream<Item = Result<Bytes, std::convert::Infallible>>, HubError> {
+pub async fn open(
+    ctx: Context,
+    request: StreamRequest,
+) -> Result<impl Stream<Item = Result<Bytes, std::convert::Infallible>>, HubError> {
     let mut subscription = ctx.live_subscription();
     let subscribed = subscription.subscribe(&request.channels, &request.cursor).await?;
     let preamble = preamble(&ctx, &subscription, &subscribed);

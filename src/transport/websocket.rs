@@ -1,6 +1,7 @@
 //! WebSocket sessions: one `select!` over client frames, the subscription,
 //! the protocol ping and the shutdown signal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageStream, ProtocolError, Session};
@@ -8,12 +9,13 @@ use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use super::{Context, Ended, Event, StreamRequest, Subscription};
+use crate::hub::Subscriber;
 use crate::message::{Cursor, Message, ParseError};
 use crate::protocol::{ClientFrame, CloseCode, ErrorCode, FrameError, ServerFrame};
 use crate::stats::{Counters, Transport};
 
 /// How long a close frame may take to go out before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one WebSocket session to its end.
 pub async fn run(ctx: Context, session: Session, stream: MessageStream, request: StreamRequest) {
@@ -23,10 +25,16 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, request:
         .aggregate_continuations()
         .max_continuation_size(ctx.config.max_frame);
     let id: String = std::iter::repeat_with(fastrand::alphanumeric).take(16).collect();
-    let mut ws = WsSession { subscription: ctx.live_subscription(), ctx, session, id };
-    let close = ws.serve(stream, request).await;
-    tracing::debug!(session = %ws.id, ?close, "websocket session ended");
-    if let Some((code, description)) = close {
+    let subscription = ctx.live_subscription();
+    // unwrap: a live subscription always has a subscriber.
+    let subscriber = subscription.subscriber().unwrap().clone();
+    let mut ws = WsSession { subscription, subscriber, ctx, session, id };
+    let stop = ws.serve(stream, request).await;
+    tracing::debug!(session = %ws.id, ?stop, "websocket session ended");
+    if let Stop::Close(code, description) = stop {
+        if code == CloseCode::TryAgainLater {
+            Counters::add(&ws.ctx.stats.get(Transport::WebSocket).slow_disconnects, 1);
+        }
         let reason = CloseReason { code: code.code().into(), description: Some(description.into()) };
         let _ = tokio::time::timeout(CLOSE_GRACE, ws.session.close(Some(reason))).await;
     }
@@ -36,68 +44,75 @@ struct WsSession {
     ctx: Context,
     session: Session,
     subscription: Subscription,
+    subscriber: Arc<Subscriber>,
     id: String,
 }
 
-/// The socket is gone; nothing more can be sent.
-struct Gone;
+/// Why a session stops.
+#[derive(Debug)]
+enum Stop {
+    /// The socket is gone; nothing more can be sent.
+    Gone,
+    /// Close the socket with this code and reason.
+    Close(CloseCode, &'static str),
+}
 
-type Outcome = Result<(), Gone>;
+const TOO_SLOW: Stop = Stop::Close(CloseCode::TryAgainLater, "too slow to keep up; resume from your cursor");
+
+type Outcome = Result<(), Stop>;
 
 impl WsSession {
-    /// Runs the session; returns how to close it (`None`: the peer is gone).
-    async fn serve(&mut self, mut stream: AggregatedMessageStream, request: StreamRequest) -> Option<(CloseCode, &'static str)> {
+    /// Runs the session until something stops it.
+    async fn serve(&mut self, mut stream: AggregatedMessageStream, request: StreamRequest) -> Stop {
+        match self.serve_inner(&mut stream, request).await {
+            Ok(()) => Stop::Gone,
+            Err(stop) => stop,
+        }
+    }
+
+    async fn serve_inner(&mut self, stream: &mut AggregatedMessageStream, request: StreamRequest) -> Outcome {
         let ping_every = self.ctx.config.ws_ping_interval;
         let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
-        self.send(welcome.to_json()).await.ok()?;
+        self.send(welcome.to_json()).await?;
         if !request.channels.is_empty() {
-            self.subscribe(request.channels, &request.cursor, None).await.ok()?;
+            self.subscribe(request.channels, &request.cursor, None).await?;
         }
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         let shutdown = self.ctx.shutdown.clone();
         loop {
-            let step: Result<Option<(CloseCode, &'static str)>, Gone> = tokio::select! {
-                () = shutdown.wait() => Ok(Some((CloseCode::Restarting, "server restarting"))),
+            tokio::select! {
+                () = shutdown.wait() => return Err(Stop::Close(CloseCode::Restarting, "server restarting")),
                 frame = stream.recv() => match frame {
-                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await.map(|()| None),
+                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await?,
                     Some(Ok(AggregatedMessage::Binary(_))) => {
-                        self.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None).await.map(|()| None)
+                        self.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None).await?;
                     }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Gone).map(|()| None),
-                    Some(Ok(AggregatedMessage::Pong(_))) => {
-                        pong_deadline = None;
-                        Ok(None)
-                    }
-                    Some(Ok(AggregatedMessage::Close(_))) => Ok(Some((CloseCode::Normal, "bye"))),
-                    Some(Err(ProtocolError::Overflow)) => Ok(Some((CloseCode::TooBig, "frame too big"))),
+                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Stop::Gone)?,
+                    Some(Ok(AggregatedMessage::Pong(_))) => pong_deadline = None,
+                    Some(Ok(AggregatedMessage::Close(_))) => return Err(Stop::Close(CloseCode::Normal, "bye")),
+                    Some(Err(ProtocolError::Overflow)) => return Err(Stop::Close(CloseCode::TooBig, "frame too big")),
+                    // The connection broke (peer vanished, reset): nobody to tell.
+                    Some(Err(ProtocolError::Io(_))) => return Err(Stop::Gone),
                     Some(Err(e)) => {
                         tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
-                        Ok(Some((CloseCode::ProtocolError, "protocol error")))
+                        return Err(Stop::Close(CloseCode::ProtocolError, "protocol error"));
                     }
-                    None => Err(Gone),
+                    None => return Err(Stop::Gone),
                 },
                 event = self.subscription.next() => match event {
-                    Ok(event) => self.deliver(event).await.map(|()| None),
-                    Err(Ended::Lagged) => {
-                        Counters::add(&self.ctx.stats.get(Transport::WebSocket).slow_disconnects, 1);
-                        Ok(Some((CloseCode::TryAgainLater, "too slow to keep up; resume from your cursor")))
-                    }
-                    Err(Ended::Hub(_)) => Ok(Some((CloseCode::Internal, "hub failure"))),
+                    Ok(event) => self.deliver(event).await?,
+                    Err(Ended::Lagged) => return Err(TOO_SLOW),
+                    Err(Ended::Hub(_)) => return Err(Stop::Close(CloseCode::Internal, "hub failure")),
                 },
                 _ = ping.tick() => {
                     pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
-                    self.session.ping(b"").await.map_err(|_| Gone).map(|()| None)
+                    self.session.ping(b"").await.map_err(|_| Stop::Gone)?;
                 }
                 () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
-                    Ok(Some((CloseCode::Normal, "no pong")))
+                    return Err(Stop::Close(CloseCode::Normal, "no pong"));
                 }
-            };
-            match step {
-                Ok(None) => {}
-                Ok(Some(close)) => return Some(close),
-                Err(Gone) => return None,
             }
         }
     }
@@ -106,7 +121,9 @@ impl WsSession {
         let (reference, frame) = ClientFrame::parse(text);
         let frame = match frame {
             Ok(frame) => frame,
-            Err(FrameError { code, message, reference }) => return self.error(code, &message, reference.as_ref()).await,
+            Err(FrameError { code, message, reference }) => {
+                return self.error(code, &message, reference.as_ref()).await;
+            }
         };
         let reference = reference.as_ref();
         match frame {
@@ -138,7 +155,12 @@ impl WsSession {
         }
     }
 
-    async fn subscribe(&mut self, channels: Vec<crate::message::ChannelName>, cursor: &Cursor, reference: Option<&Value>) -> Outcome {
+    async fn subscribe(
+        &mut self,
+        channels: Vec<crate::message::ChannelName>,
+        cursor: &Cursor,
+        reference: Option<&Value>,
+    ) -> Outcome {
         let new = channels.iter().filter(|c| !self.subscription.is_subscribed(c)).count();
         let total = self.subscription.channels().count() + new;
         if total > self.ctx.config.max_channels {
@@ -148,7 +170,8 @@ impl WsSession {
         match self.subscription.subscribe(&channels, cursor).await {
             Ok(subscribed) => {
                 for s in &subscribed {
-                    self.send(ServerFrame::Subscribed { channel: &s.channel, epoch: &s.epoch, seq: s.head }.to_json()).await?;
+                    self.send(ServerFrame::Subscribed { channel: &s.channel, epoch: &s.epoch, seq: s.head }.to_json())
+                        .await?;
                 }
                 self.ack(reference).await
             }
@@ -161,7 +184,12 @@ impl WsSession {
         let counters = stats.get(Transport::WebSocket);
         match event {
             Event::Message(message) => {
-                self.session.text(message.json().clone()).await.map_err(|_| Gone)?;
+                // A client that stops reading blocks this send; the lag signal
+                // (its queue overflowing meanwhile) cuts it loose.
+                tokio::select! {
+                    sent = self.session.text(message.json().clone()) => sent.map_err(|_| Stop::Gone)?,
+                    () = self.subscriber.lagged() => return Err(TOO_SLOW),
+                }
                 Counters::add(&counters.messages_delivered, 1);
             }
             Event::Reset(reset) => {
@@ -188,7 +216,7 @@ impl WsSession {
     }
 
     async fn send(&mut self, text: String) -> Outcome {
-        self.session.text(text).await.map_err(|_| Gone)
+        self.session.text(text).await.map_err(|_| Stop::Gone)
     }
 }
 

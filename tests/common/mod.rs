@@ -1,0 +1,358 @@
+//! Test harness: a real pushwire server on port 0, and real clients for each
+//! transport (tokio-tungstenite, reqwest reading the raw SSE stream).
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use pushwire::config::Config;
+use pushwire::hub::{HistoryLimits, Hub, MemoryHub};
+use pushwire::server::Running;
+
+/// How long a test waits for something that should happen. Generous, since
+/// it only bounds a failure; nothing waits this long when things work.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Which hub the server under test runs on. Every transport test runs
+/// against each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubKind {
+    Memory,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub handle: actix_server::ServerHandle,
+    pub ctx: pushwire::transport::Context,
+    pub http: reqwest::Client,
+}
+
+/// Default config for tests: no demo publisher, one worker.
+pub fn test_config() -> Config {
+    let mut config = Config::defaults();
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.demo_rate = 0.0;
+    config.workers = Some(1);
+    config
+}
+
+/// A hub of `kind` with these history limits.
+pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> Arc<dyn Hub> {
+    match kind {
+        HubKind::Memory => Arc::new(MemoryHub::new(limits)),
+    }
+}
+
+pub async fn spawn_app(kind: HubKind) -> TestApp {
+    spawn_app_with(kind, |_| {}).await
+}
+
+pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config();
+    configure(&mut config);
+    let hub = make_hub(kind, config.history_limits()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let Running { addr, ctx, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
+    tokio::spawn(server);
+    TestApp { addr, handle, ctx, http: reqwest::Client::new() }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Publishes over HTTP; returns the answer (`channel`, `seq`, `ts`, `epoch`).
+    pub async fn publish(&self, channel: &str, data: Value) -> Value {
+        let response =
+            self.http.post(self.url(&format!("/channels/{channel}/messages"))).json(&data).send().await.unwrap();
+        assert_eq!(response.status(), 201, "publish on {channel}");
+        response.json().await.unwrap()
+    }
+
+    /// Publishes `n` messages `{"i": k}` for k in 1..=n; returns the last answer.
+    pub async fn publish_many(&self, channel: &str, n: u64) -> Value {
+        let mut last = Value::Null;
+        for i in 1..=n {
+            last = self.publish(channel, json!({"i": i})).await;
+        }
+        last
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get("/api/stats").await.1
+    }
+
+    /// Waits until `check` holds on `/api/stats`.
+    pub async fn wait_stats(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stats = self.stats().await;
+            if check(&stats) {
+                return stats;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {stats}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn ws(&self, query: &str) -> Ws {
+        Ws::connect(&self.ws_url(&format!("/ws{query}"))).await
+    }
+
+    pub async fn sse(&self, query: &str) -> Sse {
+        Sse::open(&self.http, &self.url(&format!("/sse{query}")), None).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.ctx.shutdown.trigger();
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// A WebSocket client reading JSON text frames.
+pub struct Ws {
+    pub stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// What a WebSocket read ended with when it was not a text frame.
+#[derive(Debug)]
+pub enum WsEnd {
+    Closed(Option<u16>, String),
+    Gone(String),
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (stream, response) =
+            timeout(PATIENCE, tokio_tungstenite::connect_async(url)).await.expect("connect timed out").unwrap();
+        assert_eq!(response.status(), 101);
+        Ws { stream }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream.send(WsMessage::text(frame.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(WsMessage::text(text.to_string())).await.unwrap();
+    }
+
+    /// The next text frame as JSON, or how the socket ended.
+    pub async fn next(&mut self) -> Result<Value, WsEnd> {
+        loop {
+            let frame = timeout(PATIENCE, self.stream.next()).await.expect("no frame within patience");
+            match frame {
+                Some(Ok(WsMessage::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+                Some(Ok(WsMessage::Close(close))) => {
+                    return Err(WsEnd::Closed(
+                        close.as_ref().map(|c| c.code.into()),
+                        close.map(|c| c.reason.to_string()).unwrap_or_default(),
+                    ));
+                }
+                Some(Ok(_)) => continue, // pings are answered by tungstenite
+                Some(Err(e)) => return Err(WsEnd::Gone(e.to_string())),
+                None => return Err(WsEnd::Gone("stream ended".into())),
+            }
+        }
+    }
+
+    pub async fn json(&mut self) -> Value {
+        self.next().await.expect("socket ended")
+    }
+
+    /// The next frame of `type`, failing on any other.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let frame = self.json().await;
+        assert_eq!(frame["type"], kind, "expected a {kind} frame, got {frame}");
+        frame
+    }
+
+    /// Reads `n` message frames, asserting nothing else comes between.
+    pub async fn messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.expect("message").await);
+        }
+        out
+    }
+
+    /// Reads the welcome, then one `subscribed` per channel.
+    pub async fn handshake(&mut self, channels: usize) -> Vec<Value> {
+        self.expect("welcome").await;
+        let mut subscribed = Vec::new();
+        for _ in 0..channels {
+            subscribed.push(self.expect("subscribed").await);
+        }
+        subscribed
+    }
+
+    /// Asserts that no text frame arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Ok(frame) = timeout(wait, self.stream.next()).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+}
+
+/// An SSE event or comment, as parsed from the raw stream.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<u64>,
+    pub comments: Vec<String>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("event without data")).unwrap()
+    }
+}
+
+/// An SSE client that reads the raw stream, comments included.
+pub struct Sse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub raw: String,
+}
+
+impl Sse {
+    pub async fn open(http: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = http.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = timeout(PATIENCE, request.send()).await.expect("sse open timed out").unwrap();
+        Sse {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: Box::pin(response.bytes_stream()),
+            buf: String::new(),
+            raw: String::new(),
+        }
+    }
+
+    /// The next block (event or comment-only), or `None` at end of stream.
+    pub async fn block(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                return Some(parse_block(&block));
+            }
+            match timeout(PATIENCE, self.body.next()).await.expect("no SSE data within patience") {
+                Some(Ok(bytes)) => {
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    self.raw.push_str(text);
+                    self.buf.push_str(text);
+                }
+                Some(Err(e)) => panic!("sse read failed: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next event with a `data:` field, skipping comment-only blocks.
+    pub async fn event(&mut self) -> Option<SseEvent> {
+        loop {
+            let block = self.block().await?;
+            if block.data.is_some() {
+                return Some(block);
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, kind: &str) -> SseEvent {
+        let event = self.event().await.expect("stream ended");
+        assert_eq!(event.event.as_deref(), Some(kind), "expected {kind}, got {event:?}");
+        event
+    }
+
+    pub async fn messages(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.expect("message").await);
+        }
+        out
+    }
+}
+
+fn parse_block(block: &str) -> SseEvent {
+    let mut event = SseEvent::default();
+    for line in block.lines() {
+        if let Some(comment) = line.strip_prefix(':') {
+            event.comments.push(comment.trim().to_string());
+        } else if let Some((field, value)) = line.split_once(':') {
+            let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+            match field {
+                "id" => event.id = Some(value),
+                "event" => event.event = Some(value),
+                "data" => event.data = Some(event.data.map_or(value.clone(), |d| d + "\n" + &value)),
+                "retry" => event.retry = value.parse().ok(),
+                _ => {}
+            }
+        }
+    }
+    event
+}
+
+/// The seqs of message objects.
+pub fn seqs<'a>(messages: impl IntoIterator<Item = &'a Value>) -> Vec<u64> {
+    messages.into_iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+/// Microseconds since the Unix epoch, for checking `ts`.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// Asserts a message object has the fields of API.md.
+pub fn assert_message(m: &Value, channel: &str, seq: u64, data: &Value) {
+    assert_eq!(m["type"], "message", "{m}");
+    assert_eq!(m["channel"], channel, "{m}");
+    assert_eq!(m["seq"], seq, "{m}");
+    assert_eq!(&m["data"], data, "{m}");
+    let ts = m["ts"].as_u64().expect("ts is a number");
+    let now = now_micros();
+    assert!(ts <= now && now - ts < 60_000_000, "ts {ts} is not a recent microsecond timestamp (now {now})");
+    assert_eq!(m.as_object().unwrap().len(), 5, "exactly type, channel, seq, ts, data: {m}");
+}
+
+/// Generates one `#[tokio::test]` per hub kind for each listed test function
+/// (each takes a `HubKind`).
+#[macro_export]
+macro_rules! for_each_hub {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::HubKind::Memory).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,116 @@
+//! The `Hub` contract (see `src/hub/mod.rs`), held against every hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushwire::hub::{HistoryLimits, Hub, Subscriber};
+use pushwire::message::ChannelName;
+use serde_json::value::RawValue;
+
+use crate::common::*;
+
+crate::for_each_hub!(
+    seqs_start_at_one_and_grow_by_one_under_concurrency,
+    history_reads_after_a_position_with_limits,
+    history_is_bounded_by_size,
+    a_channel_never_published_is_at_zero,
+    live_delivery_is_in_order_and_stops_on_unsubscribe,
+    data_is_kept_unchanged,
+);
+
+fn channel(name: &str) -> ChannelName {
+    name.parse().unwrap()
+}
+
+fn data(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_string()).unwrap()
+}
+
+async fn hub(kind: HubKind, size: usize) -> Arc<dyn Hub> {
+    make_hub(kind, HistoryLimits { size, max_age: Duration::from_secs(600) }).await
+}
+
+async fn seqs_start_at_one_and_grow_by_one_under_concurrency(kind: HubKind) {
+    let hub = hub(kind, 10_000).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..100 {
+                    seqs.push(hub.publish(channel("c"), data(&format!("[{t},{i}]"))).await.unwrap().seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "each publisher sees increasing seqs");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<_>>());
+    let history = hub.history(channel("c"), 0, 1000).await.unwrap();
+    assert_eq!(history.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=400).collect::<Vec<_>>());
+}
+
+async fn history_reads_after_a_position_with_limits(kind: HubKind) {
+    let hub = hub(kind, 100).await;
+    for i in 1..=10 {
+        hub.publish(channel("h"), data(&i.to_string())).await.unwrap();
+    }
+    let h = hub.history(channel("h"), 4, 3).await.unwrap();
+    assert_eq!((h.head, h.oldest), (10, 1));
+    assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6, 7]);
+    assert!(hub.history(channel("h"), 10, 5).await.unwrap().messages.is_empty());
+    let position = hub.history(channel("h"), u64::MAX, 0).await.unwrap();
+    assert_eq!((position.head, position.messages.len()), (10, 0));
+    assert_eq!(position.epoch, h.epoch, "the epoch is stable while the hub keeps the sequence");
+}
+
+async fn history_is_bounded_by_size(kind: HubKind) {
+    let hub = hub(kind, 4).await;
+    for i in 1..=9 {
+        hub.publish(channel("b"), data(&i.to_string())).await.unwrap();
+    }
+    let h = hub.history(channel("b"), 0, 100).await.unwrap();
+    assert_eq!((h.head, h.oldest), (9, 6));
+    assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [6, 7, 8, 9]);
+}
+
+async fn a_channel_never_published_is_at_zero(kind: HubKind) {
+    let hub = hub(kind, 10).await;
+    let h = hub.history(channel("never"), 0, 10).await.unwrap();
+    assert_eq!((h.head, h.oldest, h.messages.len()), (0, 1, 0));
+    assert!(!h.epoch.as_str().is_empty());
+}
+
+async fn live_delivery_is_in_order_and_stops_on_unsubscribe(kind: HubKind) {
+    let hub = hub(kind, 1000).await;
+    let (subscriber, mut rx) = Subscriber::new(1000);
+    hub.subscribe(channel("live"), subscriber.clone()).await.unwrap();
+    for i in 1..=50 {
+        hub.publish(channel("live"), data(&i.to_string())).await.unwrap();
+    }
+    hub.publish(channel("other"), data("0")).await.unwrap();
+    for seq in 1..=50 {
+        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message").unwrap();
+        assert_eq!((m.channel.as_str(), m.seq), ("live", seq));
+    }
+    hub.unsubscribe(&channel("live"), subscriber.id());
+    hub.publish(channel("live"), data("51")).await.unwrap();
+    // Delivery is synchronous with publish for a local subscriber, so an
+    // unsubscribed one has nothing queued once publish returned.
+    assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "nothing after unsubscribe");
+}
+
+async fn data_is_kept_unchanged(kind: HubKind) {
+    let hub = hub(kind, 10).await;
+    let text = r#"{"z":1,"a":[true,null,"é\"\n"],"n":12345678901234567890,"f":1.50}"#;
+    let m = hub.publish(channel("d"), data(text)).await.unwrap();
+    assert_eq!(m.data(), text, "key order, number text and escapes are kept");
+    let read = hub.history(channel("d"), 0, 1).await.unwrap();
+    assert_eq!(read.messages[0].data(), text);
+}

@@ -1,0 +1,12 @@
+//! The wire contract of API.md, over real sockets, against every hub.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod hub_contract;
+mod long_poll;
+mod server;
+mod short_poll;
+mod sse;
+mod websocket;
