@@ -17,7 +17,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init()
+        }
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
 
@@ -37,16 +40,16 @@ async fn main() -> anyhow::Result<()> {
         running.addr
     );
 
-    let server = running.server;
-    tokio::pin!(server);
+    // The server future processes the stop command below, so it runs as its own task.
+    let mut server = tokio::spawn(running.server);
     tokio::select! {
-        result = &mut server => return result.context("server failed"),
+        result = &mut server => return result.context("server task failed")?.context("server failed"),
         () = shutdown_signal() => {}
     }
     tracing::info!("shutting down: closing sessions (1012), ending streams");
     ctx.shutdown.trigger();
     running.handle.stop(true).await;
-    Ok(())
+    server.await.context("server task failed")?.context("server failed")
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@ mod common;
 mod errors;
 mod hub_contract;
 mod long_poll;
+mod process;
 mod server;
 mod short_poll;
 mod sse;
