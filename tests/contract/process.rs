@@ -20,10 +20,10 @@ async fn binary_serves_the_demo_stream_and_shuts_down_gracefully() {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split("open ").nth(1).and_then(|rest| rest.split(' ').next()) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.trim_end_matches('/').to_string());
-                }
+            if let Some(url) = line.split("open ").nth(1).and_then(|rest| rest.split(' ').next())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(url.trim_end_matches('/').to_string());
             }
         }
     });
