@@ -20,6 +20,15 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Redis URL (e.g. redis://127.0.0.1:6379/0): use the shared Redis hub
+    /// instead of the embedded one, so several instances serve one stream.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and pub/sub channel pushwire uses.
+    #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
+    pub redis_prefix: String,
+
     /// Messages per second the built-in demo publisher sends; 0 switches it off.
     #[arg(long, env = "PUSHWIRE_DEMO_RATE", default_value_t = 4.0)]
     pub demo_rate: f64,
@@ -145,7 +154,7 @@ mod tests {
         assert!(Config::defaults().validate().is_ok());
         for args in [
             &["pushwire", "--demo-rate", "inf"][..],
-            &["pushwire", "--demo-rate", "-1"],
+            &["pushwire", "--demo-rate=-1"],
             &["pushwire", "--ws-ping-interval", "0s"],
             &["pushwire", "--queue-size", "0"],
         ] {

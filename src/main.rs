@@ -6,7 +6,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use pushwire::config::{Config, LogFormat};
-use pushwire::hub::{Hub, MemoryHub};
+use pushwire::hub::{Hub, MemoryHub, RedisHub};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
 
-    let hub: Arc<dyn Hub> = Arc::new(MemoryHub::new(config.history_limits()));
+    let hub: Arc<dyn Hub> = match &config.redis_url {
+        None => Arc::new(MemoryHub::new(config.history_limits())),
+        Some(url) => RedisHub::connect(url, &config.redis_prefix, config.history_limits())
+            .await
+            .with_context(|| format!("cannot use the Redis hub at {url}"))?,
+    };
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
     let ctx = running.ctx.clone();

@@ -243,6 +243,17 @@ impl Message {
         Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
     }
 
+    /// A message whose encoding was made elsewhere (by the Redis hub's
+    /// publish script, byte for byte the same as [`Message::new`]'s).
+    pub fn from_encoded(channel: ChannelName, seq: u64, ts: u64, epoch: Epoch, json: String) -> Message {
+        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
+    }
+
+    /// Compact JSON, as stored in a message's encoding.
+    pub fn compact(data: &RawValue) -> std::borrow::Cow<'_, str> {
+        compact_json(data.get())
+    }
+
     pub fn json(&self) -> &ByteString {
         &self.json
     }

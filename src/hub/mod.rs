@@ -24,6 +24,7 @@
 
 mod fanout;
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +34,7 @@ use serde_json::value::RawValue;
 
 pub use fanout::{Fanout, Subscriber};
 pub use memory::MemoryHub;
+pub use redis::RedisHub;
 
 use crate::message::{ChannelName, Epoch, Message};
 

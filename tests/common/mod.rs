@@ -2,6 +2,9 @@
 //! transport (tokio-tungstenite, reqwest reading the raw SSE stream).
 #![allow(dead_code)]
 
+pub mod redis_server;
+pub use redis_server::RedisServer;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +27,12 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HubKind {
     Memory,
+    Redis,
 }
 
 pub struct TestApp {
+    /// The Redis server behind a Redis hub, stopped with the app.
+    pub redis: Option<RedisServer>,
     pub addr: SocketAddr,
     pub handle: actix_server::ServerHandle,
     pub ctx: pushwire::transport::Context,
@@ -42,11 +48,34 @@ pub fn test_config() -> Config {
     config
 }
 
-/// A hub of `kind` with these history limits.
-pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> Arc<dyn Hub> {
+/// A hub of `kind` with these history limits, and the Redis server behind it.
+pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Option<RedisServer>) {
     match kind {
-        HubKind::Memory => Arc::new(MemoryHub::new(limits)),
+        HubKind::Memory => (Arc::new(MemoryHub::new(limits)), None),
+        HubKind::Redis => {
+            let server = RedisServer::start().await;
+            (redis_hub(&server.url(), limits).await, Some(server))
+        }
     }
+}
+
+/// A Redis hub on an already running server (several apps may share one).
+pub async fn redis_hub(url: &str, limits: HistoryLimits) -> Arc<dyn Hub> {
+    pushwire::hub::RedisHub::connect(url, "pwtest", limits).await.expect("connect the Redis hub")
+}
+
+/// Starts a server on `hub` (for several instances sharing one Redis).
+pub async fn spawn_app_on(hub: Arc<dyn Hub>, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config();
+    configure(&mut config);
+    start_app(config, hub, None)
+}
+
+fn start_app(config: Config, hub: Arc<dyn Hub>, redis: Option<RedisServer>) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let Running { addr, ctx, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
+    tokio::spawn(server);
+    TestApp { redis, addr, handle, ctx, http: reqwest::Client::new() }
 }
 
 pub async fn spawn_app(kind: HubKind) -> TestApp {
@@ -56,11 +85,8 @@ pub async fn spawn_app(kind: HubKind) -> TestApp {
 pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config();
     configure(&mut config);
-    let hub = make_hub(kind, config.history_limits()).await;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let Running { addr, ctx, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
-    tokio::spawn(server);
-    TestApp { addr, handle, ctx, http: reqwest::Client::new() }
+    let (hub, redis) = make_hub(kind, config.history_limits()).await;
+    start_app(config, hub, redis)
 }
 
 impl TestApp {
@@ -351,6 +377,14 @@ macro_rules! for_each_hub {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test($crate::common::HubKind::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::HubKind::Redis).await
                 }
             )*
         }

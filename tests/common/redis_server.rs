@@ -1,0 +1,97 @@
+//! A private redis-server for one test: a free port, its own data directory,
+//! stopped when dropped. Never the machine's shared Redis.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn binary() -> &'static str {
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        panic!(
+            "redis-server is not installed: run `apt-get install -y redis-server` (Debian) to run the Redis hub tests"
+        );
+    }
+    "redis-server"
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    /// Starts a fresh, empty server that persists to its own directory on shutdown.
+    pub async fn start() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("pushwire-redis-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = RedisServer { port: free_port(), dir, child: None };
+        server.launch().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(binary())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--dbfilename", "dump.rdb", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        loop {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<()>(&mut c).await.is_ok()
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {} did not come up", self.port);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server. With `keep_data`, it saves to disk first (SHUTDOWN
+    /// SAVE), as a Redis with persistence would keep its data across a restart.
+    pub async fn stop(&mut self, keep_data: bool) {
+        if keep_data {
+            let client = redis::Client::open(self.url()).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let _ = redis::cmd("SHUTDOWN").arg("SAVE").query_async::<()>(&mut c).await;
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !keep_data {
+            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        }
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub async fn restart(&mut self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
