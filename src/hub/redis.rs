@@ -335,10 +335,11 @@ async fn track_interest(
             }
             Interest::Unsubscribe(channel) => {
                 // Interest may have come back since this was queued.
-                if !fanout.has_subscribers(&channel) && subscribed.remove(&channel) {
-                    if let Err(e) = pubsub.unsubscribe(keys.live(&channel)).await {
-                        tracing::debug!(error = %e, %channel, "redis unsubscribe failed");
-                    }
+                if !fanout.has_subscribers(&channel)
+                    && subscribed.remove(&channel)
+                    && let Err(e) = pubsub.unsubscribe(keys.live(&channel)).await
+                {
+                    tracing::debug!(error = %e, %channel, "redis unsubscribe failed");
                 }
             }
         }
