@@ -102,8 +102,6 @@ pub struct RedisHub {
     ready: Arc<AtomicBool>,
     publish: Script,
     history: Script,
-    /// The epoch this instance proposes when Redis has none (fresh or flushed).
-    candidate: Epoch,
 }
 
 #[derive(Clone)]
@@ -169,7 +167,6 @@ impl RedisHub {
             ready: ready.clone(),
             publish: Script::new(&format!("{TRIM_AGE}{PUBLISH}")),
             history: Script::new(&format!("{TRIM_AGE}{HISTORY}")),
-            candidate: Epoch::random(),
         });
         tokio::spawn(receive(push_rx, keys.clone(), fanout.clone(), ready.clone()));
         tokio::spawn(track_interest(interest_rx, pubsub.clone(), keys, fanout));
@@ -203,7 +200,9 @@ impl RedisHub {
                 .arg(data.as_ref())
                 .arg(self.limits.size)
                 .arg(self.max_age_micros())
-                .arg(self.candidate.as_str())
+                // A fresh proposal each time: after a flush, a reused one could
+                // bring back the old epoch and hide the loss.
+                .arg(Epoch::random().as_str())
                 .arg(self.keys.live(&channel))
                 .arg(ttl_ms)
                 .invoke_async(&mut self.commands.clone())
@@ -225,7 +224,7 @@ impl RedisHub {
                 .arg(after)
                 .arg(limit)
                 .arg(self.max_age_micros())
-                .arg(self.candidate.as_str())
+                .arg(Epoch::random().as_str())
                 .invoke_async(&mut self.commands.clone())
                 .await,
         )?;

@@ -7,6 +7,7 @@ mod errors;
 mod hub_contract;
 mod long_poll;
 mod process;
+mod redis_hub;
 mod server;
 mod short_poll;
 mod sse;
