@@ -47,12 +47,13 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is needed: apt-get install -y redis-server");
-        let url = format!("redis://127.0.0.1:{port}/");
+        // Owned by the guard at once, so that it is stopped on every path.
+        let redis = Redis { child, dir, url: format!("redis://127.0.0.1:{port}/") };
         for _ in 0..500 {
-            if let Ok(c) = redis::Client::open(url.as_str())
+            if let Ok(c) = redis::Client::open(redis.url.as_str())
                 && c.get_multiplexed_async_connection().await.is_ok()
             {
-                return Redis { child, dir, url };
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
