@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
+    /// Append-only file with an fsync per write: data survives a SIGKILL.
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -26,11 +28,20 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts a fresh, empty server that persists to its own directory on shutdown.
+    /// Starts a fresh, empty server that keeps nothing on disk.
     pub async fn start() -> RedisServer {
+        Self::start_with(false).await
+    }
+
+    /// Starts a fresh server whose data survives being killed (AOF, fsync always).
+    pub async fn start_persistent() -> RedisServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("pushwire-redis-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer { port: free_port(), dir, child: None };
+        let mut server = RedisServer { port: free_port(), dir, persistent, child: None };
         server.launch().await;
         server
     }
@@ -40,8 +51,11 @@ impl RedisServer {
     }
 
     async fn launch(&mut self) {
+        let aof: &[&str] =
+            if self.persistent { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let child = Command::new(binary())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(aof)
             .arg("--dir")
             .arg(&self.dir)
             .args(["--dbfilename", "dump.rdb", "--daemonize", "no", "--loglevel", "warning"])
@@ -63,20 +77,16 @@ impl RedisServer {
         }
     }
 
-    /// Stops the server. With `keep_data`, it saves to disk first (SHUTDOWN
-    /// SAVE), as a Redis with persistence would keep its data across a restart.
-    pub async fn stop(&mut self, keep_data: bool) {
-        if keep_data {
-            let client = redis::Client::open(self.url()).unwrap();
-            let mut c = client.get_multiplexed_async_connection().await.unwrap();
-            let _ = redis::cmd("SHUTDOWN").arg("SAVE").query_async::<()>(&mut c).await;
-        }
+    /// Kills the server (SIGKILL). With `keep_data` its files stay, so a
+    /// persistent server restarts with its data; without, it restarts empty.
+    pub async fn kill(&mut self, keep_data: bool) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
         if !keep_data {
-            let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+            let _ = std::fs::remove_dir_all(&self.dir);
+            std::fs::create_dir_all(&self.dir).unwrap();
         }
     }
 

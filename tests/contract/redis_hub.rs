@@ -153,29 +153,8 @@ async fn one_pubsub_connection_per_instance_and_none_for_idle_channels() {
     }
 }
 
-/// Publishes `{"i": i}` through `app`, retrying while the hub answers 503.
 async fn publish_through_outage(app: &TestApp, channel: &str, i: u64) -> (u64, u32) {
-    let mut refused = 0;
-    loop {
-        let response = app
-            .http
-            .post(app.url(&format!("/channels/{channel}/messages")))
-            .json(&json!({"i": i}))
-            .send()
-            .await
-            .unwrap();
-        match response.status().as_u16() {
-            201 => return (response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap(), refused),
-            503 => {
-                assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
-                let body: Value = response.json().await.unwrap();
-                assert_eq!(body["error"]["code"], "unavailable");
-                refused += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => panic!("unexpected status {other}"),
-        }
-    }
+    publish_retrying(&app.http, &app.url(&format!("/channels/{channel}/messages")), i).await
 }
 
 async fn readyz(app: &TestApp) -> u16 {
@@ -191,36 +170,81 @@ async fn wait_ready(app: &TestApp, status: u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restarted_with_its_data_loses_nothing() {
-    let mut redis = RedisServer::start().await;
+async fn redis_killed_mid_stream_and_restarted_with_its_data_loses_nothing() {
+    let mut redis = RedisServer::start_persistent().await;
     let a = spawn_app_on(redis_hub(&redis.url(), limits()).await, |_| {}).await;
     let b = spawn_app_on(redis_hub(&redis.url(), limits()).await, |_| {}).await;
     let mut ws = a.ws("?channels=o").await;
     ws.handshake(1).await;
     let mut sse = a.sse("?channels=o").await;
     sse.expect("subscribed").await;
-    for i in 1..=5 {
-        publish_through_outage(&b, "o", i).await;
-    }
-    assert_eq!(seqs(&ws.messages(5).await), [1, 2, 3, 4, 5]);
-    let got: Vec<Value> = sse.messages(5).await.iter().map(SseEvent::json).collect();
-    assert_eq!(seqs(&got), [1, 2, 3, 4, 5]);
-    redis.stop(true).await;
+
+    // A steady publisher on B that keeps trying through the outage.
+    const TOTAL: u64 = 40;
+    let (progress, mut published) = tokio::sync::watch::channel((0u64, 0u32));
+    let publisher = {
+        let (http, url) = (b.http.clone(), b.url("/channels/o/messages"));
+        tokio::spawn(async move {
+            let mut refused_total = 0;
+            for i in 1..=TOTAL {
+                let (seq, refused) = publish_retrying(&http, &url, i).await;
+                assert_eq!(seq, i, "one publish, one seq, even across the outage");
+                refused_total += refused;
+                progress.send_replace((i, refused_total));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            refused_total
+        })
+    };
+    published.wait_for(|(n, _)| *n >= 10).await.unwrap();
+    redis.kill(true).await;
     wait_ready(&a, 503).await;
     let response = a.http.post(a.url("/channels/o/messages")).json(&json!("refused")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     // Open connections stay open while Redis is away.
     ws.send(json!({"type": "ping", "ref": "alive"})).await;
-    assert_eq!(ws.expect("pong").await["ref"], "alive");
+    let mut before_pong = Vec::new();
+    let pong = loop {
+        let frame = ws.json().await;
+        if frame["type"] == "pong" {
+            break frame;
+        }
+        before_pong.push(frame);
+    };
+    assert_eq!(pong["ref"], "alive");
     redis.restart().await;
     wait_ready(&a, 200).await;
-    for i in 6..=10 {
-        publish_through_outage(&b, "o", i).await;
+    let refused = tokio::time::timeout(PATIENCE * 2, publisher).await.expect("publisher finished").unwrap();
+    assert!(refused > 0, "the publisher did run into the outage");
+
+    let mut over_ws = before_pong;
+    over_ws.extend(ws.messages(TOTAL as usize - over_ws.len()).await);
+    assert_eq!(seqs(&over_ws), (1..=TOTAL).collect::<Vec<_>>());
+    let over_sse: Vec<Value> = sse.messages(TOTAL as usize).await.iter().map(SseEvent::json).collect();
+    assert_eq!(seqs(&over_sse), (1..=TOTAL).collect::<Vec<_>>());
+    assert!(over_sse.iter().enumerate().all(|(k, m)| m["data"]["i"] == k as u64 + 1), "each message once, in order");
+    ws.assert_quiet(Duration::from_millis(200)).await;
+}
+
+/// Publishes `{"i": i}`, retrying while the hub answers 503; returns the seq
+/// and how many times it was refused.
+async fn publish_retrying(http: &reqwest::Client, url: &str, i: u64) -> (u64, u32) {
+    let mut refused = 0;
+    loop {
+        let response = http.post(url).json(&json!({"i": i})).send().await.unwrap();
+        match response.status().as_u16() {
+            201 => return (response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap(), refused),
+            503 => {
+                assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unavailable");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
     }
-    assert_eq!(seqs(&ws.messages(5).await), [6, 7, 8, 9, 10], "the sequence continues, nothing lost or repeated");
-    let got: Vec<Value> = sse.messages(5).await.iter().map(SseEvent::json).collect();
-    assert_eq!(seqs(&got), [6, 7, 8, 9, 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,14 +285,14 @@ async fn messages_published_while_an_instance_lost_its_pubsub_link_are_filled_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restarted_empty_gives_an_explicit_reset() {
-    let mut redis = RedisServer::start().await;
+async fn redis_killed_and_restarted_empty_gives_an_explicit_reset() {
+    let mut redis = RedisServer::start_persistent().await;
     let app = spawn_app_on(redis_hub(&redis.url(), limits()).await, |_| {}).await;
     let mut ws = app.ws("?channels=e").await;
     let old_epoch = ws.handshake(1).await[0]["epoch"].as_str().unwrap().to_string();
     app.publish_many("e", 5).await;
     assert_eq!(seqs(&ws.messages(5).await), [1, 2, 3, 4, 5]);
-    redis.stop(false).await;
+    redis.kill(false).await;
     wait_ready(&app, 503).await;
     redis.restart().await;
     wait_ready(&app, 200).await;
