@@ -26,9 +26,7 @@ async fn main() -> anyhow::Result<()> {
 
     let hub: Arc<dyn Hub> = match &config.redis_url {
         None => Arc::new(MemoryHub::new(config.history_limits())),
-        Some(url) => RedisHub::connect(url, &config.redis_prefix, config.history_limits())
-            .await
-            .with_context(|| format!("cannot use the Redis hub at {url}"))?,
+        Some(url) => connect_redis(url, &config).await?,
     };
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
@@ -55,6 +53,24 @@ async fn main() -> anyhow::Result<()> {
     ctx.shutdown.trigger();
     running.handle.stop(true).await;
     server.await.context("server task failed")?.context("server failed")
+}
+
+/// Connects the Redis hub, retrying for a while: in a Compose topology the
+/// nodes often start before Redis accepts connections.
+async fn connect_redis(url: &str, config: &Config) -> anyhow::Result<Arc<dyn Hub>> {
+    const ATTEMPTS: u32 = 30;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match RedisHub::connect(url, &config.redis_prefix, config.history_limits()).await {
+            Ok(hub) => return Ok(hub),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "redis not reachable yet; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot use the Redis hub at {url}")),
+        }
+    }
 }
 
 async fn shutdown_signal() {
