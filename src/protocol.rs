@@ -86,7 +86,13 @@ struct Envelope {
     channels: Option<Value>,
     channel: Option<Value>,
     cursor: Option<Value>,
+    /// `Some` whenever the field is present, `null` included.
+    #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 impl ClientFrame {
@@ -96,13 +102,17 @@ impl ClientFrame {
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(e) => e,
             Err(e) => {
+                // Valid JSON of the wrong shape (a duplicate key, say) still
+                // gets its `ref` back if it has one.
+                let lenient = serde_json::from_str::<serde_json::Map<String, Value>>(text).ok();
+                let reference = lenient.and_then(|mut map| map.remove("ref")).filter(|r| !r.is_null());
                 let code = if serde_json::from_str::<&RawValue>(text).is_ok() {
-                    ErrorCode::BadRequest // valid JSON, but not an object
+                    ErrorCode::BadRequest
                 } else {
                     ErrorCode::BadJson
                 };
-                let message = format!("frame is not a JSON object: {e}");
-                return (None, Err(FrameError { code, message, reference: None }));
+                let message = format!("frame is not a valid JSON object: {e}");
+                return (reference.clone(), Err(FrameError { code, message, reference }));
             }
         };
         let reference = envelope.reference.clone().filter(|r| !r.is_null());
@@ -226,6 +236,8 @@ mod tests {
         let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"news","data":{"text":"hi"},"ref":3}"#);
         assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == r#"{"text":"hi"}"#));
         assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#), (None, Ok(ClientFrame::Ping))));
+        let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"n","data":null}"#);
+        assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == "null"), "null is data");
         assert!(matches!(
             ClientFrame::parse(r#"{"type":"unsubscribe","channels":["x"]}"#).1,
             Ok(ClientFrame::Unsubscribe { .. })
@@ -244,6 +256,8 @@ mod tests {
         let (r, f) = ClientFrame::parse(r#"{"type":"dance","ref":"x7"}"#);
         assert_eq!(r, Some(Value::from("x7")));
         assert_eq!(f.unwrap_err().reference, Some(Value::from("x7")));
+        let duplicate = ClientFrame::parse(r#"{"type":"ping","type":"ping","ref":"dup"}"#).1.unwrap_err();
+        assert_eq!((duplicate.code, duplicate.reference), (ErrorCode::BadRequest, Some(Value::from("dup"))));
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Arc<Message>>,
     lagged: AtomicBool,
-    lag: Notify,
+    /// Set by [`Subscriber::poke`]: live delivery may have missed messages.
+    stale: AtomicBool,
+    /// Wakes the session on lag or poke.
+    wake: Notify,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -28,7 +31,9 @@ impl Subscriber {
     pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Arc<Message>>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        (Arc::new(Subscriber { id, tx, lagged: AtomicBool::new(false), lag: Notify::new() }), rx)
+        let subscriber =
+            Subscriber { id, tx, lagged: AtomicBool::new(false), stale: AtomicBool::new(false), wake: Notify::new() };
+        (Arc::new(subscriber), rx)
     }
 
     pub fn id(&self) -> u64 {
@@ -41,7 +46,7 @@ impl Subscriber {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.lagged.swap(true, Ordering::Relaxed) {
-                    self.lag.notify_one();
+                    self.wake.notify_one();
                 }
                 false
             }
@@ -55,9 +60,26 @@ impl Subscriber {
 
     /// Resolves once a message had to be dropped for this subscriber.
     pub async fn lagged(&self) {
-        if !self.is_lagged() {
-            self.lag.notified().await;
+        while !self.is_lagged() {
+            self.wake.notified().await;
         }
+    }
+
+    /// Tells the subscriber that live delivery may have missed messages (the
+    /// hub lost its feed for a while): it should re-read its position.
+    pub fn poke(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Whether a poke came since the last call.
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::Relaxed)
+    }
+
+    /// Resolves on the next lag or poke (at once if one is pending).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 }
 
@@ -97,6 +119,14 @@ impl Fanout {
         channels
             .get(&message.channel)
             .map_or(0, |subscribers| subscribers.values().filter(|s| s.offer(message)).count())
+    }
+
+    /// Pokes every local subscriber of every channel (see [`Subscriber::poke`]).
+    pub fn poke_all(&self) {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        for subscriber in channels.values().flat_map(HashMap::values) {
+            subscriber.poke();
+        }
     }
 
     pub fn has_subscribers(&self, channel: &ChannelName) -> bool {

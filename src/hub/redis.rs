@@ -13,9 +13,8 @@
 //!
 //! While Redis is unreachable the hub is not ready: publishes and history
 //! reads fail (503), open connections stay open. When Redis answers again the
-//! hub offers each locally subscribed channel's newest message to its
-//! subscribers, which makes every one of them fill its gap from history (or
-//! get a `reset` if the sequence was lost).
+//! hub pokes every local subscriber, which re-reads its position and fills
+//! its gap from history (or gets a `reset` if the sequence was lost).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -131,8 +130,14 @@ impl Keys {
 /// SUBSCRIBE and an UNSUBSCRIBE of the same channel never race.
 enum Interest {
     Subscribe(ChannelName, oneshot::Sender<Result<(), HubError>>),
+    /// The last local subscriber left; unsubscribe after [`UNSUBSCRIBE_GRACE`]
+    /// unless interest came back, so that pollers don't churn the link.
     Unsubscribe(ChannelName),
+    UnsubscribeNow(ChannelName),
 }
+
+/// How long a channel stays subscribed in Redis after its last local subscriber left.
+const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
 
 fn unavailable(e: impl std::fmt::Display) -> HubError {
     HubError::Unavailable(e.to_string())
@@ -169,7 +174,7 @@ impl RedisHub {
             history: Script::new(&format!("{TRIM_AGE}{HISTORY}")),
         });
         tokio::spawn(receive(push_rx, keys.clone(), fanout.clone(), ready.clone()));
-        tokio::spawn(track_interest(interest_rx, pubsub.clone(), keys, fanout));
+        tokio::spawn(track_interest(interest_rx, hub.interest.downgrade(), pubsub.clone(), keys, fanout));
         tokio::spawn(watch_health(Arc::downgrade(&hub), pubsub));
         Ok(hub)
     }
@@ -243,26 +248,6 @@ impl RedisHub {
             .collect::<Result<_, HubError>>()?;
         Ok(History { epoch, head, oldest, messages })
     }
-
-    /// After Redis came back: offer every locally subscribed channel's newest
-    /// message, so that each subscriber notices what it missed and fills it
-    /// from history.
-    async fn resync(&self) {
-        for channel in self.fanout.channels() {
-            let Ok(position) = self.history_now(channel.clone(), u64::MAX, 0).await else { return };
-            if position.head == 0 {
-                continue; // nothing to miss; a new epoch shows with the next message
-            }
-            match self.history_now(channel, position.head - 1, 1).await {
-                Ok(history) => {
-                    for message in history.messages {
-                        self.fanout.deliver(&message);
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-    }
 }
 
 /// `"ts":<digits>` from a stored message (it always precedes `data`).
@@ -311,6 +296,8 @@ fn decode_live(keys: &Keys, data: &[Value]) -> Option<Message> {
 /// Applies changes of local interest to the one pub/sub connection, in order.
 async fn track_interest(
     mut changes: mpsc::UnboundedReceiver<Interest>,
+    // Weak: the queue must close when the hub is dropped.
+    later: mpsc::WeakUnboundedSender<Interest>,
     mut pubsub: ConnectionManager,
     keys: Keys,
     fanout: Arc<Fanout>,
@@ -333,6 +320,15 @@ async fn track_interest(
                 let _ = done.send(result);
             }
             Interest::Unsubscribe(channel) => {
+                let later = later.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(UNSUBSCRIBE_GRACE).await;
+                    if let Some(later) = later.upgrade() {
+                        let _ = later.send(Interest::UnsubscribeNow(channel));
+                    }
+                });
+            }
+            Interest::UnsubscribeNow(channel) => {
                 // Interest may have come back since this was queued.
                 if !fanout.has_subscribers(&channel)
                     && subscribed.remove(&channel)
@@ -357,8 +353,10 @@ async fn watch_health(hub: std::sync::Weak<RedisHub>, mut pubsub: ConnectionMana
             && redis::cmd("PING").query_async::<()>(&mut pubsub).await.is_ok();
         let was = hub.ready.load(Ordering::Relaxed);
         if up && !was {
-            tracing::info!("redis is reachable again; filling subscribers' gaps");
-            hub.resync().await;
+            // Whatever was published meanwhile never reached this instance:
+            // every local subscriber re-reads its position from history.
+            tracing::info!("redis is reachable again; subscribers catch up from history");
+            hub.fanout.poke_all();
             hub.ready.store(true, Ordering::Relaxed);
         } else if !up && was {
             tracing::warn!("redis is unreachable");

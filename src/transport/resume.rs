@@ -2,6 +2,11 @@
 //! into an exact catch-up (history after the cursor, or an explicit `reset`),
 //! then follows the live queue, dropping duplicates and filling gaps from
 //! history by seq. Every transport delivers what it yields, in order.
+//!
+//! Cancellation: `next` and `next_ready` are used inside `select!`. Taking a
+//! live message off the queue and judging it is synchronous; history is read
+//! only for channels marked `behind`, and a channel's state changes only after
+//! a read completed, so a cancelled or failed read is simply done again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::hub::{Hub, HubError, Subscriber};
+use crate::hub::{History, Hub, HubError, Subscriber};
 use crate::message::{ChannelName, Cursor, Epoch, Message, Position, Reset, ResetReason};
 
 /// What a subscription yields, in delivery order per channel.
@@ -38,14 +43,18 @@ pub struct Subscribed {
     pub head: u64,
 }
 
+/// A position in a channel. The epoch is unknown only until the first read
+/// of a channel resumed from a cursor entry without one.
+type At = (Option<Epoch>, u64);
+
 #[derive(Debug)]
 struct Channel {
     name: ChannelName,
     /// The position of the last event handed to the transport.
-    delivered: (Epoch, u64),
+    delivered: At,
     /// The position of the last event put in `pending` (or delivered).
-    queued: (Epoch, u64),
-    /// More history to read after `queued` before going live.
+    queued: At,
+    /// History must be read after `queued` before live messages can follow.
     behind: bool,
 }
 
@@ -55,6 +64,9 @@ pub struct Subscription {
     /// `None` for a one-shot read (short polling): nothing live is registered.
     live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>,
     channels: Vec<Channel>,
+    /// A channel registered with the hub but not yet in `channels` (its
+    /// subscribe is under way); dropped with the rest if the subscribe is.
+    registering: Option<ChannelName>,
     pending: VecDeque<Event>,
     page: usize,
 }
@@ -65,13 +77,16 @@ const RETRY: Duration = Duration::from_millis(500);
 impl Subscription {
     /// A subscription with a live queue of `capacity` messages.
     pub fn live(hub: Arc<dyn Hub>, capacity: usize, page: usize) -> Subscription {
-        let live = Some(Subscriber::new(capacity));
-        Subscription { hub, live, channels: Vec::new(), pending: VecDeque::new(), page: page.max(1) }
+        Self::new(hub, Some(Subscriber::new(capacity)), page)
     }
 
     /// A subscription that only reads history (no live delivery).
     pub fn once(hub: Arc<dyn Hub>, page: usize) -> Subscription {
-        Subscription { hub, live: None, channels: Vec::new(), pending: VecDeque::new(), page: page.max(1) }
+        Self::new(hub, None, page)
+    }
+
+    fn new(hub: Arc<dyn Hub>, live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>, page: usize) -> Self {
+        Subscription { hub, live, channels: Vec::new(), registering: None, pending: VecDeque::new(), page: page.max(1) }
     }
 
     /// The live subscriber, whose `lagged()` signals a queue overflow.
@@ -90,37 +105,58 @@ impl Subscription {
     /// Subscribes `channels` (those not subscribed yet), resuming each from its
     /// entry in `cursor` or, without one, from the channel's head. Live
     /// delivery starts before history is read, so nothing falls in between.
+    /// All or nothing: on error, none of the new channels stays subscribed.
     pub async fn subscribe(&mut self, channels: &[ChannelName], cursor: &Cursor) -> Result<Vec<Subscribed>, HubError> {
         let mut subscribed = Vec::with_capacity(channels.len());
         for name in channels {
             if self.is_subscribed(name) {
                 continue;
             }
-            if let Some((subscriber, _)) = &self.live {
-                self.hub.subscribe(name.clone(), subscriber.clone()).await?;
+            match self.start(name, cursor.get(name)).await {
+                Ok(s) => subscribed.push(s),
+                Err(e) => {
+                    let added: Vec<ChannelName> = subscribed.into_iter().map(|s| s.channel).collect();
+                    self.unsubscribe(&added);
+                    return Err(e);
+                }
             }
-            let result = self.start(name, cursor.get(name)).await;
-            if result.is_err()
-                && let Some((subscriber, _)) = &self.live
-            {
-                self.hub.unsubscribe(name, subscriber.id());
-            }
-            subscribed.push(result?);
         }
         Ok(subscribed)
     }
 
     async fn start(&mut self, name: &ChannelName, from: Option<&Position>) -> Result<Subscribed, HubError> {
-        let head = self.hub.history(name.clone(), u64::MAX, 0).await?;
-        let subscribed = Subscribed { channel: name.clone(), epoch: head.epoch.clone(), head: head.head };
-        let at = (head.epoch.clone(), head.head);
+        if let Some((subscriber, _)) = &self.live {
+            self.registering = Some(name.clone());
+            self.hub.subscribe(name.clone(), subscriber.clone()).await.inspect_err(|_| self.registering = None)?;
+        }
+        let result = match from {
+            // One read gives the position and the catch-up's first page.
+            Some(from) => self.resume(name, from).await,
+            None => self.hub.history(name.clone(), u64::MAX, 0).await.map(|h| {
+                let at = (Some(h.epoch.clone()), h.head);
+                self.channels.push(Channel { name: name.clone(), delivered: at.clone(), queued: at, behind: false });
+                Subscribed { channel: name.clone(), epoch: h.epoch, head: h.head }
+            }),
+        };
+        self.registering = None;
+        if result.is_err()
+            && let Some((subscriber, _)) = &self.live
+        {
+            self.hub.unsubscribe(name, subscriber.id());
+        }
+        result
+    }
+
+    async fn resume(&mut self, name: &ChannelName, from: &Position) -> Result<Subscribed, HubError> {
+        let at = (from.epoch.clone(), from.seq);
+        let history = self.hub.history(name.clone(), from.seq, self.page).await?;
+        let subscribed = Subscribed { channel: name.clone(), epoch: history.epoch.clone(), head: history.head };
         self.channels.push(Channel { name: name.clone(), delivered: at.clone(), queued: at, behind: false });
-        if let Some(from) = from {
-            let index = self.channels.len() - 1;
-            let epoch = from.epoch.clone().unwrap_or(head.epoch);
-            self.channels[index].delivered = (epoch.clone(), from.seq);
-            self.channels[index].queued = (epoch, from.seq);
-            self.catch_up(index).await?;
+        let index = self.channels.len() - 1;
+        if let Err(e) = self.apply(index, history).await {
+            self.channels.pop();
+            self.pending.retain(|event| event_channel(event) != name);
+            return Err(e);
         }
         Ok(subscribed)
     }
@@ -141,7 +177,7 @@ impl Subscription {
         Cursor::new(
             self.channels
                 .iter()
-                .map(|c| Position { channel: c.name.clone(), seq: c.delivered.1, epoch: Some(c.delivered.0.clone()) })
+                .map(|c| Position { channel: c.name.clone(), seq: c.delivered.1, epoch: c.delivered.0.clone() })
                 .collect(),
         )
     }
@@ -152,16 +188,21 @@ impl Subscription {
             if let Some(event) = self.pop() {
                 return Ok(Some(event));
             }
+            if let Some((subscriber, _)) = &self.live {
+                if subscriber.is_lagged() {
+                    return Err(Ended::Lagged);
+                }
+                if subscriber.take_stale() {
+                    self.channels.iter_mut().for_each(|c| c.behind = true);
+                }
+            }
             if let Some(index) = self.channels.iter().position(|c| c.behind) {
                 self.catch_up(index).await?;
                 continue;
             }
-            let Some((subscriber, rx)) = &mut self.live else { return Ok(None) };
-            if subscriber.is_lagged() {
-                return Err(Ended::Lagged);
-            }
+            let Some((_, rx)) = &mut self.live else { return Ok(None) };
             match rx.try_recv() {
-                Ok(message) => self.accept(message).await?,
+                Ok(message) => self.accept(message),
                 Err(_) => return Ok(None),
             }
         }
@@ -185,19 +226,14 @@ impl Subscription {
             let Some((subscriber, rx)) = &mut self.live else {
                 return std::future::pending().await;
             };
-            let message = tokio::select! {
-                message = rx.recv() => message,
-                () = subscriber.lagged() => return Err(Ended::Lagged),
-            };
-            match message {
-                Some(message) => {
-                    if let Err(e) = self.accept(message).await {
-                        tracing::debug!(error = %e, "gap fill failed; retrying");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-                // Cannot happen: the sender lives in our own `Subscriber`.
-                None => return std::future::pending().await,
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(message) => self.accept(message),
+                    // Cannot happen: the sender lives in our own `Subscriber`.
+                    None => return std::future::pending().await,
+                },
+                // A lag or a poke: the next round of `next_ready` acts on it.
+                () = subscriber.woken() => {}
             }
         }
     }
@@ -205,8 +241,8 @@ impl Subscription {
     fn pop(&mut self) -> Option<Event> {
         let event = self.pending.pop_front()?;
         let (name, at) = match &event {
-            Event::Message(m) => (&m.channel, (m.epoch.clone(), m.seq)),
-            Event::Reset(r) => (&r.channel, (r.epoch.clone(), r.seq)),
+            Event::Message(m) => (&m.channel, (Some(m.epoch.clone()), m.seq)),
+            Event::Reset(r) => (&r.channel, (Some(r.epoch.clone()), r.seq)),
         };
         if let Some(channel) = self.channels.iter_mut().find(|c| &c.name == name) {
             channel.delivered = at;
@@ -214,47 +250,55 @@ impl Subscription {
         Some(event)
     }
 
-    /// Takes a live message: the next in line is queued, an old one dropped, and
-    /// one after a gap (or from another epoch) makes the channel catch up from history.
-    async fn accept(&mut self, message: Arc<Message>) -> Result<(), HubError> {
-        let Some(index) = self.channels.iter().position(|c| c.name == message.channel) else {
-            return Ok(()); // unsubscribed meanwhile
+    /// Takes a live message: the next in line is queued, an old one dropped,
+    /// and one after a gap (or from another epoch) marks the channel behind,
+    /// so that history is read before anything more of it is delivered.
+    fn accept(&mut self, message: Arc<Message>) {
+        let Some(channel) = self.channels.iter_mut().find(|c| c.name == message.channel) else {
+            return; // unsubscribed meanwhile
         };
-        let channel = &mut self.channels[index];
         if channel.behind {
-            return Ok(()); // history will bring it
+            return; // history will bring it
         }
-        let (epoch, seq) = &channel.queued;
-        if message.epoch == *epoch && message.seq <= *seq {
-            return Ok(()); // duplicate
+        let same_epoch = channel.queued.0.as_ref() == Some(&message.epoch);
+        if same_epoch && message.seq <= channel.queued.1 {
+            return; // duplicate
         }
-        if message.epoch == *epoch && message.seq == seq + 1 {
+        if same_epoch && message.seq == channel.queued.1 + 1 {
             channel.queued.1 = message.seq;
             self.pending.push_back(Event::Message(message));
-            return Ok(());
+        } else {
+            channel.behind = true;
         }
-        self.catch_up(index).await
     }
 
-    /// Reads the next page of history after the channel's queued position,
-    /// queueing a `reset` first when that position cannot be continued.
+    /// Reads the next page of history after the channel's queued position.
     async fn catch_up(&mut self, index: usize) -> Result<(), HubError> {
         let name = self.channels[index].name.clone();
+        let history = self.hub.history(name, self.channels[index].queued.1, self.page).await?;
+        self.apply(index, history).await
+    }
+
+    /// Queues what a history read after the channel's queued position found,
+    /// with a `reset` first when that position cannot be continued.
+    async fn apply(&mut self, index: usize, mut history: History) -> Result<(), HubError> {
+        let name = self.channels[index].name.clone();
         let (epoch, seq) = self.channels[index].queued.clone();
-        let mut history = self.hub.history(name.clone(), seq, self.page).await?;
-        let reason = if history.epoch != epoch || seq > history.head {
+        let epoch_differs = epoch.as_ref().is_some_and(|e| *e != history.epoch);
+        let reason = if epoch_differs || seq > history.head {
             Some(ResetReason::EpochChanged)
         } else if seq + 1 < history.oldest {
             Some(ResetReason::HistoryTrimmed)
         } else {
             None
         };
+        if reason == Some(ResetReason::EpochChanged) && seq != history.oldest - 1 {
+            // The read was made from a position of another epoch: read again
+            // from the new starting point.
+            history = self.hub.history(name.clone(), history.oldest - 1, self.page).await?;
+        }
+        let channel = &mut self.channels[index];
         if let Some(reason) = reason {
-            if reason == ResetReason::EpochChanged && seq != history.oldest - 1 {
-                // The first read was made from a position of another epoch:
-                // read again from the new starting point.
-                history = self.hub.history(name.clone(), history.oldest - 1, self.page).await?;
-            }
             let at = history.oldest - 1;
             self.pending.push_back(Event::Reset(Reset {
                 channel: name,
@@ -262,9 +306,14 @@ impl Subscription {
                 seq: at,
                 reason,
             }));
-            self.channels[index].queued = (history.epoch.clone(), at);
+            channel.queued = (Some(history.epoch.clone()), at);
+        } else if channel.queued.0.is_none() {
+            // A cursor entry without epoch means the current one.
+            channel.queued.0 = Some(history.epoch.clone());
+            if channel.delivered.0.is_none() {
+                channel.delivered.0 = Some(history.epoch.clone());
+            }
         }
-        let channel = &mut self.channels[index];
         channel.behind = history.messages.len() >= self.page;
         for message in history.messages {
             if message.seq > channel.queued.1 {
@@ -286,9 +335,174 @@ fn event_channel(event: &Event) -> &ChannelName {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some((subscriber, _)) = &self.live {
-            for channel in &self.channels {
-                self.hub.unsubscribe(&channel.name, subscriber.id());
+            for name in self.channels.iter().map(|c| &c.name).chain(&self.registering) {
+                self.hub.unsubscribe(name, subscriber.id());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The resume logic against a hub that can fail or stall history reads
+    //! and lose live messages, as a hub with a broken link would.
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::hub::{Fanout, HistoryLimits, HubFuture, MemoryHub};
+
+    #[derive(Default)]
+    struct Faults {
+        fail_reads: AtomicBool,
+        stall_reads: AtomicBool,
+        drop_live: AtomicBool,
+    }
+
+    /// Stores in a memory hub; delivers live through its own fan-out.
+    struct FaultyHub {
+        store: MemoryHub,
+        fanout: Fanout,
+        faults: Arc<Faults>,
+    }
+
+    impl Hub for FaultyHub {
+        fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>> {
+            Box::pin(async move {
+                let message = self.store.publish(channel, data).await?;
+                if !self.faults.drop_live.load(Ordering::Relaxed) {
+                    self.fanout.deliver(&message);
+                }
+                Ok(message)
+            })
+        }
+
+        fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {
+            Box::pin(async move {
+                if self.faults.stall_reads.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+                if self.faults.fail_reads.load(Ordering::Relaxed) {
+                    return Err(HubError::Unavailable("injected".into()));
+                }
+                self.store.history(channel, after, limit).await
+            })
+        }
+
+        fn subscribe(&self, channel: ChannelName, subscriber: Arc<Subscriber>) -> HubFuture<'_, ()> {
+            self.fanout.add(&channel, subscriber);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn unsubscribe(&self, channel: &ChannelName, subscriber: u64) {
+            self.fanout.remove(channel, subscriber);
+        }
+
+        fn is_ready(&self) -> bool {
+            true
+        }
+
+        fn kind(&self) -> &'static str {
+            "faulty"
+        }
+    }
+
+    fn setup() -> (Arc<FaultyHub>, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let store = MemoryHub::new(HistoryLimits::default());
+        (Arc::new(FaultyHub { store, fanout: Fanout::default(), faults: faults.clone() }), faults)
+    }
+
+    fn c() -> ChannelName {
+        "c".parse().unwrap()
+    }
+
+    async fn publish(hub: &FaultyHub, n: u64) {
+        hub.publish(c(), RawValue::from_string(n.to_string()).unwrap()).await.unwrap();
+    }
+
+    async fn next_seq(subscription: &mut Subscription) -> u64 {
+        match tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.expect("an event").unwrap() {
+            Event::Message(m) => m.seq,
+            Event::Reset(r) => panic!("unexpected {r:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_after_a_failed_history_read() {
+        let (hub, faults) = setup();
+        let mut s = Subscription::live(hub.clone(), 16, 100);
+        s.subscribe(&[c()], &Cursor::default()).await.unwrap();
+        publish(&hub, 1).await;
+        assert_eq!(next_seq(&mut s).await, 1);
+        faults.drop_live.store(true, Ordering::Relaxed);
+        publish(&hub, 2).await;
+        faults.drop_live.store(false, Ordering::Relaxed);
+        faults.fail_reads.store(true, Ordering::Relaxed);
+        publish(&hub, 3).await; // reveals the gap; the read fails
+        assert!(matches!(s.next_ready().await, Err(Ended::Hub(_))));
+        faults.fail_reads.store(false, Ordering::Relaxed);
+        assert_eq!(next_seq(&mut s).await, 2);
+        assert_eq!(next_seq(&mut s).await, 3);
+        assert_eq!(s.cursor().to_string(), format!("c:3:{}", hub.store.epoch()));
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_after_a_cancelled_read() {
+        let (hub, faults) = setup();
+        let mut s = Subscription::live(hub.clone(), 16, 100);
+        s.subscribe(&[c()], &Cursor::default()).await.unwrap();
+        faults.drop_live.store(true, Ordering::Relaxed);
+        publish(&hub, 1).await;
+        faults.drop_live.store(false, Ordering::Relaxed);
+        faults.stall_reads.store(true, Ordering::Relaxed);
+        publish(&hub, 2).await;
+        // As a select! would: the read is cancelled by another branch.
+        assert!(tokio::time::timeout(Duration::from_millis(20), s.next()).await.is_err());
+        faults.stall_reads.store(false, Ordering::Relaxed);
+        assert_eq!(next_seq(&mut s).await, 1);
+        assert_eq!(next_seq(&mut s).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_subscribe_leaves_nothing_behind() {
+        let (hub, faults) = setup();
+        let mut s = Subscription::live(hub.clone(), 16, 100);
+        faults.fail_reads.store(true, Ordering::Relaxed);
+        let both = [c(), "d".parse().unwrap()];
+        assert!(s.subscribe(&both, &Cursor::default()).await.is_err());
+        assert!(!s.is_subscribed(&c()));
+        assert_eq!(hub.fanout.channel_count(), 0, "no live registration left");
+        faults.fail_reads.store(false, Ordering::Relaxed);
+        assert_eq!(s.subscribe(&both, &Cursor::default()).await.unwrap().len(), 2);
+        publish(&hub, 1).await;
+        assert_eq!(next_seq(&mut s).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_poke_makes_a_quiet_channel_catch_up() {
+        let (hub, faults) = setup();
+        let mut s = Subscription::live(hub.clone(), 16, 100);
+        s.subscribe(&[c()], &Cursor::default()).await.unwrap();
+        faults.drop_live.store(true, Ordering::Relaxed);
+        publish(&hub, 1).await;
+        publish(&hub, 2).await;
+        assert!(tokio::time::timeout(Duration::from_millis(20), s.next()).await.is_err(), "nothing live came");
+        hub.fanout.poke_all();
+        assert_eq!(next_seq(&mut s).await, 1);
+        assert_eq!(next_seq(&mut s).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_subscribe_unregisters() {
+        let (hub, faults) = setup();
+        let mut s = Subscription::live(hub.clone(), 16, 100);
+        faults.stall_reads.store(true, Ordering::Relaxed);
+        let cursor: Cursor = "c:0".parse().unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(20), s.subscribe(&[c()], &cursor)).await.is_err());
+        assert_eq!(hub.fanout.channel_count(), 1, "registered while the read was under way");
+        drop(s);
+        assert_eq!(hub.fanout.channel_count(), 0);
     }
 }

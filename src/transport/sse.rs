@@ -94,11 +94,9 @@ impl SseStream {
                     chunk.put_slice(b": too slow to keep up; reconnect\n\n");
                     break;
                 }
-                Err(Ended::Hub(e)) => {
-                    tracing::warn!(error = %e, "sse stream ended by hub failure");
-                    self.done = true;
-                    break;
-                }
+                // A failed history read while gathering: send what is ready;
+                // `next` retries the read on the following round.
+                Err(Ended::Hub(_)) => break,
             }
             if chunk.len() >= CHUNK {
                 break;

@@ -153,6 +153,13 @@ async fn publish_frame_is_acked_and_delivered_to_the_publisher(hub: HubKind) {
     );
     assert_message(own, "p", 1, &json!({"text": "hi"}));
     assert_message(&other.expect("message").await, "p", 1, &json!({"text": "hi"}));
+    // null is data like any other JSON value.
+    publisher.send(json!({"type": "publish", "channel": "p", "data": null, "ref": "n"})).await;
+    let mut frames = [publisher.json().await, publisher.json().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_string());
+    assert_eq!((frames[0]["ref"].as_str(), frames[0]["seq"].as_u64()), (Some("n"), Some(2)));
+    assert_message(&frames[1], "p", 2, &json!(null));
+    other.expect("message").await;
     // Publishing to a channel one is not subscribed to works too.
     publisher.send(json!({"type": "publish", "channel": "elsewhere", "data": 1, "ref": "4"})).await;
     let ack = publisher.expect("ack").await;
@@ -163,7 +170,8 @@ async fn malformed_and_unknown_frames_get_errors_and_the_socket_survives(hub: Hu
     let app = spawn_app(hub).await;
     let mut ws = app.ws("?channels=m").await;
     ws.handshake(1).await;
-    let cases: [(&str, &str, Option<&str>); 8] = [
+    let cases: [(&str, &str, Option<&str>); 9] = [
+        (r#"{"type":"ping","type":"ping","ref":"dup"}"#, "bad_request", Some("dup")),
         ("{not json", "bad_json", None),
         ("[1,2,3]", "bad_request", None),
         (r#"{"type":"dance","ref":"d1"}"#, "bad_request", Some("d1")),
