@@ -13,12 +13,14 @@
 //! - [`wire`] and [`stats`]: bytes counted at the socket; per-transport counters.
 //! - [`server`]: builds the HTTP service around metered sockets.
 //! - [`shutdown`]: the one signal every session listens to.
-//! - [`demo`]: the built-in demo publisher.
+//! - [`demo`]: the built-in demo publisher, adjustable at run time.
+//! - [`inspect`]: per-page captures for the dashboard's teaching panel.
 
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod hub;
+pub mod inspect;
 pub mod message;
 pub mod protocol;
 pub mod routes;

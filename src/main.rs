@@ -32,10 +32,6 @@ async fn main() -> anyhow::Result<()> {
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
     let ctx = running.ctx.clone();
 
-    if config.demo_rate > 0.0 {
-        let channel = config.demo_channel.parse().context("--demo-channel")?;
-        tokio::spawn(pushwire::demo::run(hub, channel, config.demo_rate, config.demo_payload, ctx.shutdown.clone()));
-    }
     tracing::info!(
         hub = ctx.hub.kind(),
         demo_rate = config.demo_rate,

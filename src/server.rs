@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Config;
+use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::Hub;
 use crate::routes;
 use crate::shutdown::Shutdown;
@@ -31,11 +32,24 @@ pub struct Running {
     pub server: actix_server::Server,
 }
 
-/// Starts serving on `listener` (already bound; port 0 works).
+/// Starts serving on `listener` (already bound; port 0 works), and the demo
+/// publisher. Must be called within a tokio runtime.
 pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Result<Running> {
     let addr = listener.local_addr()?;
-    let ctx =
-        Context { config: Arc::new(config), hub, stats: Arc::new(Stats::default()), shutdown: Shutdown::default() };
+    let demo_channel = config.demo_channel.parse().map_err(|e: crate::message::ParseError| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("--demo-channel: {}", e.0))
+    })?;
+    let demo = DemoControl::new(demo_channel, DemoSettings { rate: config.demo_rate, payload: config.demo_payload });
+    let ctx = Context {
+        config: Arc::new(config),
+        hub,
+        stats: Arc::new(Stats::default()),
+        shutdown: Shutdown::default(),
+        inspector: Arc::default(),
+        demo,
+    };
+    // Idle while its rate is 0; the dashboard can start it.
+    tokio::spawn(crate::demo::run(ctx.hub.clone(), ctx.demo.clone(), ctx.shutdown.clone()));
     let workers = ctx.config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let factory_ctx = ctx.clone();
     let server = actix_server::Server::build()

@@ -10,11 +10,13 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::inspect::{CAPTURE, Inspected};
 use crate::stats::{Counters, Stats, Transport};
 
 /// One connection's byte accounting; shared by its stream and its requests.
@@ -27,6 +29,19 @@ pub struct ConnMeter {
     /// Totals for this connection alone.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Whether the current request belongs to an inspected client (checked
+    /// before touching `capture`, so other connections never lock it).
+    inspected: AtomicBool,
+    capture: Mutex<Capture>,
+}
+
+/// The teaching panel's view of this connection.
+#[derive(Debug, Default)]
+struct Capture {
+    /// The raw head of the request being read (up to [`CAPTURE`] bytes).
+    head: Vec<u8>,
+    /// The inspected client and transport of the current request.
+    client: Option<(Arc<Inspected>, Transport)>,
 }
 
 impl ConnMeter {
@@ -38,19 +53,35 @@ impl ConnMeter {
             unclaimed_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            inspected: AtomicBool::new(false),
+            capture: Mutex::default(),
         }
+    }
+
+    fn capture(&self) -> std::sync::MutexGuard<'_, Capture> {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn current(&self) -> Transport {
         Transport::from_index(self.current.load(Ordering::Relaxed))
     }
 
-    /// A request for `transport` starts: it owns the bytes read so far.
-    pub fn begin(&self, transport: Transport) {
+    /// A request for `transport` starts: it owns the bytes read so far. With
+    /// an inspected client, its lane gets the request head and this
+    /// connection's bytes until the next request.
+    pub fn begin(&self, transport: Transport, client: Option<Arc<Inspected>>) {
         self.current.store(transport as u8, Ordering::Relaxed);
         self.in_request.store(true, Ordering::Relaxed);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
         Counters::add(&self.stats.get(transport).bytes_received, unclaimed);
+        let mut capture = self.capture();
+        let head = std::mem::take(&mut capture.head);
+        capture.client = client.filter(|c| c.lane(transport).is_some()).map(|c| (c, transport));
+        self.inspected.store(capture.client.is_some(), Ordering::Relaxed);
+        if let Some(lane) = capture.client.as_ref().and_then(|(c, t)| c.lane(*t)) {
+            lane.bytes_received.fetch_add(unclaimed, Ordering::Relaxed);
+            lane.begin(head);
+        }
     }
 
     /// The request has been read; bytes read from now on belong to the next one.
@@ -58,18 +89,38 @@ impl ConnMeter {
         self.in_request.store(false, Ordering::Relaxed);
     }
 
-    fn read(&self, n: u64) {
+    fn read(&self, bytes: &[u8]) {
+        let n = bytes.len() as u64;
         Counters::add(&self.bytes_in, n);
         if self.in_request.load(Ordering::Relaxed) {
             Counters::add(&self.stats.get(self.current()).bytes_received, n);
+            if self.inspected.load(Ordering::Relaxed)
+                && let Some((client, transport)) = &self.capture().client
+                && let Some(lane) = client.lane(*transport)
+            {
+                lane.bytes_received.fetch_add(n, Ordering::Relaxed);
+            }
         } else {
             Counters::add(&self.unclaimed_in, n);
+            // The next request's head, kept until it is routed (and then
+            // dropped unless its client is inspected).
+            let mut capture = self.capture();
+            let room = CAPTURE.saturating_sub(capture.head.len());
+            capture.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
         }
     }
 
-    fn wrote(&self, n: u64) {
+    fn wrote(&self, bytes: &[u8]) {
+        let n = bytes.len() as u64;
         Counters::add(&self.bytes_out, n);
-        Counters::add(&self.stats.get(self.current()).bytes_sent, n);
+        let transport = self.current();
+        Counters::add(&self.stats.get(transport).bytes_sent, n);
+        if self.inspected.load(Ordering::Relaxed)
+            && let Some((client, transport)) = &self.capture().client
+            && let Some(lane) = client.lane(*transport)
+        {
+            lane.wrote(bytes, *transport == Transport::Sse);
+        }
     }
 }
 
@@ -105,7 +156,7 @@ impl<T: AsyncRead> AsyncRead for MeteredStream<T> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            this.meter.read((buf.filled().len() - before) as u64);
+            this.meter.read(&buf.filled()[before..]);
         }
         result
     }
@@ -116,7 +167,7 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
         let this = self.project();
         let result = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
-            this.meter.wrote(n as u64);
+            this.meter.wrote(&buf[..n]);
         }
         result
     }
@@ -128,8 +179,15 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = result {
-            this.meter.wrote(n as u64);
+        if let Poll::Ready(Ok(mut n)) = result {
+            for buf in bufs {
+                let part = n.min(buf.len());
+                this.meter.wrote(&buf[..part]);
+                n -= part;
+                if n == 0 {
+                    break;
+                }
+            }
         }
         result
     }

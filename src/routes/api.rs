@@ -6,8 +6,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::demo::DemoSettings;
 use crate::error::AppError;
-use crate::message::ChannelName;
+use crate::inspect::valid_id;
+use crate::message::{ChannelName, now_micros};
 use crate::protocol::ErrorCode;
 use crate::transport::Context;
 
@@ -73,4 +75,47 @@ pub async fn stats(ctx: web::Data<Context>) -> HttpResponse {
 
 pub async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ctx.stats.prometheus(ctx.hub.is_ready()))
+}
+
+/// `GET /api/time`: the server's clock, for estimating a client's clock offset.
+pub async fn time() -> HttpResponse {
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({"now": now_micros()}))
+}
+
+/// `GET /api/inspect/{client}`: what this page's own connections carried.
+pub async fn inspect(path: web::Path<String>, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let client = known_client(&path, &ctx)?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(client.report()))
+}
+
+/// `POST /api/inspect/{client}/drop`: cuts every connection of that page.
+pub async fn drop_connections(path: web::Path<String>, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    known_client(&path, &ctx)?.drop_connections();
+    Ok(HttpResponse::Accepted().json(json!({"dropped": path.as_str()})))
+}
+
+fn known_client(id: &str, ctx: &Context) -> Result<std::sync::Arc<crate::inspect::Inspected>, AppError> {
+    if !valid_id(id) {
+        return Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9"));
+    }
+    ctx.inspector.get(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no client {id:?} seen recently")))
+}
+
+/// `GET /api/demo`: the demo publisher's channel and settings.
+pub async fn demo(ctx: web::Data<Context>) -> HttpResponse {
+    demo_answer(&ctx)
+}
+
+/// `POST /api/demo` with `{"rate": .., "payload": ..}`: changes the demo publisher.
+pub async fn set_demo(body: web::Bytes, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+    let settings: DemoSettings = serde_json::from_slice(&body)
+        .map_err(|e| AppError::new(ErrorCode::BadJson, format!("expected {{\"rate\":..,\"payload\":..}}: {e}")))?;
+    settings.validate().map_err(AppError::bad_request)?;
+    ctx.demo.set(settings);
+    Ok(demo_answer(&ctx))
+}
+
+fn demo_answer(ctx: &Context) -> HttpResponse {
+    let settings = ctx.demo.settings();
+    HttpResponse::Ok().json(json!({"channel": ctx.demo.channel, "rate": settings.rate, "payload": settings.payload}))
 }

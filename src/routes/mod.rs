@@ -13,11 +13,12 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use std::sync::Arc;
 
 use crate::error::AppError;
+use crate::inspect::client_param;
 use crate::stats::{Counters, Transport};
 use crate::transport::Context;
 use crate::wire::ConnMeter;
 
-pub use pages::IndexPage;
+pub use pages::DashboardPage;
 
 /// Registers every route of API.md.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,15 +26,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_only("/sse", streams::sse))
         .service(get_only("/long-poll", streams::long_poll))
         .service(get_only("/poll", streams::poll))
-        .service(
-            web::resource("/channels/{channel}/messages")
-                .route(web::post().to(api::publish))
-                .default_service(web::to(|| async { AppError::method_not_allowed("POST").error_response() })),
-        )
+        .service(post_only("/channels/{channel}/messages", api::publish))
         .service(get_only("/healthz", api::healthz))
         .service(get_only("/readyz", api::readyz))
         .service(get_only("/api/stats", api::stats))
         .service(get_only("/metrics", api::metrics))
+        .service(get_only("/api/time", api::time))
+        .service(get_only("/api/inspect/{client}", api::inspect))
+        .service(post_only("/api/inspect/{client}/drop", api::drop_connections))
+        .service(
+            web::resource("/api/demo")
+                .route(web::get().to(api::demo))
+                .route(web::post().to(api::set_demo))
+                .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
+        )
         .service(get_only("/", pages::index))
         .service(actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
         .default_service(web::to(not_found));
@@ -51,6 +57,17 @@ where
         .default_service(web::to(|| async { AppError::method_not_allowed("GET, HEAD").error_response() }))
 }
 
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { AppError::method_not_allowed("POST").error_response() }))
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     AppError::new(crate::protocol::ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.path()))
         .error_response()
@@ -64,11 +81,13 @@ pub async fn meter(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let transport = Transport::of_path(req.path());
     let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
-    if let Some(meter) = &meter {
-        meter.begin(transport);
-    }
-    if let Some(ctx) = req.app_data::<web::Data<Context>>() {
+    let ctx = req.app_data::<web::Data<Context>>().cloned();
+    if let Some(ctx) = &ctx {
         Counters::add(&ctx.stats.get(transport).requests, 1);
+    }
+    if let Some(meter) = &meter {
+        let client = ctx.and_then(|ctx| client_param(req.query_string()).map(|id| ctx.inspector.client(id)));
+        meter.begin(transport, client);
     }
     let response = next.call(req).await;
     let upgraded = matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::error::AppError;
+use crate::inspect::client_param;
 use crate::message::{ChannelName, Cursor};
 use crate::protocol::ErrorCode;
 use crate::transport::{self, Context, StreamRequest};
@@ -26,7 +27,12 @@ fn query(req: &HttpRequest) -> Result<StreamQuery, AppError> {
 }
 
 /// Channels and cursor of a stream request; `channels` is required on HTTP transports.
-fn stream_request(ctx: &Context, q: &StreamQuery, channels_required: bool) -> Result<StreamRequest, AppError> {
+fn stream_request(
+    ctx: &Context,
+    req: &HttpRequest,
+    q: &StreamQuery,
+    channels_required: bool,
+) -> Result<StreamRequest, AppError> {
     let channels = match q.channels.as_deref() {
         None | Some("") if channels_required => {
             return Err(AppError::bad_request("`channels` is required, e.g. ?channels=demo"));
@@ -38,7 +44,8 @@ fn stream_request(ctx: &Context, q: &StreamQuery, channels_required: bool) -> Re
         return Err(AppError::bad_request(format!("at most {} channels per request", ctx.config.max_channels)));
     }
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>().map_err(AppError::bad_cursor)?;
-    Ok(StreamRequest { channels, cursor })
+    let client = client_param(req.query_string()).map(|id| ctx.inspector.client(id));
+    Ok(StreamRequest { channels, cursor, client })
 }
 
 pub async fn websocket(
@@ -57,7 +64,7 @@ pub async fn websocket(
         e.allow = None;
         return Err(e);
     }
-    let request = stream_request(&ctx, &query(&req)?, false)?;
+    let request = stream_request(&ctx, &req, &query(&req)?, false)?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
     let ctx = ctx.get_ref().clone();
@@ -67,7 +74,7 @@ pub async fn websocket(
 
 pub async fn sse(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let mut request = stream_request(&ctx, &q, true)?;
+    let mut request = stream_request(&ctx, &req, &q, true)?;
     // Last-Event-ID is the newer position: the browser sends it on reconnect.
     if let Some(last) = req.headers().get("last-event-id") {
         let last = last.to_str().map_err(|_| AppError::new(ErrorCode::BadCursor, "Last-Event-ID is not ASCII"))?;
@@ -85,7 +92,7 @@ pub async fn sse(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpRespon
 
 pub async fn long_poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let request = stream_request(&ctx, &q, true)?;
+    let request = stream_request(&ctx, &req, &q, true)?;
     let timeout = match q.timeout.as_deref() {
         None => LONG_POLL_DEFAULT_SECS,
         Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
@@ -102,7 +109,7 @@ pub async fn long_poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<Http
 }
 
 pub async fn poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
-    let request = stream_request(&ctx, &query(&req)?, true)?;
+    let request = stream_request(&ctx, &req, &query(&req)?, true)?;
     let answer = transport::short_poll::run(ctx.get_ref().clone(), request).await?;
     Ok(poll_response(answer.to_json()))
 }

@@ -17,7 +17,9 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
     collect(&mut subscription, &mut answer, max).await;
     if answer.is_empty() && !timeout.is_zero() {
         let shutdown = ctx.shutdown.clone();
+        let cut = request.cut();
         tokio::select! {
+            () = cut => {}
             event = subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);

@@ -14,7 +14,9 @@ pub use resume::{Ended, Event, Subscribed, Subscription};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::demo::DemoControl;
 use crate::hub::Hub;
+use crate::inspect::{Inspected, Inspector};
 use crate::message::{ChannelName, Cursor};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -26,6 +28,8 @@ pub struct Context {
     pub hub: Arc<dyn Hub>,
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
+    pub inspector: Arc<Inspector>,
+    pub demo: DemoControl,
 }
 
 impl Context {
@@ -40,4 +44,18 @@ impl Context {
 pub struct StreamRequest {
     pub channels: Vec<ChannelName>,
     pub cursor: Cursor,
+    /// The inspected page this request belongs to, whose "drop connections"
+    /// ends it.
+    pub client: Option<Arc<Inspected>>,
+}
+
+impl StreamRequest {
+    /// Resolves when this request's connection should be cut (never, for
+    /// requests of no inspected page).
+    pub fn cut(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        match &self.client {
+            Some(client) => Box::pin(client.dropped()),
+            None => Box::pin(std::future::pending()),
+        }
+    }
 }

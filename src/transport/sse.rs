@@ -33,6 +33,7 @@ pub async fn open(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = SseStream {
         single: request.channels.len() == 1,
+        cut: request.cut(),
         _open: ctx.stats.open(Transport::Sse),
         ctx,
         subscription,
@@ -48,6 +49,7 @@ pub async fn open(
 
 struct SseStream {
     ctx: Context,
+    cut: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     subscription: Subscription,
     heartbeat: Interval,
     preamble: Option<Bytes>,
@@ -79,6 +81,7 @@ impl SseStream {
         let shutdown = self.ctx.shutdown.clone();
         let first = tokio::select! {
             () = shutdown.wait() => return self.finish(": server restarting; reconnect\n\n"),
+            () = &mut self.cut => return self.finish(": dropped from the dashboard; reconnect\n\n"),
             _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             event = self.subscription.next() => event,
         };

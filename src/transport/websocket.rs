@@ -75,15 +75,17 @@ impl WsSession {
         let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
         self.send(welcome.to_json()).await?;
         if !request.channels.is_empty() {
-            self.subscribe(request.channels, &request.cursor, None).await?;
+            self.subscribe(request.channels.clone(), &request.cursor, None).await?;
         }
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         let shutdown = self.ctx.shutdown.clone();
+        let mut cut = request.cut();
         loop {
             tokio::select! {
                 () = shutdown.wait() => return Err(Stop::Close(CloseCode::Restarting, "server restarting")),
+                () = &mut cut => return Err(Stop::Close(CloseCode::Restarting, "dropped from the dashboard; reconnect")),
                 frame = stream.recv() => match frame {
                     Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await?,
                     Some(Ok(AggregatedMessage::Binary(_))) => {

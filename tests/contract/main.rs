@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dashboard_api;
 mod errors;
 mod hub_contract;
 mod long_poll;

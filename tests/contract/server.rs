@@ -170,7 +170,18 @@ async fn index_page_renders(hub: HubKind) {
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = response.text().await.unwrap();
-    assert!(html.contains("<title>pushwire") && html.contains("channels=demo"), "{html}");
-    let css = app.http.get(app.url("/static/css/site.css")).send().await.unwrap();
-    assert_eq!(css.status(), 200);
+    assert!(html.contains("<title>pushwire"), "{html}");
+    for lane in ["lane-ws", "lane-sse", "lane-long", "lane-poll"] {
+        assert!(html.contains(lane), "{lane}");
+    }
+    assert!(html.contains(r#"<script type="module" src="/static/js/dashboard.js">"#));
+    for (path, kind) in [
+        ("/static/css/site.css", "text/css"),
+        ("/static/css/dashboard.css", "text/css"),
+        ("/static/js/dashboard.js", "javascript"),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().contains(kind), "{path}");
+    }
 }

@@ -1,0 +1,221 @@
+//! What the dashboard's teaching panel shows: for a page that tags its
+//! requests with `?client=ID`, the bytes each of its transports moved and the
+//! raw bytes of its latest request and response heads, captured at the socket
+//! by [`crate::wire`]. Bounded (a few KiB per client, [`MAX_CLIENTS`] clients)
+//! and untouched by requests without a client id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::stats::Transport;
+
+/// Most clients inspected at once; the least recently active one is forgotten.
+pub const MAX_CLIENTS: usize = 64;
+/// Most bytes kept of one request head, response start, or SSE event.
+pub const CAPTURE: usize = 4096;
+/// Clients idle this long are forgotten.
+const IDLE: Duration = Duration::from_secs(600);
+
+/// One transport of one inspected client.
+#[derive(Debug, Default)]
+pub struct Lane {
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub requests: AtomicU64,
+    captured: Mutex<Captured>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Captured {
+    request: Vec<u8>,
+    response: Vec<u8>,
+    last_event: Vec<u8>,
+}
+
+/// An inspected client: its lanes and its "drop connections" signal.
+#[derive(Debug)]
+pub struct Inspected {
+    lanes: [Lane; 4],
+    drops: watch::Sender<u64>,
+    touched: Mutex<Instant>,
+}
+
+impl Inspected {
+    fn new() -> Inspected {
+        Inspected { lanes: Default::default(), drops: watch::channel(0).0, touched: Mutex::new(Instant::now()) }
+    }
+
+    /// The lane of a stream transport (`None` for publish and other requests).
+    pub fn lane(&self, transport: Transport) -> Option<&Lane> {
+        match transport {
+            Transport::WebSocket | Transport::Sse | Transport::LongPoll | Transport::Poll => {
+                Some(&self.lanes[transport as usize])
+            }
+            _ => None,
+        }
+    }
+
+    /// Cuts every connection of this client (they resume by themselves).
+    pub fn drop_connections(&self) {
+        self.drops.send_modify(|generation| *generation += 1);
+    }
+
+    /// Resolves at the next [`Inspected::drop_connections`] after this call.
+    pub fn dropped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.drops.subscribe();
+        async move {
+            // The sender lives in the registry; if it is gone, never resolve.
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Lane {
+    /// A new request starts on this lane: it keeps the request head and
+    /// captures the start of the response.
+    pub fn begin(&self, request_head: Vec<u8>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        captured.request = request_head;
+        captured.response.clear();
+    }
+
+    /// Bytes written for the current response.
+    pub fn wrote(&self, bytes: &[u8], sse: bool) {
+        self.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let room = CAPTURE.saturating_sub(captured.response.len());
+        captured.response.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        if sse && bytes.windows(7).any(|w| w == b"event: ") {
+            captured.last_event = bytes[..bytes.len().min(CAPTURE)].to_vec();
+        }
+    }
+}
+
+/// The inspected clients. Shallow to share behind `Arc`.
+#[derive(Debug, Default)]
+pub struct Inspector {
+    clients: Mutex<HashMap<String, Arc<Inspected>>>,
+}
+
+/// A client id: `[A-Za-z0-9]{1,32}`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The `client` parameter of a query string, if valid.
+pub fn client_param(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("client=")).filter(|id| valid_id(id))
+}
+
+impl Inspector {
+    /// The client with this id, registered if new (forgetting the least
+    /// recently active one when full).
+    pub fn client(&self, id: &str) -> Arc<Inspected> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(id) {
+            *client.touched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            return client.clone();
+        }
+        clients.retain(|_, c| c.touched.lock().map(|t| t.elapsed() < IDLE).unwrap_or(false));
+        if clients.len() >= MAX_CLIENTS
+            && let Some(oldest) = clients
+                .iter()
+                .min_by_key(|(_, c)| *c.touched.lock().unwrap_or_else(|e| e.into_inner()))
+                .map(|(id, _)| id.clone())
+        {
+            clients.remove(&oldest);
+        }
+        let client = Arc::new(Inspected::new());
+        clients.insert(id.to_string(), client.clone());
+        client
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Inspected>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+}
+
+/// `GET /api/inspect/{client}`: per transport, bytes, requests and raw heads.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub transports: HashMap<&'static str, LaneReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LaneReport {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub requests: u64,
+    /// The raw request head, as read from the socket.
+    pub request: String,
+    /// The start of the raw response, as written to the socket.
+    pub response: String,
+    /// The latest SSE event as written (SSE only).
+    pub last_event: String,
+}
+
+impl Inspected {
+    pub fn report(&self) -> Report {
+        let transports = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll]
+            .into_iter()
+            .map(|t| {
+                let lane = &self.lanes[t as usize];
+                let captured = lane.captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let report = LaneReport {
+                    bytes_sent: lane.bytes_sent.load(Ordering::Relaxed),
+                    bytes_received: lane.bytes_received.load(Ordering::Relaxed),
+                    requests: lane.requests.load(Ordering::Relaxed),
+                    request: text(&captured.request),
+                    response: text(&captured.response),
+                    last_event: text(&captured.last_event),
+                };
+                (t.name(), report)
+            })
+            .collect();
+        Report { transports }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_and_bounds() {
+        assert_eq!(client_param("channels=a&client=abc123&x=1"), Some("abc123"));
+        assert_eq!(client_param("client=bad-id"), None);
+        assert_eq!(client_param("channels=a"), None);
+        let inspector = Inspector::default();
+        let first = inspector.client("first");
+        for n in 0..MAX_CLIENTS {
+            inspector.client(&format!("c{n}"));
+        }
+        assert!(inspector.get("first").is_none(), "the least recently active was forgotten");
+        assert!(inspector.clients.lock().unwrap().len() <= MAX_CLIENTS);
+        drop(first);
+    }
+
+    #[test]
+    fn captures_are_bounded() {
+        let inspected = Inspected::new();
+        let lane = inspected.lane(Transport::Sse).unwrap();
+        lane.begin(b"GET /sse HTTP/1.1\r\n\r\n".to_vec());
+        lane.wrote(&vec![b'x'; CAPTURE * 2], false);
+        lane.wrote(b"id: a:1\nevent: message\ndata: {}\n\n", true);
+        let report = inspected.report();
+        let sse = &report.transports["sse"];
+        assert_eq!(sse.response.len(), CAPTURE);
+        assert!(sse.last_event.starts_with("id: a:1"));
+        assert_eq!(sse.requests, 1);
+        assert!(inspected.lane(Transport::Publish).is_none());
+    }
+}

@@ -1,0 +1,179 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium`), driven
+//! over the DevTools protocol, against a server started by the test.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chromiumoxide::Page;
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::page::ScreenshotParams;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use common::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Launches headless Chromium with a fresh profile; fails loudly if it is missing.
+async fn launch() -> (Browser, tokio::task::JoinHandle<()>, PathBuf) {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium` to run the dashboard tests"
+    );
+    let profile = std::env::temp_dir().join(format!("pushwire-chromium-{}-{}", std::process::id(), fastrand::u64(..)));
+    let config = BrowserConfig::builder()
+        .chrome_executable(CHROMIUM)
+        .user_data_dir(&profile)
+        .no_sandbox()
+        .window_size(1600, 1500)
+        .viewport(None)
+        // Without these, Chromium reaches for the network at start.
+        .args([
+            "disable-gpu",
+            "disable-quic",
+            "no-first-run",
+            "disable-background-networking",
+            "disable-component-update",
+            "disable-sync",
+        ])
+        .build()
+        .unwrap();
+    let (browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    (browser, events, profile)
+}
+
+async fn summary(page: &Page) -> Value {
+    let json: Option<String> = page
+        .evaluate("window.pushwireDashboard ? JSON.stringify(window.pushwireDashboard.summary()) : null")
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    json.map_or(Value::Null, |j| serde_json::from_str(&j).unwrap())
+}
+
+/// Waits until `check` holds on the page's summary of the four lanes.
+async fn wait_for(page: &Page, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = summary(page).await;
+        if !s.is_null() && check(&s) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(page: &Page, selector: &str) -> String {
+    page.find_element(selector).await.unwrap().inner_text().await.unwrap().unwrap_or_default()
+}
+
+const LANES: [&str; 4] = ["ws", "sse", "long", "poll"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 20.0).await;
+    let (mut browser, events, profile) = launch().await;
+    let page = browser.new_page(app.url("/")).await.unwrap();
+
+    // All four lanes receive the demo stream, with numbers for latency and bytes.
+    let s = wait_for(&page, "four lanes with messages and byte counts", |s| {
+        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(5) && s[l]["bytesPerMessage"].is_number())
+    })
+    .await;
+    for lane in LANES {
+        let l = &s[lane];
+        assert_eq!(l["status"], "live", "{lane}: {l}");
+        for k in ["p50", "p95", "p99", "bytesPerMessage"] {
+            let v = l[k].as_f64().unwrap_or_else(|| panic!("{lane}.{k} is not a number: {l}"));
+            assert!(v.is_finite() && v >= 0.0, "{lane}.{k} = {v}");
+        }
+        assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {l}");
+        assert!(l["requests"].as_u64() >= Some(1));
+    }
+    // Polling pays headers on every request: it must cost more per message than a socket.
+    assert!(s["poll"]["bytesPerMessage"].as_f64() > s["ws"]["bytesPerMessage"].as_f64(), "{s:#}");
+
+    // The teaching panel shows the real handshake, worked out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let accept = text(&page, r#"[data-raw="ws-accept"]"#).await;
+        if accept.contains("match") {
+            assert!(accept.contains("✓ match"), "{accept}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Sec-WebSocket-Accept derivation: {accept}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text(&page, r#"[data-raw="ws-response"]"#).await.starts_with("HTTP/1.1 101 Switching Protocols"));
+    assert!(text(&page, r#"[data-raw="ws-request"]"#).await.to_lowercase().contains("sec-websocket-key:"));
+    assert!(text(&page, r#"[data-raw="ws-frame"]"#).await.contains("frame header"));
+    // The other panels (hidden tabs keep their text) show raw HTTP as exchanged.
+    let raw = |name: &str| format!(r#"[data-raw="{name}"]"#);
+    let inner = |selector: String| {
+        let page = &page;
+        async move {
+            let js = format!("document.querySelector('{}').textContent", selector.replace('\'', "\\'"));
+            page.evaluate(js).await.unwrap().into_value::<String>().unwrap()
+        }
+    };
+    assert!(inner(raw("sse-event")).await.contains("event: message"));
+    assert!(inner(raw("sse-response")).await.contains("text/event-stream"));
+    assert!(inner(raw("long-request")).await.starts_with("GET /long-poll?channels=demo"));
+    assert!(inner(raw("poll-response")).await.starts_with("HTTP/1.1 200 OK"));
+
+    // Drop every connection; each lane comes back and resumes without a gap.
+    let before = summary(&page).await;
+    page.find_element("#drop").await.unwrap().click().await.unwrap();
+    let after = wait_for(&page, "every lane to resume after the drop", |s| {
+        s["ws"]["reconnects"].as_u64() >= Some(1)
+            && s["sse"]["reconnects"].as_u64() >= Some(1)
+            && LANES.iter().all(|l| s[l]["received"].as_u64() >= before[l]["received"].as_u64().map(|n| n + 20))
+    })
+    .await;
+    for lane in LANES {
+        let l = &after[lane];
+        assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane} after the drop: {l}");
+        assert_eq!(l["status"], "live", "{lane}: {l}");
+    }
+    let stats = app.stats().await;
+    assert!(stats["transports"]["websocket"]["connections_total"].as_u64() >= Some(2), "the socket was really cut");
+    assert!(stats["transports"]["sse"]["connections_total"].as_u64() >= Some(2), "the stream was really cut");
+
+    // Let the charts catch up, then keep a picture for people to look at.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot).await.unwrap();
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real picture");
+
+    browser.close().await.unwrap();
+    browser.wait().await.unwrap();
+    events.abort();
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_transport_is_shown_as_unavailable_with_the_reason() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 20.0).await;
+    let (mut browser, events, profile) = launch().await;
+    let page = browser.new_page("about:blank").await.unwrap();
+    // As a browser (or an extension, or a policy) without WebSocket would be.
+    page.evaluate_on_new_document("delete window.WebSocket").await.unwrap();
+    page.goto(app.url("/")).await.unwrap();
+    let s = wait_for(&page, "the other lanes to run", |s| {
+        ["sse", "long", "poll"].iter().all(|l| s[l]["received"].as_u64() >= Some(3))
+    })
+    .await;
+    assert_eq!(s["ws"]["status"], "unavailable", "{s:#}");
+    assert!(s["ws"]["reason"].as_str().unwrap().contains("no WebSocket"), "{s:#}");
+    assert_eq!(text(&page, "#lane-ws [data-field=status]").await.to_lowercase(), "unavailable");
+    browser.close().await.unwrap();
+    browser.wait().await.unwrap();
+    events.abort();
+    let _ = std::fs::remove_dir_all(profile);
+}
