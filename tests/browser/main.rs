@@ -4,69 +4,25 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chromiumoxide::Page;
-use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::page::ScreenshotParams;
-use futures_util::StreamExt;
 use serde_json::Value;
 
+use common::browser::{Chromium, wait_json};
 use common::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Launches headless Chromium with a fresh profile; fails loudly if it is missing.
-async fn launch() -> (Browser, tokio::task::JoinHandle<()>, PathBuf) {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium` to run the dashboard tests"
-    );
-    let profile = std::env::temp_dir().join(format!("pushwire-chromium-{}-{}", std::process::id(), fastrand::u64(..)));
-    let config = BrowserConfig::builder()
-        .chrome_executable(CHROMIUM)
-        .user_data_dir(&profile)
-        .no_sandbox()
-        .window_size(1600, 1500)
-        .viewport(None)
-        // Without these, Chromium reaches for the network at start.
-        .args([
-            "disable-gpu",
-            "disable-quic",
-            "no-first-run",
-            "disable-background-networking",
-            "disable-component-update",
-            "disable-sync",
-        ])
-        .build()
-        .unwrap();
-    let (browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    (browser, events, profile)
-}
+const SUMMARY: &str = "window.pushwireDashboard ? JSON.stringify(window.pushwireDashboard.summary()) : null";
 
 async fn summary(page: &Page) -> Value {
-    let json: Option<String> = page
-        .evaluate("window.pushwireDashboard ? JSON.stringify(window.pushwireDashboard.summary()) : null")
-        .await
-        .unwrap()
-        .into_value()
-        .unwrap();
-    json.map_or(Value::Null, |j| serde_json::from_str(&j).unwrap())
+    common::browser::eval_json(page, SUMMARY).await
 }
 
 /// Waits until `check` holds on the page's summary of the four lanes.
 async fn wait_for(page: &Page, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = summary(page).await;
-        if !s.is_null() && check(&s) {
-            return s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {s:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_json(page, SUMMARY, what, check).await
 }
 
 async fn text(page: &Page, selector: &str) -> String {
@@ -78,8 +34,8 @@ const LANES: [&str; 4] = ["ws", "sse", "long", "poll"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 20.0).await;
-    let (mut browser, events, profile) = launch().await;
-    let page = browser.new_page(app.url("/")).await.unwrap();
+    let chromium = Chromium::launch(1600, 1500).await;
+    let page = chromium.browser.new_page(app.url("/")).await.unwrap();
 
     // All four lanes receive the demo stream, with numbers for latency and bytes.
     let s = wait_for(&page, "four lanes with messages and byte counts", |s| {
@@ -151,17 +107,14 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot).await.unwrap();
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real picture");
 
-    browser.close().await.unwrap();
-    browser.wait().await.unwrap();
-    events.abort();
-    let _ = std::fs::remove_dir_all(profile);
+    chromium.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_transport_is_shown_as_unavailable_with_the_reason() {
     let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 20.0).await;
-    let (mut browser, events, profile) = launch().await;
-    let page = browser.new_page("about:blank").await.unwrap();
+    let chromium = Chromium::launch(1600, 1500).await;
+    let page = chromium.browser.new_page("about:blank").await.unwrap();
     // As a browser (or an extension, or a policy) without WebSocket would be.
     page.evaluate_on_new_document("delete window.WebSocket").await.unwrap();
     page.goto(app.url("/")).await.unwrap();
@@ -172,8 +125,5 @@ async fn a_missing_transport_is_shown_as_unavailable_with_the_reason() {
     assert_eq!(s["ws"]["status"], "unavailable", "{s:#}");
     assert!(s["ws"]["reason"].as_str().unwrap().contains("no WebSocket"), "{s:#}");
     assert_eq!(text(&page, "#lane-ws [data-field=status]").await.to_lowercase(), "unavailable");
-    browser.close().await.unwrap();
-    browser.wait().await.unwrap();
-    events.abort();
-    let _ = std::fs::remove_dir_all(profile);
+    chromium.close().await;
 }

@@ -2,6 +2,8 @@
 //! transport (tokio-tungstenite, reqwest reading the raw SSE stream).
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod nginx;
 pub mod redis_server;
 pub use redis_server::RedisServer;
 

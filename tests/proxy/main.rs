@@ -1,0 +1,134 @@
+//! The fallback client (static/js/pushwire.js) in headless Chromium behind a
+//! real nginx: it settles on the best transport the proxy lets through, and a
+//! steady stream reaches it with no gap and no duplicate, across fallbacks
+//! and an upgrade after the proxy is reconfigured.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use chromiumoxide::Page;
+use serde_json::Value;
+
+use common::browser::{Chromium, wait_json};
+use common::nginx::{Nginx, Proxy};
+use common::*;
+
+const LOG: &str = "window.clientLog ? JSON.stringify(window.clientLog) : null";
+
+/// The server, a proxy in front of it, and the client page loaded through it.
+struct Setup {
+    _app: TestApp,
+    nginx: Nginx,
+    chromium: Chromium,
+    page: Page,
+}
+
+async fn setup(mode: Proxy) -> Setup {
+    setup_with(mode, "").await
+}
+
+async fn setup_with(mode: Proxy, extra_query: &str) -> Setup {
+    let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 10.0).await;
+    let nginx = Nginx::start(app.addr, mode).await;
+    let chromium = Chromium::launch(1200, 900).await;
+    // Short deadlines and probes keep the test quick; the defaults are 4 s and 30 s.
+    let page = chromium
+        .browser
+        .new_page(nginx.url(&format!("/static/client.html?channels=demo&probe=1000&deadline=2000{extra_query}")))
+        .await
+        .unwrap();
+    Setup { _app: app, nginx, chromium, page }
+}
+
+fn current(log: &Value) -> Option<&str> {
+    log["transports"].as_array()?.last()?.as_str()
+}
+
+fn received(log: &Value) -> usize {
+    log["seqs"]["demo"].as_array().map_or(0, Vec::len)
+}
+
+/// Waits until the client is on `transport` and has received `at_least` messages.
+async fn wait_on(page: &Page, transport: &str, at_least: usize) -> Value {
+    wait_json(page, LOG, &format!("{at_least} messages on {transport}"), |log| {
+        current(log) == Some(transport) && received(log) >= at_least
+    })
+    .await
+}
+
+/// Why the client left or refused each transport.
+async fn reasons(page: &Page) -> Value {
+    common::browser::eval_json(page, "JSON.stringify(window.pushwireClient.reasons)").await
+}
+
+/// Every message once, in order: seqs grow by exactly 1.
+fn assert_gap_free(log: &Value) {
+    let seqs: Vec<u64> = log["seqs"]["demo"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert!(!seqs.is_empty());
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a gap or a duplicate in {seqs:?}");
+    }
+    assert_eq!(log["resets"], serde_json::json!([]), "nothing was lost, so no reset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_pass_through_proxy_the_client_settles_on_websocket() {
+    let s = setup_with(Proxy::PassThrough, "&client=proxytest").await;
+    let log = wait_on(&s.page, "websocket", 20).await;
+    assert_eq!(log["transports"], serde_json::json!(["websocket"]), "no detour");
+    // The server cuts the socket (close 1012, "reconnect"): the client comes
+    // back on WebSocket and resumes from its cursor.
+    let response = reqwest::Client::new().post(s.nginx.url("/api/inspect/proxytest/drop")).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let after = wait_json(&s.page, LOG, "a reconnect and more messages", |l| {
+        l["states"].as_array().is_some_and(|states| states.iter().any(|x| x == "reconnecting"))
+            && received(l) >= received(&log) + 20
+    })
+    .await;
+    assert_eq!(after["transports"], serde_json::json!(["websocket"]));
+    assert_gap_free(&after);
+    s.chromium.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_drops_the_upgrade_gets_sse() {
+    let s = setup(Proxy::NoUpgrade).await;
+    let first = wait_on(&s.page, "sse", 10).await;
+    // Several probes of WebSocket fail meanwhile; the client stays on SSE.
+    let log = wait_on(&s.page, "sse", received(&first) + 30).await;
+    assert_eq!(log["transports"], serde_json::json!(["sse"]));
+    assert_gap_free(&log);
+    let why = reasons(&s.page).await;
+    assert!(why["websocket"].as_str().unwrap().contains("before welcome"), "{why}");
+    s.chromium.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_also_buffers_gets_long_polling() {
+    let s = setup(Proxy::Buffering).await;
+    let first = wait_on(&s.page, "long-poll", 10).await;
+    let log = wait_on(&s.page, "long-poll", received(&first) + 30).await;
+    assert_eq!(log["transports"], serde_json::json!(["long-poll"]));
+    assert_gap_free(&log);
+    let why = reasons(&s.page).await;
+    assert!(why["websocket"].as_str().unwrap().contains("before welcome"), "{why}");
+    assert!(why["sse"].as_str().unwrap().contains("buffering proxy"), "held back, not refused: {why}");
+    s.chromium.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_upgrades_to_websocket_when_the_proxy_is_fixed() {
+    let mut s = setup(Proxy::Buffering).await;
+    let before = wait_on(&s.page, "long-poll", 10).await;
+    s.nginx.reload(Proxy::PassThrough).await;
+    let upgraded = wait_on(&s.page, "websocket", received(&before) + 5).await;
+    let log = wait_on(&s.page, "websocket", received(&upgraded) + 20).await;
+    // Only upgrades: straight to WebSocket, or via SSE when the reload lands
+    // between a probe's WebSocket and SSE attempts.
+    let rank = |t: &Value| ["websocket", "sse", "long-poll", "poll"].iter().position(|n| t == n).unwrap();
+    let path: Vec<usize> = log["transports"].as_array().unwrap().iter().map(rank).collect();
+    assert!(path.windows(2).all(|w| w[1] < w[0]), "only upgrades: {}", log["transports"]);
+    assert_eq!((path.first(), path.last()), (Some(&2), Some(&0)), "{}", log["transports"]);
+    assert_gap_free(&log);
+    s.chromium.close().await;
+}
