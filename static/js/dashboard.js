@@ -1,7 +1,10 @@
 // The pushwire dashboard: the same channel over the four transports at once,
-// with the browser's own WebSocket, EventSource and fetch. Plain ES module,
-// no dependencies. `window.pushwireDashboard.summary()` exposes the figures
+// with the browser's own WebSocket, EventSource and fetch, and a fifth "auto"
+// lane through the pushwire.js client, which negotiates its own transport.
+// Plain ES module, no third-party code. `window.pushwireDashboard.summary()` exposes the figures
 // (the end-to-end test reads them).
+
+import { connect } from "/static/js/pushwire.mjs";
 
 const config = JSON.parse(document.getElementById("pushwire-config").textContent);
 const clientId = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
@@ -90,17 +93,20 @@ class Lane {
 
   summary() {
     const { p50, p95, p99 } = this.percentiles();
-    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects } = this;
-    return { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage() };
+    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, transport } = this;
+    return { id, status, reason, transport, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage() };
   }
 
   render() {
     const s = this.summary();
-    const field = (name) => this.el.querySelector(`[data-field="${name}"]`);
+    // Lanes show different subsets of the fields (the auto lane has no request counts).
+    const none = { dataset: {}, replaceChildren() {} };
+    const field = (name) => this.el.querySelector(`[data-field="${name}"]`) || none;
     const fmt = (v, digits = 1) => (v === null ? "–" : v.toFixed(digits));
     field("status").textContent = s.status;
     field("status").dataset.state = s.status;
     field("reason").textContent = s.reason;
+    if (this.transport) field("transport").textContent = this.transport;
     for (const k of ["p50", "p95", "p99"]) field(k).textContent = fmt(s[k], s[k] !== null && s[k] < 10 ? 1 : 0);
     for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects"]) field(k).textContent = s[k];
     field("bytesPerMessage").textContent = s.bytesPerMessage === null ? "–" : Math.round(s.bytesPerMessage);
@@ -124,6 +130,10 @@ const lanes = {
   long: new Lane("long", "Long polling"),
   poll: new Lane("poll", "Short polling"),
 };
+// The auto lane is measured like the others but not drawn in the charts.
+const auto = new Lane("auto", "Auto");
+auto.color = "#3d3d3d";
+const autoId = `${clientId}auto`;
 const query = (lane, extra = "") => {
   const cursor = lane.cursor(state.channel);
   return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${extra}`;
@@ -222,8 +232,27 @@ async function runPolling(lane, generation, path, paramsFor) {
   }
 }
 
+/** The fifth lane: the fallback client, with its own tag for byte counting. */
+function runAuto() {
+  auto.client?.close();
+  Object.assign(auto, { lastSeq: null, epoch: null, transport: null });
+  const client = (auto.client = connect({ channels: [state.channel], params: { client: autoId } }));
+  client.on("transport", (t) => {
+    auto.transport = t.transport;
+    const others = Object.entries(t.reasons).filter(([name]) => name !== t.transport);
+    auto.reason = others.length ? "— left " + others.map(([n, why]) => `${n}: ${why}`).join("; ") : "";
+  });
+  client.on("state", (s) => {
+    if (s.state === "reconnecting") auto.reconnects++;
+    auto.status = s.state === "open" ? "live" : s.state;
+  });
+  client.on("reset", (r) => auto.reset(r));
+  client.on("message", (m) => auto.message(m));
+}
+
 function startAll() {
   const generation = ++state.generation;
+  runAuto();
   lanes.ws.socket?.close();
   lanes.sse.source?.close();
   for (const lane of Object.values(lanes)) {
@@ -239,12 +268,18 @@ function startAll() {
 // ---- what the server saw and sent for this page's connections
 async function refreshInspection() {
   // Messages received when the server's byte counts were read.
-  const counted = Object.fromEntries(Object.values(lanes).map((lane) => [lane.id, lane.received]));
+  const counted = Object.fromEntries([...Object.values(lanes), auto].map((lane) => [lane.id, lane.received]));
   const response = await fetch(`/api/inspect/${clientId}`, { cache: "no-store" });
   if (!response.ok) return;
   const report = await response.json();
   const names = { ws: "websocket", sse: "sse", long: "long_poll", poll: "poll" };
   for (const [id, name] of Object.entries(names)) lanes[id].bytes = { ...report.transports[name], received: counted[id] };
+  const autoReport = await fetch(`/api/inspect/${autoId}`, { cache: "no-store" }).then((r) => (r.ok ? r.json() : null));
+  if (autoReport) {
+    const all = Object.values(autoReport.transports);
+    const sum = (k) => all.reduce((n, lane) => n + lane[k], 0);
+    auto.bytes = { bytes_sent: sum("bytes_sent"), bytes_received: sum("bytes_received"), received: counted.auto };
+  }
   const t = report.transports;
   const head = (text) => text.split("\r\n\r\n")[0] + "\r\n\r\n";
   show("ws-request", t.websocket.request);
@@ -399,6 +434,7 @@ $("#publish-form").addEventListener("submit", async (e) => {
 $("#drop").addEventListener("click", async () => {
   try {
     await post(`/api/inspect/${clientId}/drop`, "");
+    await post(`/api/inspect/${autoId}/drop`, "").catch(() => {}); // unknown until it connected
     notice("the server cut this page's connections: watch them reconnect and resume");
   } catch (error) {
     notice(`drop failed: ${error.message}`);
@@ -408,7 +444,7 @@ $("#channel").addEventListener("change", () => {
   const channel = $("#channel").value.trim();
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(channel)) return notice("a channel name is 1 to 64 of A-Z a-z 0-9 _ . -");
   state.channel = channel;
-  for (const lane of Object.values(lanes)) Object.assign(lane, { received: 0, gaps: 0, dups: 0, samples: [], recent: [] });
+  for (const lane of [...Object.values(lanes), auto]) Object.assign(lane, { received: 0, gaps: 0, dups: 0, samples: [], recent: [] });
   startAll();
   notice(`switched to ${channel}`);
 });
@@ -423,11 +459,11 @@ document.querySelector("[data-tab]").click();
 // ---- run
 window.pushwireDashboard = {
   clientId,
-  summary: () => Object.fromEntries(Object.values(lanes).map((lane) => [lane.id, lane.summary()])),
+  summary: () => Object.fromEntries([...Object.values(lanes), auto].map((lane) => [lane.id, lane.summary()])),
 };
 await measureClock().catch(() => notice("could not read the server clock: latencies assume synchronised clocks"));
 startAll();
-setInterval(() => Object.values(lanes).forEach((lane) => lane.render()), 250);
+setInterval(() => [...Object.values(lanes), auto].forEach((lane) => lane.render()), 250);
 setInterval(() => {
   drawLatency();
   drawBytes();

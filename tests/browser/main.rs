@@ -29,7 +29,8 @@ async fn text(page: &Page, selector: &str) -> String {
     page.find_element(selector).await.unwrap().inner_text().await.unwrap().unwrap_or_default()
 }
 
-const LANES: [&str; 4] = ["ws", "sse", "long", "poll"];
+/// The four transports' lanes and the fifth, the pushwire.js client's.
+const LANES: [&str; 5] = ["ws", "sse", "long", "poll", "auto"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
@@ -50,8 +51,11 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
             assert!(v.is_finite() && v >= 0.0, "{lane}.{k} = {v}");
         }
         assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {l}");
-        assert!(l["requests"].as_u64() >= Some(1));
     }
+    for lane in ["ws", "sse", "long", "poll"] {
+        assert!(s[lane]["requests"].as_u64() >= Some(1), "{lane}");
+    }
+    assert_eq!(s["auto"]["transport"], "websocket", "with nothing in the way, the client negotiates WebSocket");
     // Polling pays headers on every request: it must cost more per message than a socket.
     assert!(s["poll"]["bytesPerMessage"].as_f64() > s["ws"]["bytesPerMessage"].as_f64(), "{s:#}");
 
@@ -89,6 +93,7 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     let after = wait_for(&page, "every lane to resume after the drop", |s| {
         s["ws"]["reconnects"].as_u64() >= Some(1)
             && s["sse"]["reconnects"].as_u64() >= Some(1)
+            && s["auto"]["reconnects"].as_u64() >= Some(1)
             && LANES.iter().all(|l| s[l]["received"].as_u64() >= before[l]["received"].as_u64().map(|n| n + 20))
     })
     .await;
