@@ -132,3 +132,81 @@ async fn the_client_upgrades_to_websocket_when_the_proxy_is_fixed() {
     assert_gap_free(&log);
     s.chromium.close().await;
 }
+
+/// A relay that lets WebSocket upgrades succeed and then swallows every frame
+/// the server sends, as some middleboxes do; plain HTTP passes untouched.
+async fn start_swallowing_relay(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+                let mut head = Vec::new();
+                let mut buf = [0u8; 8192];
+                let mut upgraded = false;
+                loop {
+                    let Ok(n) = server_read.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    if upgraded {
+                        continue; // swallowed
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.starts_with(b"HTTP/1.1 101")
+                        && let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n")
+                    {
+                        // Pass the 101 on, keep the frames.
+                        if client_write.write_all(&head[..end + 4]).await.is_err() {
+                            return;
+                        }
+                        upgraded = true;
+                        continue;
+                    }
+                    if !head.starts_with(b"HTTP/1.1 101") && head.len() >= 12 {
+                        if client_write.write_all(&head).await.is_err() {
+                            return;
+                        }
+                        head.clear();
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_opens_but_carries_nothing_is_given_up() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 10.0).await;
+    let relay = start_swallowing_relay(app.addr).await;
+    let chromium = Chromium::launch(1200, 900).await;
+    let url = format!("http://{relay}/static/client.html?channels=demo&probe=1000&deadline=2000");
+    let page = chromium.browser.new_page(url).await.unwrap();
+    let first = wait_on(&page, "sse", 10).await;
+    let log = wait_on(&page, "sse", received(&first) + 15).await;
+    assert_eq!(log["transports"], serde_json::json!(["sse"]));
+    assert_gap_free(&log);
+    let why = reasons(&page).await;
+    assert!(why["websocket"].as_str().unwrap().contains("no welcome within the deadline"), "{why}");
+    chromium.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_reaches_the_application() {
+    let s = setup_with(Proxy::PassThrough, "&cursor=demo:3:OldEpoch1").await;
+    let log = wait_on(&s.page, "websocket", 5).await;
+    let reset = &log["resets"][0];
+    assert_eq!((reset["type"].as_str(), reset["reason"].as_str()), (Some("reset"), Some("epoch_changed")), "{log}");
+    let seqs: Vec<u64> = log["seqs"]["demo"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(seqs[0], reset["seq"].as_u64().unwrap() + 1, "messages continue right after the reset");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    s.chromium.close().await;
+}
