@@ -7,7 +7,7 @@ mod streams;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use std::sync::Arc;
@@ -27,10 +27,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_only("/long-poll", streams::long_poll))
         .service(get_only("/poll", streams::poll))
         .service(post_only("/channels/{channel}/messages", api::publish))
-        .service(get_only("/healthz", api::healthz))
-        .service(get_only("/readyz", api::readyz))
-        .service(get_only("/api/stats", api::stats))
-        .service(get_only("/metrics", api::metrics))
+        .service(get_or_head("/healthz", api::healthz))
+        .service(get_or_head("/readyz", api::readyz))
+        .service(get_or_head("/api/stats", api::stats))
+        .service(get_or_head("/metrics", api::metrics))
         .service(get_only("/api/time", api::time))
         .service(get_only("/api/inspect/{client}", api::inspect))
         .service(post_only("/api/inspect/{client}/drop", api::drop_connections))
@@ -40,9 +40,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(api::set_demo))
                 .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
         )
-        .service(get_only("/", pages::index))
+        .service(get_or_head("/", pages::index))
         .service(actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
         .default_service(web::to(not_found));
+}
+
+/// A resource answering `method` only; other methods get a JSON 405 with `Allow`.
+fn only<F, Args>(method: Method, path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let allow = if method == Method::POST { "POST" } else { "GET" };
+    web::resource(path)
+        .route(web::method(method).to(handler))
+        .default_service(web::to(move || async move { AppError::method_not_allowed(allow).error_response() }))
 }
 
 fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -51,9 +64,20 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    only(Method::GET, path, handler)
+}
+
+/// GET, and HEAD answered by the same handler (its body is not sent): for the
+/// cheap status endpoints that monitors probe with HEAD.
+fn get_or_head<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
     web::resource(path)
-        .route(web::get().to(handler))
-        .route(web::head().to(|| async { HttpResponse::Ok().finish() }))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
         .default_service(web::to(|| async { AppError::method_not_allowed("GET, HEAD").error_response() }))
 }
 
@@ -63,9 +87,7 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(|| async { AppError::method_not_allowed("POST").error_response() }))
+    only(Method::POST, path, handler)
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
