@@ -40,10 +40,6 @@ impl AppError {
         AppError::new(ErrorCode::BadCursor, e.0)
     }
 
-    pub fn not_found() -> AppError {
-        AppError::new(ErrorCode::NotFound, "no such resource")
-    }
-
     pub fn method_not_allowed(allow: &'static str) -> AppError {
         AppError { allow: Some(allow), ..AppError::new(ErrorCode::MethodNotAllowed, format!("allowed: {allow}")) }
     }

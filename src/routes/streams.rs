@@ -59,10 +59,10 @@ pub async fn websocket(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        let mut e =
-            AppError::new(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket: send an Upgrade request");
-        e.allow = None;
-        return Err(e);
+        return Err(AppError::new(
+            ErrorCode::UpgradeRequired,
+            "this endpoint speaks WebSocket: send an Upgrade request",
+        ));
     }
     let request = stream_request(&ctx, &req, &query(&req)?, false)?;
     let (response, session, stream) =
