@@ -87,6 +87,10 @@ impl ResponseError for AppError {
         if let Some(allow) = self.allow {
             response.insert_header((header::ALLOW, allow));
         }
+        if self.code == ErrorCode::UpgradeRequired {
+            // A 426 names the protocol to switch to (RFC 9110, 15.5.22).
+            response.insert_header((header::UPGRADE, "websocket"));
+        }
         response.json(Body { error: Inner { code: self.code, message: &self.message } })
     }
 }

@@ -284,8 +284,11 @@ async fn bad_query_refuses_the_upgrade(hub: HubKind) {
             other => panic!("{query}: expected a 400, got {other:?}"),
         }
     }
-    let (status, body) = app.get("/ws").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (426, Some("upgrade_required")));
+    let response = app.http.get(app.url("/ws")).send().await.unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required");
 }
 
 async fn shutdown_closes_with_1012(hub: HubKind) {
