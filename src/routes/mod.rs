@@ -22,18 +22,18 @@ pub use pages::DashboardPage;
 
 /// Registers every route of API.md.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(get_only("/ws", streams::websocket))
-        .service(get_only("/sse", streams::sse))
-        .service(get_only("/long-poll", streams::long_poll))
-        .service(get_only("/poll", streams::poll))
-        .service(post_only("/channels/{channel}/messages", api::publish))
+    cfg.service(only(Method::GET, "/ws", streams::websocket))
+        .service(only(Method::GET, "/sse", streams::sse))
+        .service(only(Method::GET, "/long-poll", streams::long_poll))
+        .service(only(Method::GET, "/poll", streams::poll))
+        .service(only(Method::POST, "/channels/{channel}/messages", api::publish))
         .service(get_or_head("/healthz", api::healthz))
         .service(get_or_head("/readyz", api::readyz))
         .service(get_or_head("/api/stats", api::stats))
         .service(get_or_head("/metrics", api::metrics))
-        .service(get_only("/api/time", api::time))
-        .service(get_only("/api/inspect/{client}", api::inspect))
-        .service(post_only("/api/inspect/{client}/drop", api::drop_connections))
+        .service(only(Method::GET, "/api/time", api::time))
+        .service(only(Method::GET, "/api/inspect/{client}", api::inspect))
+        .service(only(Method::POST, "/api/inspect/{client}/drop", api::drop_connections))
         .service(
             web::resource("/api/demo")
                 .route(web::get().to(api::demo))
@@ -58,15 +58,6 @@ where
         .default_service(web::to(move || async move { AppError::method_not_allowed(allow).error_response() }))
 }
 
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    only(Method::GET, path, handler)
-}
-
 /// GET, and HEAD answered by the same handler (its body is not sent): for the
 /// cheap status endpoints that monitors probe with HEAD.
 fn get_or_head<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -79,15 +70,6 @@ where
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
         .default_service(web::to(|| async { AppError::method_not_allowed("GET, HEAD").error_response() }))
-}
-
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    only(Method::POST, path, handler)
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
