@@ -85,6 +85,10 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_POLL_MAX_MESSAGES", default_value_t = 1000)]
     pub poll_max_messages: usize,
 
+    /// Directory of the dashboard's static files (default: the source tree's `static/`).
+    #[arg(long, env = "PUSHWIRE_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
+    pub static_dir: std::path::PathBuf,
+
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "PUSHWIRE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,

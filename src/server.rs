@@ -59,11 +59,13 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         .listen("pushwire", listener, move || {
             let ctx = factory_ctx.clone();
             let stats = ctx.stats.clone();
+            let static_dir = ctx.config.static_dir.clone();
             let data = web::Data::new(ctx);
             let app = App::new()
                 .app_data(data)
                 .wrap(from_fn(routes::meter))
                 .wrap(TracingLogger::default())
+                .service(routes::static_files(&static_dir))
                 .configure(routes::configure)
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());

@@ -20,7 +20,7 @@ use crate::wire::ConnMeter;
 
 pub use pages::DashboardPage;
 
-/// Registers every route of API.md.
+/// Registers every route of API.md (static files: [`static_files`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(only(Method::GET, "/ws", streams::websocket))
         .service(only(Method::GET, "/sse", streams::sse))
@@ -41,8 +41,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
         )
         .service(get_or_head("/", pages::index))
-        .service(actix_files::Files::new("/static", concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
         .default_service(web::to(not_found));
+}
+
+/// Serves the dashboard's static files from `dir` under `/static`.
+pub fn static_files(dir: &std::path::Path) -> actix_files::Files {
+    actix_files::Files::new("/static", dir)
 }
 
 /// A resource answering `method` only; other methods get a JSON 405 with `Allow`.

@@ -13,6 +13,7 @@ crate::for_each_hub!(
     stats_count_requests_messages_and_connections,
     metrics_are_prometheus_text,
     index_page_renders,
+    static_files_come_from_the_configured_directory,
 );
 
 async fn health_and_readiness(hub: HubKind) {
@@ -184,4 +185,16 @@ async fn index_page_renders(hub: HubKind) {
         assert_eq!(response.status(), 200, "{path}");
         assert!(response.headers()["content-type"].to_str().unwrap().contains(kind), "{path}");
     }
+}
+
+async fn static_files_come_from_the_configured_directory(hub: HubKind) {
+    let dir = std::env::temp_dir().join(format!("pushwire-static-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "from elsewhere").unwrap();
+    let static_dir = dir.clone();
+    let app = spawn_app_with(hub, move |c| c.static_dir = static_dir).await;
+    let response = app.http.get(app.url("/static/hello.txt")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "from elsewhere");
+    let _ = std::fs::remove_dir_all(dir);
 }
