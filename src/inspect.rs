@@ -14,8 +14,10 @@ use tokio::sync::watch;
 
 use crate::stats::Transport;
 
-/// Most clients inspected at once; the least recently active one is forgotten.
-pub const MAX_CLIENTS: usize = 64;
+/// Most clients inspected at once. When full, the least recently active client
+/// that no connection holds is forgotten; if every one is in use, a new page
+/// is simply not inspected.
+pub const MAX_CLIENTS: usize = 128;
 /// Most bytes kept of one request head, response start, or SSE event.
 pub const CAPTURE: usize = 4096;
 /// Clients idle this long are forgotten.
@@ -58,6 +60,18 @@ impl Inspected {
             }
             _ => None,
         }
+    }
+
+    fn touch(&self) {
+        *self.touched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn touched(&self) -> Instant {
+        *self.touched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.touched().elapsed()
     }
 
     /// Cuts every connection of this client (they resume by themselves).
@@ -110,36 +124,45 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Whether the start of a request head tags it for inspection: its request
+/// line carries `client=` (so that other requests' heads are not kept).
+pub fn tags_a_client(head_start: &[u8]) -> bool {
+    let line = head_start.split(|&b| b == b'\n').next().unwrap_or(head_start);
+    line.windows(7).any(|w| w == b"client=")
+}
+
 /// The `client` parameter of a query string, if valid.
 pub fn client_param(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("client=")).filter(|id| valid_id(id))
 }
 
 impl Inspector {
-    /// The client with this id, registered if new (forgetting the least
-    /// recently active one when full).
-    pub fn client(&self, id: &str) -> Arc<Inspected> {
+    /// The client with this id, registered if new; `None` when the registry is
+    /// full of clients that live connections still hold.
+    pub fn client(&self, id: &str) -> Option<Arc<Inspected>> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(id) {
-            *client.touched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            return client.clone();
+            client.touch();
+            return Some(client.clone());
         }
-        clients.retain(|_, c| c.touched.lock().map(|t| t.elapsed() < IDLE).unwrap_or(false));
-        if clients.len() >= MAX_CLIENTS
-            && let Some(oldest) = clients
-                .iter()
-                .min_by_key(|(_, c)| *c.touched.lock().unwrap_or_else(|e| e.into_inner()))
-                .map(|(id, _)| id.clone())
-        {
-            clients.remove(&oldest);
+        // The registry's own reference is the only one when no connection holds it.
+        let idle = |c: &Arc<Inspected>| Arc::strong_count(c) == 1;
+        clients.retain(|_, c| !(idle(c) && c.idle_for() >= IDLE));
+        if clients.len() >= MAX_CLIENTS {
+            // Compare the instants, not elapsed times taken one after another.
+            let oldest =
+                clients.iter().filter(|(_, c)| idle(c)).min_by_key(|(_, c)| c.touched()).map(|(id, _)| id.clone());
+            clients.remove(&oldest?);
         }
         let client = Arc::new(Inspected::new());
         clients.insert(id.to_string(), client.clone());
-        client
+        Some(client)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Inspected>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        let client = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()?;
+        client.touch();
+        Some(client)
     }
 }
 
@@ -195,13 +218,21 @@ mod tests {
         assert_eq!(client_param("client=bad-id"), None);
         assert_eq!(client_param("channels=a"), None);
         let inspector = Inspector::default();
-        let first = inspector.client("first");
-        for n in 0..MAX_CLIENTS {
-            inspector.client(&format!("c{n}"));
+        let held = inspector.client("held").unwrap(); // as a live connection holds it
+        inspector.client("idle").unwrap();
+        for n in 0..MAX_CLIENTS - 2 {
+            inspector.client(&format!("c{n}")).unwrap();
         }
-        assert!(inspector.get("first").is_none(), "the least recently active was forgotten");
-        assert!(inspector.clients.lock().unwrap().len() <= MAX_CLIENTS);
-        drop(first);
+        assert!(tags_a_client(b"GET /poll?channels=a&client=x HTTP/1.1\r\nHost: h"));
+        assert!(!tags_a_client(b"GET /poll?channels=a HTTP/1.1\r\nX-Note: client=x"));
+        inspector.client("newcomer").unwrap();
+        assert!(inspector.get("idle").is_none(), "the least recently active idle client was forgotten");
+        assert!(inspector.get("held").is_some(), "a client a connection holds is kept");
+        assert_eq!(inspector.clients.lock().unwrap().len(), MAX_CLIENTS);
+        // Full of clients in use: a new page is not inspected.
+        let in_use: Vec<_> = (0..MAX_CLIENTS).map(|n| inspector.client(&format!("u{n}"))).collect();
+        assert!(in_use.iter().filter(|c| c.is_none()).count() > 0);
+        drop(held);
     }
 
     #[test]

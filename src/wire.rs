@@ -30,8 +30,10 @@ pub struct ConnMeter {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Whether the current request belongs to an inspected client (checked
-    /// before touching `capture`, so other connections never lock it).
+    /// before touching `capture` on the delivery path).
     inspected: AtomicBool,
+    /// Whether the head being read is kept (its request line tags a page).
+    keeping_head: AtomicBool,
     capture: Mutex<Capture>,
 }
 
@@ -54,6 +56,7 @@ impl ConnMeter {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
+            keeping_head: AtomicBool::new(false),
             capture: Mutex::default(),
         }
     }
@@ -74,6 +77,10 @@ impl ConnMeter {
         self.in_request.store(true, Ordering::Relaxed);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
         Counters::add(&self.stats.get(transport).bytes_received, unclaimed);
+        let kept_head = self.keeping_head.swap(false, Ordering::Relaxed);
+        if client.is_none() && !kept_head && !self.inspected.load(Ordering::Relaxed) {
+            return; // nothing inspected before, during or after: no lock
+        }
         let mut capture = self.capture();
         let head = std::mem::take(&mut capture.head);
         capture.client = client.filter(|c| c.lane(transport).is_some()).map(|c| (c, transport));
@@ -102,11 +109,16 @@ impl ConnMeter {
             }
         } else {
             Counters::add(&self.unclaimed_in, n);
-            // The next request's head, kept until it is routed (and then
-            // dropped unless its client is inspected).
-            let mut capture = self.capture();
-            let room = CAPTURE.saturating_sub(capture.head.len());
-            capture.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            // The next request's head, kept until it is routed, and only for
+            // requests that tag an inspected page (a scan of the head's first
+            // line; frames and other requests never lock or copy).
+            let keeping = self.keeping_head.load(Ordering::Relaxed);
+            if keeping || crate::inspect::tags_a_client(bytes) {
+                self.keeping_head.store(true, Ordering::Relaxed);
+                let mut capture = self.capture();
+                let room = CAPTURE.saturating_sub(capture.head.len());
+                capture.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+            }
         }
     }
 

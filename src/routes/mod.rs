@@ -94,7 +94,7 @@ pub async fn meter(
         Counters::add(&ctx.stats.get(transport).requests, 1);
     }
     if let Some(meter) = &meter {
-        let client = ctx.and_then(|ctx| client_param(req.query_string()).map(|id| ctx.inspector.client(id)));
+        let client = ctx.and_then(|ctx| client_param(req.query_string()).and_then(|id| ctx.inspector.client(id)));
         meter.begin(transport, client);
     }
     let response = next.call(req).await;

@@ -44,7 +44,7 @@ fn stream_request(
         return Err(AppError::bad_request(format!("at most {} channels per request", ctx.config.max_channels)));
     }
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>().map_err(AppError::bad_cursor)?;
-    let client = client_param(req.query_string()).map(|id| ctx.inspector.client(id));
+    let client = client_param(req.query_string()).and_then(|id| ctx.inspector.client(id));
     Ok(StreamRequest { channels, cursor, client })
 }
 

@@ -123,7 +123,7 @@ class Lane {
 }
 
 // ---- the four transports
-const state = { channel: config.channel, generation: 0 };
+const state = { channel: config.channel, generation: 0, aborter: new AbortController() };
 const lanes = {
   ws: new Lane("ws", "WebSocket"),
   sse: new Lane("sse", "Server-Sent Events"),
@@ -208,7 +208,7 @@ async function runPolling(lane, generation, path, paramsFor) {
     const started = Date.now();
     try {
       lane.requests++;
-      const response = await fetch(`${path}?${query(lane, paramsFor())}`, { cache: "no-store" });
+      const response = await fetch(`${path}?${query(lane, paramsFor())}`, { cache: "no-store", signal: state.aborter.signal });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const answer = await response.json();
       if (generation !== state.generation) return;
@@ -223,6 +223,7 @@ async function runPolling(lane, generation, path, paramsFor) {
       attempt = 0;
       lane.setStatus("live", "");
     } catch (error) {
+      if (generation !== state.generation) return; // a request of a previous channel, aborted
       lane.reconnects++;
       lane.setStatus("reconnecting", String(error.message || error));
       await sleep(backoff(attempt++));
@@ -237,21 +238,26 @@ function runAuto() {
   auto.client?.close();
   Object.assign(auto, { lastSeq: null, epoch: null, transport: null });
   const client = (auto.client = connect({ channels: [state.channel], params: { client: autoId } }));
-  client.on("transport", (t) => {
+  // Listeners of a replaced client (after a channel switch) must not touch the lane.
+  const on = (type, listener) => client.on(type, (detail) => auto.client === client && listener(detail));
+  on("transport", (t) => {
     auto.transport = t.transport;
     const others = Object.entries(t.reasons).filter(([name]) => name !== t.transport);
     auto.reason = others.length ? "— left " + others.map(([n, why]) => `${n}: ${why}`).join("; ") : "";
   });
-  client.on("state", (s) => {
+  on("state", (s) => {
     if (s.state === "reconnecting") auto.reconnects++;
     auto.status = s.state === "open" ? "live" : s.state;
   });
-  client.on("reset", (r) => auto.reset(r));
-  client.on("message", (m) => auto.message(m));
+  on("reset", (r) => auto.reset(r));
+  on("message", (m) => auto.message(m));
 }
 
 function startAll() {
   const generation = ++state.generation;
+  // Held requests of the previous channel would otherwise keep connections busy.
+  state.aborter.abort();
+  state.aborter = new AbortController();
   runAuto();
   lanes.ws.socket?.close();
   lanes.sse.source?.close();

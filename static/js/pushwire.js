@@ -27,6 +27,8 @@ const DEFAULTS = {
   probeInterval: 30000,
   backoffBase: 500,
   backoffCap: 15000,
+  // A connection that stayed up this long resets the backoff.
+  healthyAfter: 10000,
   longPollTimeout: 25,
   pollInterval: 1000,
 };
@@ -35,7 +37,11 @@ function connect(options) {
   return new Client({ ...DEFAULTS, ...options });
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
 
 class Client {
   constructor(options) {
@@ -46,6 +52,7 @@ class Client {
     this.state = "connecting";
     this.reasons = {}; // transport -> why it was left or refused
     this.closed = false;
+    this.lifetime = new AbortController(); // aborted by close(): cancels every attempt and wait
     for (const entry of options.cursor ? options.cursor.split(",") : []) {
       const [channel, seq, epoch] = entry.split(":");
       this.positions.set(channel, { seq: Number(seq), epoch: epoch || null });
@@ -53,7 +60,7 @@ class Client {
     this.run();
   }
 
-  /** Subscribes to "message", "reset", "transport", "state" or "error". */
+  /** Subscribes to "message", "reset", "transport" or "state"; returns an unsubscribe function. */
   on(type, listener) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(listener);
@@ -61,6 +68,7 @@ class Client {
   }
 
   emit(type, detail) {
+    if (this.closed && type !== "state") return;
     for (const listener of this.listeners.get(type) || []) {
       try {
         listener(detail);
@@ -75,25 +83,33 @@ class Client {
     return [...this.positions].map(([c, p]) => `${c}:${p.seq}${p.epoch ? ":" + p.epoch : ""}`).join(",");
   }
 
+  /** Stops for good: no more connections, no more events. */
   close() {
+    if (this.closed) return;
     this.closed = true;
-    this.active?.close();
-    this.probing?.close();
+    this.lifetime.abort();
+    this.session?.end({ code: 1000, reason: "closed by the application" });
     this.setState("closed");
   }
 
   setState(state) {
-    if (state !== this.state) this.emit("state", { state, transport: this.transport });
-    this.state = state;
+    if (state !== this.state) {
+      this.state = state;
+      this.emit("state", { state, transport: this.transport });
+    }
   }
 
   // ---- what every transport hands over; the one place that drops duplicates
   accept(frame) {
+    if (this.closed) return;
     const position = this.positions.get(frame.channel);
     if (frame.type === "subscribed") {
       if (!position) this.positions.set(frame.channel, { seq: frame.seq, epoch: frame.epoch });
       else if (!position.epoch) position.epoch = frame.epoch;
     } else if (frame.type === "reset") {
+      // A connection resumed from an older cursor (a probe) may report a reset
+      // the client is already past: within one epoch a position never goes back.
+      if (position && position.epoch === frame.epoch && frame.seq <= position.seq) return;
       this.positions.set(frame.channel, { seq: frame.seq, epoch: frame.epoch });
       this.emit("reset", frame);
     } else if (frame.type === "message") {
@@ -106,12 +122,13 @@ class Client {
   // ---- the loop: best working transport first, fall back, probe, reconnect
   async run() {
     const allowed = ORDER.filter((t) => this.options.transports.includes(t));
+    const signal = this.lifetime.signal;
     let failures = 0;
     let from = 0; // where to start trying: the best, or the one that last worked
     while (!this.closed) {
       let opened = null;
       for (const name of allowed.slice(from)) {
-        opened = await this.open(name).catch((reason) => {
+        opened = await this.open(name, signal).catch((reason) => {
           this.reasons[name] = String(reason);
           return null;
         });
@@ -121,17 +138,23 @@ class Client {
       if (!opened) {
         from = 0;
         this.setState("reconnecting");
-        await sleep(this.backoff(failures++));
+        await sleep(this.backoff(failures++), signal);
         continue;
       }
-      failures = 0;
+      const since = Date.now();
       const ended = await this.serve(opened, allowed);
       if (this.closed) return;
+      // Only a connection that stayed up a while resets the backoff: one that
+      // opens and fails at once must not turn into a tight loop.
+      failures = Date.now() - since >= this.options.healthyAfter ? 0 : failures + 1;
       // Reconnect on the transport that was working; probes move up from there.
       from = allowed.indexOf(this.transport);
       this.setState("reconnecting");
-      const delay = ended.code === 1012 ? Math.random() * 1000 : this.backoff(ended.code === 1013 ? 4 : failures++);
-      await sleep(delay);
+      let delay = this.backoff(failures);
+      if (ended.code === 1012) delay = Math.min(delay, Math.random() * 1000); // restarting: come back soon
+      if (ended.code === 1013) delay = Math.max(delay, this.backoff(failures + 3)); // overloaded: back off more
+      if (ended.retryAfter) delay = Math.max(delay, ended.retryAfter * 1000);
+      await sleep(delay, signal);
     }
   }
 
@@ -140,43 +163,53 @@ class Client {
     return Math.random() * Math.min(this.options.backoffCap, this.options.backoffBase * 2 ** attempt);
   }
 
-  /** Delivers over `conn` until the active transport ends, probing better ones meanwhile. */
+  /**
+   * Delivers over `conn` until the active transport ends, probing better ones
+   * meanwhile. One session per call; ending it cancels its probe.
+   */
   serve(conn, allowed) {
     return new Promise((resolve) => {
+      const probes = new AbortController();
       let timer = null;
-      const ended = (info) => {
-        clearTimeout(timer);
-        this.probing?.close();
-        this.reasons[this.transport] = info.reason;
-        resolve(info);
-      };
+      const session = (this.session = {
+        done: false,
+        end: (info) => {
+          if (session.done) return;
+          session.done = true;
+          clearTimeout(timer);
+          probes.abort();
+          this.active.onEnd = null;
+          this.active.close();
+          this.reasons[this.transport] = info.reason;
+          resolve(info);
+        },
+      });
       const better = () => allowed.slice(0, allowed.indexOf(this.transport));
       const schedule = () => {
-        if (better().length && !this.closed) timer = setTimeout(probe, this.options.probeInterval);
+        if (!session.done && better().length) timer = setTimeout(probe, this.options.probeInterval);
       };
       const probe = async () => {
         for (const name of better()) {
           let candidate;
           try {
-            candidate = this.probing = await this.open(name);
+            candidate = await this.open(name, probes.signal);
           } catch (reason) {
+            if (session.done) return;
             this.reasons[name] = String(reason);
             continue;
-          } finally {
-            this.probing = null;
           }
-          if (this.closed || this.active.closed) return candidate.close();
+          if (session.done) return candidate.close();
           // It works: switch. Both delivered meanwhile; the overlap is dropped by seq.
           const old = this.active;
           old.onEnd = null;
           old.close();
-          candidate.onEnd = ended;
+          candidate.onEnd = session.end;
           this.use(candidate);
           break;
         }
         schedule();
       };
-      conn.onEnd = ended;
+      conn.onEnd = session.end;
       this.use(conn);
       schedule();
     });
@@ -190,10 +223,28 @@ class Client {
     this.setState("open");
   }
 
-  /** Opens a transport; resolves once it has proven to carry data. */
-  open(name) {
+  /** Opens a transport; resolves once it has proven to carry data. `signal` cancels the attempt. */
+  open(name, signal) {
     const opener = { websocket: openWebSocket, sse: openSse, "long-poll": openLongPoll, poll: openPoll }[name];
-    return opener(this, name);
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject("cancelled");
+      const attempt = opener(this, name);
+      const cancel = () => {
+        attempt.conn.close();
+        reject("cancelled");
+      };
+      signal.addEventListener("abort", cancel, { once: true });
+      attempt.ready.then(
+        (conn) => {
+          signal.removeEventListener("abort", cancel);
+          resolve(conn);
+        },
+        (reason) => {
+          signal.removeEventListener("abort", cancel);
+          reject(reason);
+        },
+      );
+    });
   }
 
   query(extra = "") {
@@ -204,21 +255,32 @@ class Client {
   }
 }
 
-/** A transport connection, as the client sees it. */
+/** A transport connection, as the client sees it: `close()` stops it quietly,
+ * `end(info)` reports that it stopped by itself. */
 function connection(name) {
-  return { name, onEnd: null, closed: false, close() {}, end(info) {
-    if (this.closed) return;
-    this.closed = true;
-    this.close();
-    this.onEnd?.(info);
-  } };
+  const conn = {
+    name,
+    onEnd: null,
+    closed: false,
+    stop() {},
+    close() {
+      conn.closed = true;
+      conn.stop();
+    },
+    end(info) {
+      if (conn.closed) return;
+      conn.close();
+      conn.onEnd?.(info);
+    },
+  };
+  return conn;
 }
 
 function openWebSocket(client, name) {
-  return new Promise((resolve, reject) => {
+  const conn = connection(name);
+  const ready = new Promise((resolve, reject) => {
     if (typeof WebSocket === "undefined") return reject("no WebSocket in this environment");
     const url = client.options.url.replace(/^http/, "ws") + "/ws?" + client.query();
-    const conn = connection(name);
     let socket;
     try {
       socket = new WebSocket(url);
@@ -227,16 +289,35 @@ function openWebSocket(client, name) {
     }
     let proven = false;
     let welcomed = false;
+    let heartbeat = null;
+    let lastFrame = Date.now();
     const pendingSubscribed = new Set(client.options.channels);
     // A proxy that swallows frames leaves an open socket that says nothing.
     const deadline = setTimeout(() => {
-      socket.close();
+      conn.close();
       reject(welcomed ? "no subscribed frame within the deadline" : "no welcome within the deadline (a proxy swallowing frames?)");
     }, client.options.openDeadline);
-    conn.close = () => socket.close(1000);
+    conn.stop = () => {
+      clearTimeout(deadline);
+      clearInterval(heartbeat);
+      socket.close(1000);
+    };
     socket.onmessage = (event) => {
+      if (conn.closed) return;
+      lastFrame = Date.now();
       const frame = JSON.parse(event.data);
-      if (frame.type === "welcome") welcomed = true;
+      if (frame.type === "welcome") {
+        welcomed = true;
+        // The server pings at the protocol level, which a page cannot see:
+        // ask for a pong now and then, so that a dead path is noticed.
+        const every = frame.heartbeat_ms || 25000;
+        heartbeat = setInterval(() => {
+          if (Date.now() - lastFrame > every + client.options.openDeadline) {
+            return conn.end({ code: null, reason: "no frame within the heartbeat; connection presumed dead" });
+          }
+          socket.send('{"type":"ping"}');
+        }, every);
+      }
       if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);
       client.accept(frame);
       if (!proven && welcomed && pendingSubscribed.size === 0) {
@@ -246,27 +327,31 @@ function openWebSocket(client, name) {
       }
     };
     socket.onclose = (event) => {
-      clearTimeout(deadline);
       if (!proven) return reject(`closed ${event.code} before welcome (upgrade refused or blocked?)`);
       conn.end({ code: event.code, reason: `closed ${event.code} ${event.reason || ""}`.trim() });
     };
   });
+  return { conn, ready };
 }
 
 function openSse(client, name) {
-  return new Promise((resolve, reject) => {
+  const conn = connection(name);
+  const ready = new Promise((resolve, reject) => {
     if (typeof EventSource === "undefined") return reject("no EventSource in this environment");
-    const conn = connection(name);
     const source = new EventSource(client.options.url + "/sse?" + client.query());
     let proven = false;
     const pendingSubscribed = new Set(client.options.channels);
     // A buffering proxy lets the headers through and holds the events back.
     const deadline = setTimeout(() => {
-      source.close();
+      conn.close();
       reject("no event within the deadline (a buffering proxy?)");
     }, client.options.openDeadline);
-    conn.close = () => source.close();
+    conn.stop = () => {
+      clearTimeout(deadline);
+      source.close();
+    };
     const take = (event) => {
+      if (conn.closed) return;
       const frame = JSON.parse(event.data);
       if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);
       client.accept(frame);
@@ -280,62 +365,76 @@ function openSse(client, name) {
     // The client reconnects itself (with its own cursor and backoff), rather
     // than letting EventSource retry a path that may be broken.
     source.onerror = () => {
-      source.close();
-      clearTimeout(deadline);
-      if (!proven) return reject("stream refused or broken");
+      if (!proven) {
+        conn.close();
+        return reject("stream refused or broken");
+      }
       conn.end({ code: null, reason: "stream ended" });
     };
   });
+  return { conn, ready };
 }
 
-function openPolling(client, name, path, extra) {
-  return new Promise((resolve, reject) => {
-    const conn = connection(name);
-    const controller = new AbortController();
-    conn.close = () => controller.abort();
-    let first = true;
-    const once = async () => {
-      // The first request answers at once, so that it proves the path quickly.
-      const response = await fetch(`${client.options.url}${path}?${client.query(first ? extra(0) : extra())}`, {
-        cache: "no-store",
-        signal: controller.signal,
-      });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+function openPolling(client, name, path, extra, holdSeconds) {
+  const conn = connection(name);
+  let controller = null;
+  conn.stop = () => controller?.abort();
+  /** One request, aborted if it takes longer than `limit` ms (a dead path). */
+  const once = async (query, limit) => {
+    controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), limit);
+    try {
+      const response = await fetch(`${client.options.url}${path}?${query}`, { cache: "no-store", signal: controller.signal });
+      if (!response.ok) {
+        const error = new Error(`HTTP ${response.status}`);
+        error.retryAfter = Number(response.headers.get("retry-after")) || 0;
+        throw error;
+      }
       const answer = await response.json();
+      if (conn.closed) return;
       for (const entry of answer.cursor.split(",")) {
         const [channel, seq, epoch] = entry.split(":");
         if (!client.positions.has(channel)) client.accept({ type: "subscribed", channel, seq: Number(seq), epoch });
       }
       answer.resets.forEach((r) => client.accept(r));
       answer.messages.forEach((m) => client.accept(m));
-      return answer;
-    };
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const ready = (async () => {
+    try {
+      // The first request answers at once, so that it proves the path quickly.
+      await once(client.query(extra(0)), client.options.openDeadline);
+    } catch (error) {
+      conn.close();
+      throw controller.signal.aborted ? "no answer within the deadline" : String(error.message || error);
+    }
     (async () => {
-      const timer = setTimeout(() => controller.abort(), client.options.openDeadline);
-      try {
-        await once();
-      } catch (error) {
-        return reject(controller.signal.aborted ? "no answer within the deadline" : String(error.message || error));
-      } finally {
-        clearTimeout(timer);
-      }
-      first = false;
-      resolve(conn);
       while (!conn.closed) {
         const started = Date.now();
         try {
-          await once();
+          await once(client.query(extra()), (holdSeconds() + 10) * 1000);
         } catch (error) {
-          return conn.end({ code: null, reason: String(error.message || error) });
+          const reason = controller.signal.aborted ? "request timed out" : String(error.message || error);
+          return conn.end({ code: null, reason, retryAfter: error.retryAfter });
         }
         if (path === "/poll") await sleep(Math.max(0, client.options.pollInterval - (Date.now() - started)));
       }
     })();
-  });
+    return conn;
+  })();
+  return { conn, ready };
 }
 
 const openLongPoll = (client, name) =>
-  openPolling(client, name, "/long-poll", (timeout = client.options.longPollTimeout) => `&timeout=${timeout}`);
-const openPoll = (client, name) => openPolling(client, name, "/poll", () => "");
+  openPolling(
+    client,
+    name,
+    "/long-poll",
+    (timeout = client.options.longPollTimeout) => `&timeout=${timeout}`,
+    () => client.options.longPollTimeout,
+  );
+const openPoll = (client, name) => openPolling(client, name, "/poll", () => "", () => 0);
 
 globalThis.pushwire = { connect };
