@@ -17,7 +17,7 @@ const LOG: &str = "window.clientLog ? JSON.stringify(window.clientLog) : null";
 
 /// The server, a proxy in front of it, and the client page loaded through it.
 struct Setup {
-    _app: TestApp,
+    app: TestApp,
     nginx: Nginx,
     chromium: Chromium,
     page: Page,
@@ -37,7 +37,7 @@ async fn setup_with(mode: Proxy, extra_query: &str) -> Setup {
         .new_page(nginx.url(&format!("/static/client.html?channels=demo&probe=1000&deadline=2000{extra_query}")))
         .await
         .unwrap();
-    Setup { _app: app, nginx, chromium, page }
+    Setup { app, nginx, chromium, page }
 }
 
 fn current(log: &Value) -> Option<&str> {
@@ -208,5 +208,26 @@ async fn a_reset_reaches_the_application() {
     let seqs: Vec<u64> = log["seqs"]["demo"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
     assert_eq!(seqs[0], reset["seq"].as_u64().unwrap() + 1, "messages continue right after the reset");
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    s.chromium.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_client_stops_everything() {
+    let s = setup(Proxy::NoUpgrade).await;
+    wait_on(&s.page, "sse", 10).await; // on SSE, probing WebSocket every second
+    s.page.evaluate("window.pushwireClient.close()").await.unwrap();
+    s.app.wait_stats("the stream to close", |st| st["transports"]["sse"]["connections_open"] == 0).await;
+    let log = common::browser::eval_json(&s.page, LOG).await;
+    let attempts = s.app.stats().await["transports"]["websocket"]["requests"].clone();
+    // Three probe intervals of silence: no message, no probe, no reconnect.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = common::browser::eval_json(&s.page, LOG).await;
+    assert_eq!(received(&after), received(&log), "no message after close()");
+    assert_eq!(after["states"].as_array().unwrap().last().unwrap(), "closed");
+    assert_eq!(s.app.stats().await["transports"]["websocket"]["requests"], attempts, "no probe after close()");
+    let st = s.app.stats().await;
+    for t in ["sse", "long_poll", "poll", "websocket"] {
+        assert_eq!(st["transports"][t]["connections_open"], 0, "{t}");
+    }
     s.chromium.close().await;
 }
