@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::demo;
 use crate::hub::HistoryLimits;
+use crate::message::ChannelName;
 
 /// pushwire: one notification stream over WebSocket, Server-Sent Events,
 /// long polling and short polling.
@@ -29,16 +31,16 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
     pub redis_prefix: String,
 
-    /// Messages per second the built-in demo publisher sends; 0 switches it off.
-    #[arg(long, env = "PUSHWIRE_DEMO_RATE", default_value_t = 4.0)]
+    /// Messages per second the built-in demo publisher sends (at most 1000); 0 switches it off.
+    #[arg(long, env = "PUSHWIRE_DEMO_RATE", default_value_t = 4.0, value_parser = demo_rate)]
     pub demo_rate: f64,
 
     /// Channel the demo publisher publishes on.
     #[arg(long, env = "PUSHWIRE_DEMO_CHANNEL", default_value = "demo")]
-    pub demo_channel: String,
+    pub demo_channel: ChannelName,
 
-    /// Extra bytes of padding in each demo message (to compare overheads).
-    #[arg(long, env = "PUSHWIRE_DEMO_PAYLOAD", default_value_t = 0)]
+    /// Extra bytes of padding in each demo message (to compare overheads; at most 16384).
+    #[arg(long, env = "PUSHWIRE_DEMO_PAYLOAD", default_value_t = 0, value_parser = demo_payload)]
     pub demo_payload: usize,
 
     /// Messages of history kept per channel.
@@ -50,31 +52,31 @@ pub struct Config {
     pub history_age: Duration,
 
     /// Largest publish body, in bytes (HTTP body or WebSocket `data`).
-    #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 64 * 1024)]
+    #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_body: usize,
 
     /// Largest WebSocket frame a client may send, in bytes; larger closes with 1009.
-    #[arg(long, env = "PUSHWIRE_MAX_FRAME", default_value_t = 128 * 1024)]
+    #[arg(long, env = "PUSHWIRE_MAX_FRAME", default_value_t = 128 * 1024, value_parser = at_least_one)]
     pub max_frame: usize,
 
     /// Most channels one connection or request may subscribe to.
-    #[arg(long, env = "PUSHWIRE_MAX_CHANNELS", default_value_t = 64)]
+    #[arg(long, env = "PUSHWIRE_MAX_CHANNELS", default_value_t = 64, value_parser = at_least_one)]
     pub max_channels: usize,
 
     /// Messages a connection may have queued before it is cut as too slow.
-    #[arg(long, env = "PUSHWIRE_QUEUE_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "PUSHWIRE_QUEUE_SIZE", default_value_t = 1024, value_parser = at_least_one)]
     pub queue_size: usize,
 
     /// Interval of WebSocket protocol pings.
-    #[arg(long, env = "PUSHWIRE_WS_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PUSHWIRE_WS_PING_INTERVAL", default_value = "25s", value_parser = positive_duration)]
     pub ws_ping_interval: Duration,
 
     /// How long a WebSocket peer may take to answer a ping before it is closed.
-    #[arg(long, env = "PUSHWIRE_WS_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PUSHWIRE_WS_PONG_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub ws_pong_timeout: Duration,
 
     /// Interval of SSE heartbeat comments.
-    #[arg(long, env = "PUSHWIRE_SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PUSHWIRE_SSE_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub sse_heartbeat: Duration,
 
     /// Reconnect delay SSE clients are told with `retry:`.
@@ -82,7 +84,7 @@ pub struct Config {
     pub sse_retry: Duration,
 
     /// Most messages in one long-poll or short-poll answer.
-    #[arg(long, env = "PUSHWIRE_POLL_MAX_MESSAGES", default_value_t = 1000)]
+    #[arg(long, env = "PUSHWIRE_POLL_MAX_MESSAGES", default_value_t = 1000, value_parser = at_least_one)]
     pub poll_max_messages: usize,
 
     /// Directory of the dashboard's static files (default: the source tree's `static/`).
@@ -113,40 +115,41 @@ impl Config {
         HistoryLimits { size: self.history_size, max_age: self.history_age }
     }
 
-    /// Checks what clap's types cannot: values that would make no sense or
-    /// stall the server.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.demo_rate.is_finite() && (0.0..=10_000.0).contains(&self.demo_rate)) {
-            return Err(format!("--demo-rate must be between 0 and 10000, got {}", self.demo_rate));
-        }
-        for (flag, value) in [
-            ("--ws-ping-interval", self.ws_ping_interval),
-            ("--ws-pong-timeout", self.ws_pong_timeout),
-            ("--sse-heartbeat", self.sse_heartbeat),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{flag} must be longer than zero"));
-            }
-        }
-        for (flag, value) in [
-            ("--max-body", self.max_body),
-            ("--max-frame", self.max_frame),
-            ("--max-channels", self.max_channels),
-            ("--queue-size", self.queue_size),
-            ("--poll-max-messages", self.poll_max_messages),
-        ] {
-            if value == 0 {
-                return Err(format!("{flag} must be at least 1"));
-            }
-        }
-        Ok(())
-    }
-
-    /// The defaults, as if no flag were given (for tests and embedding).
+    /// The defaults, as if no flag and no environment variable were given
+    /// (for tests and embedding: the shell's `PUSHWIRE_*` do not leak in).
     pub fn defaults() -> Config {
+        let command = Config::command().mut_args(|arg| arg.env(None::<&str>));
         // unwrap: the defaults above all parse.
-        Config::try_parse_from(["pushwire"]).unwrap()
+        Config::from_arg_matches(&command.get_matches_from(["pushwire"])).unwrap()
     }
+}
+
+/// A duration longer than zero (`25s`, `10m`, `500ms`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn demo_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    demo::validate_rate(rate).map(|()| rate)
+}
+
+fn demo_payload(s: &str) -> Result<usize, String> {
+    let payload: usize = s.parse().map_err(|e| format!("{e}"))?;
+    demo::validate_payload(payload).map(|()| payload)
 }
 
 #[cfg(test)]
@@ -155,15 +158,17 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_nonsense_is_refused() {
-        assert!(Config::defaults().validate().is_ok());
+        assert_eq!(Config::defaults().demo_channel.as_str(), "demo");
         for args in [
             &["pushwire", "--demo-rate", "inf"][..],
             &["pushwire", "--demo-rate=-1"],
+            &["pushwire", "--demo-rate=1001"],
+            &["pushwire", "--demo-payload=16385"],
+            &["pushwire", "--demo-channel", "no spaces"],
             &["pushwire", "--ws-ping-interval", "0s"],
             &["pushwire", "--queue-size", "0"],
         ] {
-            let config = Config::try_parse_from(args).unwrap();
-            assert!(config.validate().is_err(), "{args:?} accepted");
+            assert!(Config::try_parse_from(args).is_err(), "{args:?} accepted");
         }
         let config = Config::try_parse_from(["pushwire", "--history-age", "90s", "--bind", "0.0.0.0:9000"]).unwrap();
         assert_eq!(config.history_age, Duration::from_secs(90));

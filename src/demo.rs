@@ -28,14 +28,22 @@ pub struct DemoSettings {
 
 impl DemoSettings {
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.rate.is_finite() && (0.0..=MAX_RATE).contains(&self.rate)) {
-            return Err(format!("rate must be between 0 and {MAX_RATE} messages per second"));
-        }
-        if self.payload > MAX_PAYLOAD {
-            return Err(format!("payload must be at most {MAX_PAYLOAD} bytes"));
-        }
-        Ok(())
+        validate_rate(self.rate)?;
+        validate_payload(self.payload)
     }
+}
+
+/// The one check of a demo rate, for the flag and the API alike.
+pub fn validate_rate(rate: f64) -> Result<(), String> {
+    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!("rate must be between 0 and {MAX_RATE} messages per second"))
+    }
+}
+
+pub fn validate_payload(payload: usize) -> Result<(), String> {
+    if payload <= MAX_PAYLOAD { Ok(()) } else { Err(format!("payload must be at most {MAX_PAYLOAD} bytes")) }
 }
 
 /// The demo's settings, shared by the publisher and the API. Clones are shallow.

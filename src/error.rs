@@ -1,12 +1,37 @@
-//! `AppError`: every failure an HTTP client can see, as the JSON error of API.md.
+//! `AppError`: every failure a client can see, with the error codes of
+//! API.md: the JSON error of an HTTP answer, the `error` frame of a WebSocket.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::hub::HubError;
-use crate::message::ParseError;
-use crate::protocol::ErrorCode;
+use crate::message::{Invalid, ParseError};
+
+/// Error codes of API.md, shared by HTTP JSON errors and WebSocket `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadChannel,
+    BadCursor,
+    BadJson,
+    BadRequest,
+    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
+    Unauthorized,
+    UpgradeRequired,
+    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    TooLarge,
+    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
+    RateLimited,
+    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
+    Overloaded,
+    Unavailable,
+    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
+    Internal,
+}
 
 /// An error answered to an HTTP client: `{"error":{"code":..,"message":..}}`.
 /// Messages are written for the client; internals are logged, not leaked.
@@ -32,12 +57,8 @@ impl AppError {
         AppError::new(ErrorCode::BadRequest, message)
     }
 
-    pub fn bad_channel(e: ParseError) -> AppError {
-        AppError::new(ErrorCode::BadChannel, e.0)
-    }
-
-    pub fn bad_cursor(e: ParseError) -> AppError {
-        AppError::new(ErrorCode::BadCursor, e.0)
+    pub fn too_large(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::TooLarge, message)
     }
 
     pub fn method_not_allowed(allow: &'static str) -> AppError {
@@ -92,6 +113,21 @@ impl ResponseError for AppError {
             response.insert_header((header::UPGRADE, "websocket"));
         }
         response.json(Body { error: Inner { code: self.code, message: &self.message } })
+    }
+}
+
+impl From<ParseError> for AppError {
+    fn from(e: ParseError) -> AppError {
+        AppError::new(e.kind.into(), e.message)
+    }
+}
+
+impl From<Invalid> for ErrorCode {
+    fn from(kind: Invalid) -> ErrorCode {
+        match kind {
+            Invalid::Channel => ErrorCode::BadChannel,
+            Invalid::Cursor | Invalid::Epoch => ErrorCode::BadCursor,
+        }
     }
 }
 

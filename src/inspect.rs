@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::stats::Transport;
+use crate::transport::Transport;
 
 /// Most clients inspected at once. When full, the least recently active client
 /// that no connection holds is forgotten; if every one is in use, a new page
@@ -52,14 +52,8 @@ impl Inspected {
         Inspected { lanes: Default::default(), drops: watch::channel(0).0, touched: Mutex::new(Instant::now()) }
     }
 
-    /// The lane of a stream transport (`None` for publish and other requests).
-    pub fn lane(&self, transport: Transport) -> Option<&Lane> {
-        match transport {
-            Transport::WebSocket | Transport::Sse | Transport::LongPoll | Transport::Poll => {
-                Some(&self.lanes[transport as usize])
-            }
-            _ => None,
-        }
+    pub fn lane(&self, transport: Transport) -> &Lane {
+        &self.lanes[transport.index()]
     }
 
     fn touch(&self) {
@@ -187,10 +181,10 @@ pub struct LaneReport {
 
 impl Inspected {
     pub fn report(&self) -> Report {
-        let transports = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll]
+        let transports = Transport::ALL
             .into_iter()
             .map(|t| {
-                let lane = &self.lanes[t as usize];
+                let lane = self.lane(t);
                 let captured = lane.captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 let report = LaneReport {
@@ -238,7 +232,7 @@ mod tests {
     #[test]
     fn captures_are_bounded() {
         let inspected = Inspected::new();
-        let lane = inspected.lane(Transport::Sse).unwrap();
+        let lane = inspected.lane(Transport::Sse);
         lane.begin(b"GET /sse HTTP/1.1\r\n\r\n".to_vec());
         lane.wrote(&vec![b'x'; CAPTURE * 2], false);
         lane.wrote(b"id: a:1\nevent: message\ndata: {}\n\n", true);
@@ -247,6 +241,5 @@ mod tests {
         assert_eq!(sse.response.len(), CAPTURE);
         assert!(sse.last_event.starts_with("id: a:1"));
         assert_eq!(sse.requests, 1);
-        assert!(inspected.lane(Transport::Publish).is_none());
     }
 }

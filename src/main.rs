@@ -10,11 +10,8 @@ use pushwire::hub::{Hub, MemoryHub, RedisHub};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Flags are validated as they parse; clap exits with 2 and a message.
     let config = Config::parse();
-    if let Err(message) = config.validate() {
-        eprintln!("error: {message}");
-        std::process::exit(2);
-    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     match config.log_format {
         LogFormat::Text => {
@@ -30,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
-    let ctx = running.ctx.clone();
+    let ctx = running.state.ctx.clone();
 
     tracing::info!(
         hub = ctx.hub.kind(),

@@ -16,10 +16,31 @@ use serde_json::value::RawValue;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
 
-/// What was wrong with a channel name, cursor or epoch.
+/// What was wrong with a channel name, cursor or epoch, said for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub String);
+#[error("{message}")]
+pub struct ParseError {
+    pub kind: Invalid,
+    pub message: String,
+}
+
+/// Which kind of value did not parse (a bad channel inside a cursor is a bad cursor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Channel,
+    Cursor,
+    Epoch,
+}
+
+impl ParseError {
+    fn new(kind: Invalid, message: String) -> ParseError {
+        ParseError { kind, message }
+    }
+
+    fn within_cursor(self) -> ParseError {
+        ParseError { kind: Invalid::Cursor, ..self }
+    }
+}
 
 impl ChannelName {
     pub const MAX_LEN: usize = 64;
@@ -51,10 +72,10 @@ impl FromStr for ChannelName {
         if valid {
             Ok(ChannelName(s.into()))
         } else {
-            Err(ParseError(format!(
-                "invalid channel name {:?}: expected 1 to 64 of A-Z a-z 0-9 _ . -",
-                truncate(s, 80)
-            )))
+            Err(ParseError::new(
+                Invalid::Channel,
+                format!("invalid channel name {:?}: expected 1 to 64 of A-Z a-z 0-9 _ . -", truncate(s, 80)),
+            ))
         }
     }
 }
@@ -103,7 +124,10 @@ impl FromStr for Epoch {
         if !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             Ok(Epoch(s.into()))
         } else {
-            Err(ParseError(format!("invalid epoch {:?}: expected 1 to 16 of A-Z a-z 0-9", truncate(s, 40))))
+            Err(ParseError::new(
+                Invalid::Epoch,
+                format!("invalid epoch {:?}: expected 1 to 16 of A-Z a-z 0-9", truncate(s, 40)),
+            ))
         }
     }
 }
@@ -176,25 +200,25 @@ impl FromStr for Cursor {
         if s.is_empty() {
             return Ok(Cursor::default());
         }
+        let invalid = |message: String| ParseError::new(Invalid::Cursor, message);
         s.split(',')
             .map(|entry| {
                 let mut parts = entry.split(':');
                 let (Some(channel), Some(seq)) = (parts.next(), parts.next()) else {
-                    return Err(ParseError(format!(
-                        "invalid cursor entry {:?}: expected channel:seq[:epoch]",
-                        truncate(entry, 80)
-                    )));
+                    let entry = truncate(entry, 80);
+                    return Err(invalid(format!("invalid cursor entry {entry:?}: expected channel:seq[:epoch]")));
                 };
                 let epoch = parts.next().map(str::parse).transpose()?;
                 if parts.next().is_some() {
-                    return Err(ParseError(format!("invalid cursor entry {:?}: too many ':'", truncate(entry, 80))));
+                    return Err(invalid(format!("invalid cursor entry {:?}: too many ':'", truncate(entry, 80))));
                 }
-                let seq = parse_seq(seq)
-                    .ok_or_else(|| ParseError(format!("invalid seq {:?} in cursor", truncate(seq, 40))))?;
+                let seq =
+                    parse_seq(seq).ok_or_else(|| invalid(format!("invalid seq {:?} in cursor", truncate(seq, 40))))?;
                 Ok(Position { channel: channel.parse()?, seq, epoch })
             })
             .collect::<Result<_, _>>()
             .map(Cursor)
+            .map_err(ParseError::within_cursor)
     }
 }
 

@@ -1,41 +1,26 @@
 //! The WebSocket conversation: frames a client sends, frames the server
-//! answers with, the error codes shared with HTTP, and the close codes.
+//! answers with, and the close codes with what each tells the client.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Epoch};
-
-/// Error codes of API.md, shared by HTTP JSON errors and WebSocket `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadChannel,
-    BadCursor,
-    BadJson,
-    BadRequest,
-    Unauthorized,
-    UpgradeRequired,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    TooLarge,
-    RateLimited,
-    Overloaded,
-    Unavailable,
-    Internal,
-}
 
 /// WebSocket close codes and what a client should do on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
     /// 1000: the session ended normally; reconnect only if still wanted.
     Normal,
-    /// 1008: refused by policy (auth, origin); reconnecting will not help.
-    Policy,
     /// 1002: the peer broke the WebSocket protocol.
     ProtocolError,
+    /// 1007: a text frame was not valid UTF-8 (RFC 6455).
+    #[expect(dead_code, reason = "closes of the hardening work (issue 9)")]
+    InvalidData,
+    /// 1008: refused by policy (auth, origin); reconnecting will not help.
+    #[expect(dead_code, reason = "closes of the hardening work (issue 9)")]
+    Policy,
     /// 1009: a frame exceeded the frame limit; send smaller frames.
     TooBig,
     /// 1011: the server failed; reconnect with backoff.
@@ -50,14 +35,51 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
-            CloseCode::Policy => 1008,
             CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidData => 1007,
+            CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
             CloseCode::Restarting => 1012,
             CloseCode::TryAgainLater => 1013,
         }
     }
+}
+
+/// Why the server ends a WebSocket session: one table of close code, reason
+/// and whether the client should come back (as centrifuge's `disconnect.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect {
+    pub code: CloseCode,
+    pub reason: &'static str,
+    /// Whether reconnecting (and resuming from the cursor) makes sense.
+    pub reconnect: bool,
+}
+
+impl Disconnect {
+    /// The client closed; we answer its close.
+    pub const BYE: Disconnect = Disconnect { code: CloseCode::Normal, reason: "bye", reconnect: false };
+    pub const SHUTDOWN: Disconnect =
+        Disconnect { code: CloseCode::Restarting, reason: "server restarting", reconnect: true };
+    /// An operator cut the page's connections (the dashboard's "drop connections").
+    pub const DROPPED: Disconnect =
+        Disconnect { code: CloseCode::Restarting, reason: "dropped from the dashboard; reconnect", reconnect: true };
+    /// Its queue overflowed: the client cannot keep up with the stream.
+    pub const TOO_SLOW: Disconnect = Disconnect {
+        code: CloseCode::TryAgainLater,
+        reason: "too slow to keep up; resume from your cursor",
+        reconnect: true,
+    };
+    /// Pings went unanswered: the peer or the path to it is gone or stalled.
+    /// Not 1000: the client did nothing wrong and should come back, after a
+    /// backoff, as from any other path that cannot keep up.
+    pub const NO_PONG: Disconnect =
+        Disconnect { code: CloseCode::TryAgainLater, reason: "no pong in time", reconnect: true };
+    pub const TOO_BIG: Disconnect = Disconnect { code: CloseCode::TooBig, reason: "frame too big", reconnect: true };
+    pub const PROTOCOL: Disconnect =
+        Disconnect { code: CloseCode::ProtocolError, reason: "protocol error", reconnect: false };
+    pub const HUB_FAILURE: Disconnect =
+        Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true };
 }
 
 /// A frame from a WebSocket client, after the envelope (`type`, `ref`) was read.
@@ -72,8 +94,7 @@ pub enum ClientFrame {
 /// A client frame that could not be understood, with the `ref` to echo if any.
 #[derive(Debug)]
 pub struct FrameError {
-    pub code: ErrorCode,
-    pub message: String,
+    pub error: AppError,
     pub reference: Option<Value>,
 }
 
@@ -111,37 +132,31 @@ impl ClientFrame {
                 } else {
                     ErrorCode::BadJson
                 };
-                let message = format!("frame is not a valid JSON object: {e}");
-                return (reference.clone(), Err(FrameError { code, message, reference }));
+                let error = AppError::new(code, format!("frame is not a valid JSON object: {e}"));
+                return (reference.clone(), Err(FrameError { error, reference }));
             }
         };
         let reference = envelope.reference.clone().filter(|r| !r.is_null());
-        let result = Self::from_envelope(envelope).map_err(|(code, message)| FrameError {
-            code,
-            message,
-            reference: reference.clone(),
-        });
+        let result = Self::from_envelope(envelope).map_err(|error| FrameError { error, reference: reference.clone() });
         (reference, result)
     }
 
-    fn from_envelope(e: Envelope) -> Result<ClientFrame, (ErrorCode, String)> {
-        let bad = |m: &str| (ErrorCode::BadRequest, m.to_string());
+    fn from_envelope(e: Envelope) -> Result<ClientFrame, AppError> {
+        let bad = |message: &str| AppError::bad_request(message);
         match e.kind.as_ref().and_then(Value::as_str) {
             Some("subscribe") => {
                 let channels = channel_list(e.channels)?;
                 let cursor = match e.cursor {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) => Some(s),
-                    Some(_) => return Err((ErrorCode::BadCursor, "cursor must be a string".into())),
+                    Some(_) => return Err(AppError::new(ErrorCode::BadCursor, "cursor must be a string")),
                 };
                 Ok(ClientFrame::Subscribe { channels, cursor })
             }
             Some("unsubscribe") => Ok(ClientFrame::Unsubscribe { channels: channel_list(e.channels)? }),
             Some("publish") => {
                 let channel = match e.channel {
-                    Some(Value::String(s)) => {
-                        s.parse().map_err(|e: crate::message::ParseError| (ErrorCode::BadChannel, e.0))?
-                    }
+                    Some(Value::String(s)) => s.parse()?,
                     _ => return Err(bad("publish needs a \"channel\" string")),
                 };
                 let data = e.data.ok_or_else(|| bad("publish needs \"data\""))?;
@@ -156,19 +171,19 @@ impl ClientFrame {
     }
 }
 
-fn channel_list(value: Option<Value>) -> Result<Vec<ChannelName>, (ErrorCode, String)> {
+fn channel_list(value: Option<Value>) -> Result<Vec<ChannelName>, AppError> {
     let Some(Value::Array(items)) = value else {
-        return Err((ErrorCode::BadRequest, "\"channels\" must be an array of channel names".into()));
+        return Err(AppError::bad_request("\"channels\" must be an array of channel names"));
     };
     if items.is_empty() {
-        return Err((ErrorCode::BadRequest, "\"channels\" is empty".into()));
+        return Err(AppError::bad_request("\"channels\" is empty"));
     }
     let mut channels: Vec<ChannelName> = Vec::with_capacity(items.len());
     for item in items {
         let Value::String(name) = item else {
-            return Err((ErrorCode::BadChannel, "channel names are strings".into()));
+            return Err(AppError::new(ErrorCode::BadChannel, "channel names are strings"));
         };
-        let channel = name.parse().map_err(|e: crate::message::ParseError| (ErrorCode::BadChannel, e.0))?;
+        let channel = name.parse()?;
         if !channels.contains(&channel) {
             channels.push(channel);
         }
@@ -246,7 +261,7 @@ mod tests {
 
     #[test]
     fn bad_frames_get_codes_and_keep_ref() {
-        let code = |text: &str| ClientFrame::parse(text).1.unwrap_err().code;
+        let code = |text: &str| ClientFrame::parse(text).1.unwrap_err().error.code;
         assert_eq!(code("{not json"), ErrorCode::BadJson);
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadRequest);
@@ -257,7 +272,7 @@ mod tests {
         assert_eq!(r, Some(Value::from("x7")));
         assert_eq!(f.unwrap_err().reference, Some(Value::from("x7")));
         let duplicate = ClientFrame::parse(r#"{"type":"ping","type":"ping","ref":"dup"}"#).1.unwrap_err();
-        assert_eq!((duplicate.code, duplicate.reference), (ErrorCode::BadRequest, Some(Value::from("dup"))));
+        assert_eq!((duplicate.error.code, duplicate.reference), (ErrorCode::BadRequest, Some(Value::from("dup"))));
     }
 
     #[test]

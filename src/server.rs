@@ -20,6 +20,7 @@ use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::Hub;
 use crate::routes;
 use crate::shutdown::Shutdown;
+use crate::state::AppState;
 use crate::stats::Stats;
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream};
@@ -27,7 +28,7 @@ use crate::wire::{ConnMeter, MeteredStream};
 /// A started server. Await `server` to run it; `handle` stops it.
 pub struct Running {
     pub addr: SocketAddr,
-    pub ctx: Context,
+    pub state: AppState,
     pub handle: ServerHandle,
     pub server: actix_server::Server,
 }
@@ -36,31 +37,27 @@ pub struct Running {
 /// publisher. Must be called within a tokio runtime.
 pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Result<Running> {
     let addr = listener.local_addr()?;
-    let demo_channel = config.demo_channel.parse().map_err(|e: crate::message::ParseError| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("--demo-channel: {}", e.0))
-    })?;
-    let demo = DemoControl::new(demo_channel, DemoSettings { rate: config.demo_rate, payload: config.demo_payload });
-    let ctx = Context {
-        config: Arc::new(config),
-        hub,
-        stats: Arc::new(Stats::default()),
-        shutdown: Shutdown::default(),
-        inspector: Arc::default(),
-        demo,
-    };
+    let demo = DemoControl::new(
+        config.demo_channel.clone(),
+        DemoSettings { rate: config.demo_rate, payload: config.demo_payload },
+    );
+    let ctx =
+        Context { config: Arc::new(config), hub, stats: Arc::new(Stats::default()), shutdown: Shutdown::default() };
+    let state = AppState { ctx, inspector: Arc::default(), demo };
     // Idle while its rate is 0; the dashboard can start it.
-    tokio::spawn(crate::demo::run(ctx.hub.clone(), ctx.demo.clone(), ctx.shutdown.clone()));
-    let workers = ctx.config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let factory_ctx = ctx.clone();
+    tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
+    let config = state.ctx.config.clone();
+    let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let factory_state = state.clone();
     let server = actix_server::Server::build()
         .workers(workers.max(1))
         .disable_signals()
-        .shutdown_timeout(ctx.config.shutdown_timeout.as_secs())
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
         .listen("pushwire", listener, move || {
-            let ctx = factory_ctx.clone();
-            let stats = ctx.stats.clone();
-            let static_dir = ctx.config.static_dir.clone();
-            let data = web::Data::new(ctx);
+            let state = factory_state.clone();
+            let stats = state.ctx.stats.clone();
+            let static_dir = state.ctx.config.static_dir.clone();
+            let data = web::Data::new(state);
             let app = App::new()
                 .app_data(data)
                 .wrap(from_fn(routes::meter))
@@ -69,11 +66,16 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                 .configure(routes::configure)
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+            // actix-web's own server builds this per-connection config with a
+            // crate-private constructor; its public twin is doc-hidden (made
+            // for actix-test). Without it the app would believe it listens on
+            // localhost:8080, which the default `AppConfig` claims.
+            let app_config = AppConfig::__priv_test_new(false, addr.to_string(), addr);
             let http = HttpService::build()
                 .on_connect_ext(|io: &MeteredStream<TcpStream>, ext| {
                     ext.insert(io.meter().clone());
                 })
-                .finish(map_config(app, move |()| AppConfig::__priv_test_new(false, addr.to_string(), addr)));
+                .finish(map_config(app, move |()| app_config.clone()));
             fn_service(move |io: TcpStream| {
                 let stats = stats.clone();
                 async move {
@@ -87,5 +89,5 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             .and_then(http)
         })?
         .run();
-    Ok(Running { addr, handle: server.handle(), ctx, server })
+    Ok(Running { addr, handle: server.handle(), state, server })
 }

@@ -23,10 +23,6 @@ impl Shutdown {
         self.tx.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
-    }
-
     /// Resolves once the signal has fired (at once if it already has).
     pub async fn wait(&self) {
         let mut rx = self.tx.subscribe();

@@ -8,56 +8,54 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-/// What a connection or request is used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Transport {
-    WebSocket = 0,
-    Sse = 1,
-    LongPoll = 2,
-    Poll = 3,
+use crate::transport::Transport;
+
+/// What a request (and the bytes its connection carries meanwhile) is
+/// counted as: one of the transports, a publish, or anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Stream(Transport),
     /// `POST /channels/{channel}/messages`.
-    Publish = 4,
+    Publish,
     /// Pages, static files, stats, health.
-    Other = 5,
+    Other,
 }
 
-impl Transport {
-    pub const ALL: [Transport; 6] = [
-        Transport::WebSocket,
-        Transport::Sse,
-        Transport::LongPoll,
-        Transport::Poll,
-        Transport::Publish,
-        Transport::Other,
+impl Traffic {
+    pub const ALL: [Traffic; 6] = [
+        Traffic::Stream(Transport::WebSocket),
+        Traffic::Stream(Transport::Sse),
+        Traffic::Stream(Transport::LongPoll),
+        Traffic::Stream(Transport::Poll),
+        Traffic::Publish,
+        Traffic::Other,
     ];
 
+    /// Its key in `/api/stats` and label in `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
-            Transport::WebSocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::LongPoll => "long_poll",
-            Transport::Poll => "poll",
-            Transport::Publish => "publish",
-            Transport::Other => "other",
+            Traffic::Stream(transport) => transport.name(),
+            Traffic::Publish => "publish",
+            Traffic::Other => "other",
         }
     }
 
-    pub fn from_index(i: u8) -> Transport {
-        Transport::ALL.get(usize::from(i)).copied().unwrap_or(Transport::Other)
+    pub fn index(self) -> usize {
+        match self {
+            Traffic::Stream(transport) => transport.index(),
+            Traffic::Publish => 4,
+            Traffic::Other => 5,
+        }
     }
 
-    /// The transport a request path belongs to.
-    pub fn of_path(path: &str) -> Transport {
-        match path {
-            "/ws" => Transport::WebSocket,
-            "/sse" => Transport::Sse,
-            "/long-poll" => Transport::LongPoll,
-            "/poll" => Transport::Poll,
-            p if p.starts_with("/channels/") => Transport::Publish,
-            _ => Transport::Other,
-        }
+    pub fn from_index(i: usize) -> Traffic {
+        Traffic::ALL.get(i).copied().unwrap_or(Traffic::Other)
+    }
+}
+
+impl From<Transport> for Traffic {
+    fn from(transport: Transport) -> Traffic {
+        Traffic::Stream(transport)
     }
 }
 
@@ -124,16 +122,16 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn get(&self, transport: Transport) -> &Counters {
-        &self.transports[transport as usize]
+    pub fn get(&self, traffic: impl Into<Traffic>) -> &Counters {
+        &self.transports[traffic.into().index()]
     }
 
     pub fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
 
-    pub fn snapshot(&self) -> Vec<(Transport, CountersSnapshot)> {
-        Transport::ALL.iter().map(|&t| (t, self.get(t).snapshot())).collect()
+    pub fn snapshot(&self) -> Vec<(Traffic, CountersSnapshot)> {
+        Traffic::ALL.iter().map(|&t| (t, self.get(t).snapshot())).collect()
     }
 
     /// Counts an open connection (or held request) until the guard drops.
@@ -166,8 +164,8 @@ impl Stats {
         let snapshot = self.snapshot();
         for (name, kind, help, value) in metrics {
             let _ = writeln!(out, "# HELP pushwire_{name} {help}\n# TYPE pushwire_{name} {kind}");
-            for (transport, s) in &snapshot {
-                let _ = writeln!(out, "pushwire_{name}{{transport=\"{}\"}} {}", transport.name(), value(s));
+            for (traffic, s) in &snapshot {
+                let _ = writeln!(out, "pushwire_{name}{{transport=\"{}\"}} {}", traffic.name(), value(s));
             }
         }
         let _ =

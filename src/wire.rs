@@ -17,7 +17,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::inspect::{CAPTURE, Inspected};
-use crate::stats::{Counters, Stats, Transport};
+use crate::stats::{Counters, Stats, Traffic};
+use crate::transport::Transport;
 
 /// One connection's byte accounting; shared by its stream and its requests.
 #[derive(Debug)]
@@ -26,9 +27,6 @@ pub struct ConnMeter {
     current: AtomicU8,
     in_request: AtomicBool,
     unclaimed_in: AtomicU64,
-    /// Totals for this connection alone.
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
     /// Whether the current request belongs to an inspected client (checked
     /// before touching `capture` on the delivery path).
     inspected: AtomicBool,
@@ -50,11 +48,9 @@ impl ConnMeter {
     pub fn new(stats: Arc<Stats>) -> ConnMeter {
         ConnMeter {
             stats,
-            current: AtomicU8::new(Transport::Other as u8),
+            current: AtomicU8::new(Traffic::Other.index() as u8),
             in_request: AtomicBool::new(false),
             unclaimed_in: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
             capture: Mutex::default(),
@@ -65,27 +61,31 @@ impl ConnMeter {
         self.capture.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn current(&self) -> Transport {
-        Transport::from_index(self.current.load(Ordering::Relaxed))
+    fn current(&self) -> Traffic {
+        Traffic::from_index(usize::from(self.current.load(Ordering::Relaxed)))
     }
 
-    /// A request for `transport` starts: it owns the bytes read so far. With
-    /// an inspected client, its lane gets the request head and this
-    /// connection's bytes until the next request.
-    pub fn begin(&self, transport: Transport, client: Option<Arc<Inspected>>) {
-        self.current.store(transport as u8, Ordering::Relaxed);
+    /// A request for `traffic` starts: it owns the bytes read so far. With an
+    /// inspected client and a transport, that lane gets the request head and
+    /// this connection's bytes until the next request.
+    pub fn begin(&self, traffic: Traffic, client: Option<Arc<Inspected>>) {
+        self.current.store(traffic.index() as u8, Ordering::Relaxed);
         self.in_request.store(true, Ordering::Relaxed);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
-        Counters::add(&self.stats.get(transport).bytes_received, unclaimed);
+        Counters::add(&self.stats.get(traffic).bytes_received, unclaimed);
         let kept_head = self.keeping_head.swap(false, Ordering::Relaxed);
         if client.is_none() && !kept_head && !self.inspected.load(Ordering::Relaxed) {
             return; // nothing inspected before, during or after: no lock
         }
         let mut capture = self.capture();
         let head = std::mem::take(&mut capture.head);
-        capture.client = client.filter(|c| c.lane(transport).is_some()).map(|c| (c, transport));
+        capture.client = match (client, traffic) {
+            (Some(client), Traffic::Stream(transport)) => Some((client, transport)),
+            _ => None,
+        };
         self.inspected.store(capture.client.is_some(), Ordering::Relaxed);
-        if let Some(lane) = capture.client.as_ref().and_then(|(c, t)| c.lane(*t)) {
+        if let Some((client, transport)) = &capture.client {
+            let lane = client.lane(*transport);
             lane.bytes_received.fetch_add(unclaimed, Ordering::Relaxed);
             lane.begin(head);
         }
@@ -98,14 +98,12 @@ impl ConnMeter {
 
     fn read(&self, bytes: &[u8]) {
         let n = bytes.len() as u64;
-        Counters::add(&self.bytes_in, n);
         if self.in_request.load(Ordering::Relaxed) {
             Counters::add(&self.stats.get(self.current()).bytes_received, n);
             if self.inspected.load(Ordering::Relaxed)
                 && let Some((client, transport)) = &self.capture().client
-                && let Some(lane) = client.lane(*transport)
             {
-                lane.bytes_received.fetch_add(n, Ordering::Relaxed);
+                client.lane(*transport).bytes_received.fetch_add(n, Ordering::Relaxed);
             }
         } else {
             Counters::add(&self.unclaimed_in, n);
@@ -123,15 +121,11 @@ impl ConnMeter {
     }
 
     fn wrote(&self, bytes: &[u8]) {
-        let n = bytes.len() as u64;
-        Counters::add(&self.bytes_out, n);
-        let transport = self.current();
-        Counters::add(&self.stats.get(transport).bytes_sent, n);
+        Counters::add(&self.stats.get(self.current()).bytes_sent, bytes.len() as u64);
         if self.inspected.load(Ordering::Relaxed)
             && let Some((client, transport)) = &self.capture().client
-            && let Some(lane) = client.lane(*transport)
         {
-            lane.wrote(bytes, *transport == Transport::Sse);
+            client.lane(*transport).wrote(bytes, *transport == Transport::Sse);
         }
     }
 }
@@ -139,7 +133,7 @@ impl ConnMeter {
 impl Drop for ConnMeter {
     fn drop(&mut self) {
         // Bytes of a request that was never routed (a malformed one, say).
-        Counters::add(&self.stats.get(Transport::Other).bytes_received, *self.unclaimed_in.get_mut());
+        Counters::add(&self.stats.get(Traffic::Other).bytes_received, *self.unclaimed_in.get_mut());
     }
 }
 

@@ -133,11 +133,6 @@ impl Fanout {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).contains_key(channel)
     }
 
-    /// The channels with at least one local subscriber.
-    pub fn channels(&self) -> Vec<ChannelName> {
-        self.channels.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
-    }
-
     /// Channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).len()

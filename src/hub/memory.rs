@@ -54,7 +54,22 @@ impl MemoryHub {
         self.channels.lock().unwrap_or_else(|e| e.into_inner()).get(channel).cloned()
     }
 
+    #[cfg(test)]
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
     fn publish_now(&self, channel: ChannelName, data: &RawValue) -> Arc<Message> {
+        self.append(channel, data, true)
+    }
+
+    /// Stores a message without making it live, as if live delivery lost it.
+    #[cfg(test)]
+    pub(crate) fn publish_unannounced(&self, channel: ChannelName, data: &RawValue) -> Arc<Message> {
+        self.append(channel, data, false)
+    }
+
+    fn append(&self, channel: ChannelName, data: &RawValue, live: bool) -> Arc<Message> {
         let log = self.channels.lock().unwrap_or_else(|e| e.into_inner()).entry(channel.clone()).or_default().clone();
         let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let ts = now_micros();
@@ -62,7 +77,9 @@ impl MemoryHub {
         let message = Arc::new(Message::new(channel, log.head, ts, self.epoch.clone(), data));
         log.history.push_back(message.clone());
         log.trim(&self.limits, ts);
-        self.fanout.deliver(&message);
+        if live {
+            self.fanout.deliver(&message);
+        }
         message
     }
 

@@ -25,6 +25,8 @@
 mod fanout;
 pub mod memory;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
 use std::pin::Pin;

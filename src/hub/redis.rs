@@ -214,7 +214,7 @@ impl RedisHub {
                 .await,
         )?;
         let ts = ts.parse().map_err(unavailable)?;
-        let epoch = epoch.parse().map_err(|e: crate::message::ParseError| unavailable(e.0))?;
+        let epoch = epoch.parse().map_err(unavailable)?;
         // The same bytes the script stored: Message::new encodes exactly like it.
         let data = RawValue::from_string(data.into_owned()).map_err(unavailable)?;
         Ok(Arc::new(Message::new(channel, seq, ts, epoch, &data)))
@@ -233,7 +233,7 @@ impl RedisHub {
                 .invoke_async(&mut self.commands.clone())
                 .await,
         )?;
-        let epoch: Epoch = epoch.parse().map_err(|e: crate::message::ParseError| unavailable(e.0))?;
+        let epoch: Epoch = epoch.parse().map_err(unavailable)?;
         let head: u64 = head.parse().map_err(unavailable)?;
         let oldest: u64 = oldest.parse().map_err(unavailable)?;
         let first = after.saturating_add(1).max(oldest);

@@ -1,5 +1,7 @@
 //! Publishing, health and statistics.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
@@ -7,21 +9,34 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::demo::DemoSettings;
-use crate::error::AppError;
-use crate::inspect::valid_id;
+use crate::error::{AppError, ErrorCode};
+use crate::inspect::{Inspected, valid_id};
 use crate::message::{ChannelName, now_micros};
-use crate::protocol::ErrorCode;
-use crate::transport::Context;
+use crate::state::AppState;
 
 pub async fn publish(
     req: HttpRequest,
     path: web::Path<String>,
-    mut payload: web::Payload,
-    ctx: web::Data<Context>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let channel: ChannelName = path.parse().map_err(AppError::bad_channel)?;
-    let limit = ctx.config.max_body;
-    let too_large = || AppError::new(ErrorCode::TooLarge, format!("body is over the {limit}-byte limit"));
+    let channel: ChannelName = path.parse()?;
+    let body = read_body(&req, payload, state.ctx.config.max_body).await?;
+    let data: Box<RawValue> = serde_json::from_slice(&body)
+        .map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))?;
+    let message = state.ctx.hub.publish(channel, data).await?;
+    Ok(HttpResponse::Created().json(json!({
+        "channel": message.channel,
+        "seq": message.seq,
+        "ts": message.ts,
+        "epoch": message.epoch,
+    })))
+}
+
+/// Reads a request body of at most `limit` bytes, refusing a larger one as
+/// soon as it is announced or seen.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, AppError> {
+    let too_large = || AppError::too_large(format!("body is over the {limit}-byte limit"));
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -35,22 +50,15 @@ pub async fn publish(
         }
         body.extend_from_slice(&chunk);
     }
-    let data: Box<RawValue> = serde_json::from_slice(&body)
-        .map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))?;
-    let message = ctx.hub.publish(channel, data).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "channel": message.channel,
-        "seq": message.seq,
-        "ts": message.ts,
-        "epoch": message.epoch,
-    })))
+    Ok(body.freeze())
 }
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let ctx = &state.ctx;
     if ctx.hub.is_ready() {
         Ok(HttpResponse::Ok().json(json!({"status": "ready", "hub": ctx.hub.kind()})))
     } else {
@@ -58,12 +66,13 @@ pub async fn readyz(ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
     }
 }
 
-pub async fn stats(ctx: web::Data<Context>) -> HttpResponse {
+pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    let ctx = &state.ctx;
     let transports: serde_json::Map<String, serde_json::Value> = ctx
         .stats
         .snapshot()
         .into_iter()
-        .map(|(transport, counters)| (transport.name().to_string(), json!(counters)))
+        .map(|(traffic, counters)| (traffic.name().to_string(), json!(counters)))
         .collect();
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({
         "hub": ctx.hub.kind(),
@@ -73,7 +82,8 @@ pub async fn stats(ctx: web::Data<Context>) -> HttpResponse {
     }))
 }
 
-pub async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let ctx = &state.ctx;
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ctx.stats.prometheus(ctx.hub.is_ready()))
 }
 
@@ -83,39 +93,47 @@ pub async fn time() -> HttpResponse {
 }
 
 /// `GET /api/inspect/{client}`: what this page's own connections carried.
-pub async fn inspect(path: web::Path<String>, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
-    let client = known_client(&path, &ctx)?;
+pub async fn inspect(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let client = known_client(&path, &state)?;
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(client.report()))
 }
 
 /// `POST /api/inspect/{client}/drop`: cuts every connection of that page.
-pub async fn drop_connections(path: web::Path<String>, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
-    known_client(&path, &ctx)?.drop_connections();
+pub async fn drop_connections(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    known_client(&path, &state)?.drop_connections();
     Ok(HttpResponse::Accepted().json(json!({"dropped": path.as_str()})))
 }
 
-fn known_client(id: &str, ctx: &Context) -> Result<std::sync::Arc<crate::inspect::Inspected>, AppError> {
+fn known_client(id: &str, state: &AppState) -> Result<Arc<Inspected>, AppError> {
     if !valid_id(id) {
         return Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9"));
     }
-    ctx.inspector.get(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no client {id:?} seen recently")))
+    state.inspector.get(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no client {id:?} seen recently")))
 }
 
 /// `GET /api/demo`: the demo publisher's channel and settings.
-pub async fn demo(ctx: web::Data<Context>) -> HttpResponse {
-    demo_answer(&ctx)
+pub async fn demo(state: web::Data<AppState>) -> HttpResponse {
+    demo_answer(&state)
 }
 
+/// Settings are two numbers: anything much larger is not a settings object.
+const DEMO_BODY_LIMIT: usize = 1024;
+
 /// `POST /api/demo` with `{"rate": .., "payload": ..}`: changes the demo publisher.
-pub async fn set_demo(body: web::Bytes, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+pub async fn set_demo(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let body = read_body(&req, payload, DEMO_BODY_LIMIT).await?;
     let settings: DemoSettings = serde_json::from_slice(&body)
         .map_err(|e| AppError::new(ErrorCode::BadJson, format!("expected {{\"rate\":..,\"payload\":..}}: {e}")))?;
     settings.validate().map_err(AppError::bad_request)?;
-    ctx.demo.set(settings);
-    Ok(demo_answer(&ctx))
+    state.demo.set(settings);
+    Ok(demo_answer(&state))
 }
 
-fn demo_answer(ctx: &Context) -> HttpResponse {
-    let settings = ctx.demo.settings();
-    HttpResponse::Ok().json(json!({"channel": ctx.demo.channel, "rate": settings.rate, "payload": settings.payload}))
+fn demo_answer(state: &AppState) -> HttpResponse {
+    let settings = state.demo.settings();
+    HttpResponse::Ok().json(json!({"channel": state.demo.channel, "rate": settings.rate, "payload": settings.payload}))
 }

@@ -5,28 +5,31 @@ mod api;
 mod pages;
 mod streams;
 
+use std::sync::Arc;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use std::sync::Arc;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
-use crate::error::AppError;
-use crate::inspect::client_param;
-use crate::stats::{Counters, Transport};
-use crate::transport::Context;
+use crate::error::{AppError, ErrorCode};
+use crate::inspect::{Inspected, client_param};
+use crate::state::AppState;
+use crate::stats::{Counters, Traffic};
+use crate::transport::Transport;
 use crate::wire::ConnMeter;
 
-pub use pages::DashboardPage;
+/// The publish route.
+const PUBLISH: &str = "/channels/{channel}/messages";
 
 /// Registers every route of API.md (static files: [`static_files`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(only(Method::GET, "/ws", streams::websocket))
-        .service(only(Method::GET, "/sse", streams::sse))
-        .service(only(Method::GET, "/long-poll", streams::long_poll))
-        .service(only(Method::GET, "/poll", streams::poll))
-        .service(only(Method::POST, "/channels/{channel}/messages", api::publish))
+    cfg.service(only(Method::GET, Transport::WebSocket.path(), streams::websocket))
+        .service(only(Method::GET, Transport::Sse.path(), streams::sse))
+        .service(only(Method::GET, Transport::LongPoll.path(), streams::long_poll))
+        .service(only(Method::GET, Transport::Poll.path(), streams::poll))
+        .service(only(Method::POST, PUBLISH, api::publish))
         .service(get_or_head("/healthz", api::healthz))
         .service(get_or_head("/readyz", api::readyz))
         .service(get_or_head("/api/stats", api::stats))
@@ -42,6 +45,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(get_or_head("/", pages::index))
         .default_service(web::to(not_found));
+}
+
+/// What a request is counted as, from the route the router matched.
+fn traffic_of(route: Option<&str>) -> Traffic {
+    let Some(route) = route else { return Traffic::Other };
+    if route == PUBLISH {
+        return Traffic::Publish;
+    }
+    Transport::ALL.into_iter().find(|t| t.path() == route).map_or(Traffic::Other, Traffic::Stream)
 }
 
 /// Serves the dashboard's static files from `dir` under `/static`.
@@ -77,25 +89,36 @@ where
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    AppError::new(crate::protocol::ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.path()))
-        .error_response()
+    AppError::new(ErrorCode::NotFound, format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+/// The inspected page a request is tagged with (`?client=ID`), looked up once
+/// by [`meter`] and kept in the request's extensions.
+pub fn inspected(req: &HttpRequest) -> Option<Arc<Inspected>> {
+    req.extensions().get::<Arc<Inspected>>().cloned()
 }
 
 /// Attributes each request, and the bytes its connection carries meanwhile,
-/// to its transport. A WebSocket keeps its connection's bytes for life.
+/// to its traffic. A WebSocket keeps its connection's bytes for life.
 pub async fn meter(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let transport = Transport::of_path(req.path());
+    let traffic = traffic_of(req.match_pattern().as_deref());
     let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
-    let ctx = req.app_data::<web::Data<Context>>().cloned();
-    if let Some(ctx) = &ctx {
-        Counters::add(&ctx.stats.get(transport).requests, 1);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let client = match (&state, traffic) {
+        (Some(state), Traffic::Stream(_)) => client_param(req.query_string()).and_then(|id| state.inspector.client(id)),
+        _ => None,
+    };
+    if let Some(state) = &state {
+        Counters::add(&state.ctx.stats.get(traffic).requests, 1);
+    }
+    if let Some(client) = &client {
+        req.extensions_mut().insert(client.clone());
     }
     if let Some(meter) = &meter {
-        let client = ctx.and_then(|ctx| client_param(req.query_string()).and_then(|id| ctx.inspector.client(id)));
-        meter.begin(transport, client);
+        meter.begin(traffic, client);
     }
     let response = next.call(req).await;
     let upgraded = matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);

@@ -3,60 +3,78 @@
 use actix_web::web;
 use askama::Template;
 use askama_web::WebTemplate;
+use serde::Serialize;
 use serde_json::json;
 
-use crate::transport::Context;
+use crate::demo;
+use crate::state::AppState;
+use crate::transport::Transport;
 
 /// One transport's lane on the dashboard.
+#[derive(Debug, Clone, Serialize)]
 pub struct LaneView {
+    /// [`Transport::id`]: the lane's element id and pushwire.js's name.
     pub id: &'static str,
     pub title: &'static str,
+    /// Its key in `/api/stats` and `/api/inspect`.
+    pub name: &'static str,
+    pub path: &'static str,
     pub color: &'static str,
 }
 
-/// The four lanes, in the order the page shows them (colour-blind-safe palette).
-pub const LANES: [LaneView; 4] = [
-    LaneView { id: "ws", title: "WebSocket", color: "#0072b2" },
-    LaneView { id: "sse", title: "Server-Sent Events", color: "#d55e00" },
-    LaneView { id: "long", title: "Long polling", color: "#009e73" },
-    LaneView { id: "poll", title: "Short polling", color: "#cc79a7" },
-];
+impl LaneView {
+    fn of(transport: Transport) -> LaneView {
+        // A colour-blind-safe palette (Okabe-Ito), one colour per transport.
+        let color = match transport {
+            Transport::WebSocket => "#0072b2",
+            Transport::Sse => "#d55e00",
+            Transport::LongPoll => "#009e73",
+            Transport::Poll => "#cc79a7",
+        };
+        LaneView { id: transport.id(), title: transport.title(), name: transport.name(), path: transport.path(), color }
+    }
+}
 
 /// `GET /`: the live dashboard comparing the four transports.
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
-pub struct DashboardPage {
-    pub demo_channel: String,
-    pub demo_rate: f64,
-    pub demo_payload: usize,
-    pub hub: &'static str,
-    pub version: &'static str,
-    pub lanes: &'static [LaneView],
+struct DashboardPage {
+    demo_channel: String,
+    demo_rate: f64,
+    demo_payload: usize,
+    max_rate: f64,
+    max_payload: usize,
+    hub: &'static str,
+    version: &'static str,
+    lanes: Vec<LaneView>,
     /// Settings the page's script reads, as JSON (only numbers and
     /// `[A-Za-z0-9_.-]` strings, so it is safe inside a script element).
-    pub config_json: String,
+    config_json: String,
 }
 
-pub async fn index(ctx: web::Data<Context>) -> DashboardPage {
-    DashboardPage::new(&ctx)
+pub async fn index(state: web::Data<AppState>) -> impl actix_web::Responder {
+    DashboardPage::new(&state)
 }
 
 impl DashboardPage {
-    pub fn new(ctx: &Context) -> DashboardPage {
-        let settings = ctx.demo.settings();
+    fn new(state: &AppState) -> DashboardPage {
+        let settings = state.demo.settings();
+        let lanes: Vec<LaneView> = Transport::ALL.into_iter().map(LaneView::of).collect();
         let config_json = json!({
-            "channel": ctx.demo.channel,
-            "heartbeatMs": ctx.config.ws_ping_interval.as_millis() as u64,
-            "colors": LANES.iter().map(|l| (l.id, l.color)).collect::<std::collections::HashMap<_, _>>(),
+            "channel": state.demo.channel,
+            "heartbeatMs": state.ctx.config.ws_ping_interval.as_millis() as u64,
+            "lanes": lanes,
         })
         .to_string();
         DashboardPage {
-            demo_channel: ctx.demo.channel.to_string(),
+            demo_channel: state.demo.channel.to_string(),
             demo_rate: settings.rate,
             demo_payload: settings.payload,
-            hub: ctx.hub.kind(),
+            max_rate: demo::MAX_RATE,
+            max_payload: demo::MAX_PAYLOAD,
+            hub: state.ctx.hub.kind(),
             version: env!("CARGO_PKG_VERSION"),
-            lanes: &LANES,
+            lanes,
             config_json,
         }
     }
@@ -71,9 +89,11 @@ mod tests {
             demo_channel: "demo".into(),
             demo_rate: 4.0,
             demo_payload: 0,
+            max_rate: demo::MAX_RATE,
+            max_payload: demo::MAX_PAYLOAD,
             hub: "memory",
             version: "0.1.0",
-            lanes: &LANES,
+            lanes: Transport::ALL.into_iter().map(LaneView::of).collect(),
             config_json: r#"{"channel":"demo"}"#.into(),
         }
     }
@@ -81,10 +101,11 @@ mod tests {
     #[test]
     fn renders_four_lanes_controls_and_config() {
         let html = page().render().unwrap();
-        for lane in &LANES {
-            assert!(html.contains(&format!(r#"id="lane-{}""#, lane.id)), "lane {}", lane.id);
-            assert!(html.contains(lane.title));
+        for transport in Transport::ALL {
+            assert!(html.contains(&format!(r#"id="lane-{}""#, transport.id())), "lane {}", transport.id());
+            assert!(html.contains(transport.title()));
         }
+        assert!(html.contains(r#"max="1000""#) && html.contains(r#"max="16384""#), "the demo limits");
         for id in [
             "demo-rate",
             "demo-payload",

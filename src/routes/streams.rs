@@ -6,12 +6,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use super::inspected;
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
-use crate::error::AppError;
-use crate::inspect::client_param;
+use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
-use crate::protocol::ErrorCode;
-use crate::transport::{self, Context, StreamRequest};
+use crate::state::AppState;
+use crate::transport::{self, StreamRequest};
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -28,7 +28,7 @@ fn query(req: &HttpRequest) -> Result<StreamQuery, AppError> {
 
 /// Channels and cursor of a stream request; `channels` is required on HTTP transports.
 fn stream_request(
-    ctx: &Context,
+    state: &AppState,
     req: &HttpRequest,
     q: &StreamQuery,
     channels_required: bool,
@@ -38,20 +38,24 @@ fn stream_request(
             return Err(AppError::bad_request("`channels` is required, e.g. ?channels=demo"));
         }
         None | Some("") => Vec::new(),
-        Some(list) => ChannelName::parse_list(list).map_err(AppError::bad_channel)?,
+        Some(list) => ChannelName::parse_list(list)?,
     };
-    if channels.len() > ctx.config.max_channels {
-        return Err(AppError::bad_request(format!("at most {} channels per request", ctx.config.max_channels)));
+    let max = state.ctx.config.max_channels;
+    if channels.len() > max {
+        return Err(AppError::bad_request(format!("at most {max} channels per request")));
     }
-    let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>().map_err(AppError::bad_cursor)?;
-    let client = client_param(req.query_string()).and_then(|id| ctx.inspector.client(id));
-    Ok(StreamRequest { channels, cursor, client })
+    let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>()?;
+    let cut = match inspected(req) {
+        Some(client) => Box::pin(client.dropped()),
+        None => transport::never(),
+    };
+    Ok(StreamRequest { channels, cursor, cut })
 }
 
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
-    ctx: web::Data<Context>,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let is_upgrade = req
         .headers()
@@ -64,25 +68,24 @@ pub async fn websocket(
             "this endpoint speaks WebSocket: send an Upgrade request",
         ));
     }
-    let request = stream_request(&ctx, &req, &query(&req)?, false)?;
+    let request = stream_request(&state, &req, &query(&req)?, false)?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
-    let ctx = ctx.get_ref().clone();
-    actix_web::rt::spawn(transport::websocket::run(ctx, session, stream, request));
+    actix_web::rt::spawn(transport::websocket::run(state.ctx.clone(), session, stream, request));
     Ok(response)
 }
 
-pub async fn sse(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let mut request = stream_request(&ctx, &req, &q, true)?;
+    let mut request = stream_request(&state, &req, &q, true)?;
     // Last-Event-ID is the newer position: the browser sends it on reconnect.
     if let Some(last) = req.headers().get("last-event-id") {
         let last = last.to_str().map_err(|_| AppError::new(ErrorCode::BadCursor, "Last-Event-ID is not ASCII"))?;
         if !last.is_empty() {
-            request.cursor = last.parse().map_err(AppError::bad_cursor)?;
+            request.cursor = last.parse()?;
         }
     }
-    let stream = transport::sse::open(ctx.get_ref().clone(), request).await?;
+    let stream = transport::sse::open(state.ctx.clone(), request).await?;
     let mut response = HttpResponse::Ok();
     for header in transport::sse::HEADERS {
         response.insert_header(header);
@@ -90,9 +93,9 @@ pub async fn sse(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpRespon
     Ok(response.streaming(stream))
 }
 
-pub async fn long_poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
+pub async fn long_poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let request = stream_request(&ctx, &req, &q, true)?;
+    let request = stream_request(&state, &req, &q, true)?;
     let timeout = match q.timeout.as_deref() {
         None => LONG_POLL_DEFAULT_SECS,
         Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
@@ -104,13 +107,13 @@ pub async fn long_poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<Http
             )));
         }
     };
-    let answer = transport::long_poll::run(ctx.get_ref().clone(), request, Duration::from_secs(timeout)).await?;
+    let answer = transport::long_poll::run(state.ctx.clone(), request, Duration::from_secs(timeout)).await?;
     Ok(poll_response(answer.to_json()))
 }
 
-pub async fn poll(req: HttpRequest, ctx: web::Data<Context>) -> Result<HttpResponse, AppError> {
-    let request = stream_request(&ctx, &req, &query(&req)?, true)?;
-    let answer = transport::short_poll::run(ctx.get_ref().clone(), request).await?;
+pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let request = stream_request(&state, &req, &query(&req)?, true)?;
+    let answer = transport::short_poll::run(state.ctx.clone(), request).await?;
     Ok(poll_response(answer.to_json()))
 }
 

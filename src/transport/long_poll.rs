@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use super::short_poll::{Answer, collect};
-use super::{Context, StreamRequest};
+use super::poll::{Answer, collect};
+use super::{Context, StreamRequest, Transport};
 use crate::hub::HubError;
-use crate::stats::Transport;
 
 pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Answer, HubError> {
     let _open = ctx.stats.open(Transport::LongPoll);
@@ -17,9 +16,8 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
     collect(&mut subscription, &mut answer, max).await;
     if answer.is_empty() && !timeout.is_zero() {
         let shutdown = ctx.shutdown.clone();
-        let cut = request.cut();
         tokio::select! {
-            () = cut => {}
+            () = request.cut => {}
             event = subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);

@@ -1,25 +1,85 @@
 //! The four transports. Each `run` takes a validated request from
 //! `routes` and serves it until the client leaves, the subscription ends or
-//! the server shuts down. What they share, resuming from a cursor and
-//! following the live queue, is [`resume::Subscription`].
+//! the server shuts down. What they share: following a subscription from a
+//! cursor ([`subscription`], with its pure judgement in [`position`]) and the
+//! poll answer ([`poll`]).
 
 pub mod long_poll;
-pub mod resume;
+pub mod poll;
+pub mod position;
 pub mod short_poll;
 pub mod sse;
+pub mod subscription;
 pub mod websocket;
 
-pub use resume::{Ended, Event, Subscribed, Subscription};
+pub use subscription::{Ended, Event, Subscribed, Subscription};
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::demo::DemoControl;
 use crate::hub::Hub;
-use crate::inspect::{Inspected, Inspector};
 use crate::message::{ChannelName, Cursor};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+
+/// One of the four ways to receive the stream: its route, its name in
+/// `/api/stats` and `/metrics`, and its id in the client and on the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+    LongPoll,
+    Poll,
+}
+
+impl Transport {
+    /// In the order of preference of the fallback client and the dashboard.
+    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+
+    /// The route that serves it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "/ws",
+            Transport::Sse => "/sse",
+            Transport::LongPoll => "/long-poll",
+            Transport::Poll => "/poll",
+        }
+    }
+
+    /// Its key in `/api/stats` and its `transport` label in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long_poll",
+            Transport::Poll => "poll",
+        }
+    }
+
+    /// Its name in pushwire.js's `transports` option, and its dashboard lane.
+    pub fn id(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "long-poll",
+            Transport::Poll => "poll",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "WebSocket",
+            Transport::Sse => "Server-Sent Events",
+            Transport::LongPoll => "Long polling",
+            Transport::Poll => "Short polling",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// What a transport session needs from the server. Clones are shallow.
 #[derive(Clone)]
@@ -28,8 +88,6 @@ pub struct Context {
     pub hub: Arc<dyn Hub>,
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
-    pub inspector: Arc<Inspector>,
-    pub demo: DemoControl,
 }
 
 impl Context {
@@ -39,23 +97,19 @@ impl Context {
     }
 }
 
-/// A validated stream request: its channels and where to resume.
-#[derive(Debug, Clone)]
+/// A validated stream request: its channels, where to resume, and what cuts it.
 pub struct StreamRequest {
     pub channels: Vec<ChannelName>,
     pub cursor: Cursor,
-    /// The inspected page this request belongs to, whose "drop connections"
-    /// ends it.
-    pub client: Option<Arc<Inspected>>,
+    /// Resolves when this request's connection should be cut by an operator
+    /// (the dashboard's "drop connections"); never, for most requests.
+    pub cut: Cut,
 }
 
-impl StreamRequest {
-    /// Resolves when this request's connection should be cut (never, for
-    /// requests of no inspected page).
-    pub fn cut(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        match &self.client {
-            Some(client) => Box::pin(client.dropped()),
-            None => Box::pin(std::future::pending()),
-        }
-    }
+/// A future that ends a session early when it resolves.
+pub type Cut = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A cut that never comes.
+pub fn never() -> Cut {
+    Box::pin(std::future::pending())
 }

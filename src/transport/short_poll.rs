@@ -1,73 +1,9 @@
 //! Short polling: answer at once with what is after the cursor. Nothing live
 //! is registered; the answer's cursor names every requested channel.
 
-use std::fmt::Write;
-
-use super::{Context, Event, StreamRequest, Subscription};
+use super::poll::{Answer, collect};
+use super::{Context, StreamRequest, Subscription, Transport};
 use crate::hub::HubError;
-use crate::message::{Message, Reset};
-use crate::stats::{Counters, Stats, Transport};
-use std::sync::Arc;
-
-/// A poll answer: `{"messages":[...],"resets":[...],"cursor":"..."}`.
-#[derive(Debug, Default)]
-pub struct Answer {
-    pub messages: Vec<Arc<Message>>,
-    pub resets: Vec<Reset>,
-    pub cursor: String,
-}
-
-impl Answer {
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.resets.is_empty()
-    }
-
-    pub fn push(&mut self, event: Event) {
-        match event {
-            Event::Message(m) => self.messages.push(m),
-            Event::Reset(r) => self.resets.push(r),
-        }
-    }
-
-    /// The answer's JSON, reusing each message's encoding.
-    pub fn to_json(&self) -> String {
-        let size: usize = self.messages.iter().map(|m| m.json().len() + 1).sum();
-        let mut out = String::with_capacity(size + 64 + self.cursor.len());
-        out.push_str(r#"{"messages":["#);
-        for (i, message) in self.messages.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(message.json());
-        }
-        // unwrap: resets hold only strings and numbers.
-        let _ =
-            write!(out, r#"],"resets":{},"cursor":"{}"}}"#, serde_json::to_string(&self.resets).unwrap(), self.cursor);
-        out
-    }
-
-    pub fn count(&self, stats: &Stats, transport: Transport) {
-        let counters = stats.get(transport);
-        Counters::add(&counters.messages_delivered, self.messages.len() as u64);
-        Counters::add(&counters.resets_delivered, self.resets.len() as u64);
-        if self.messages.is_empty() {
-            Counters::add(&counters.empty_polls, 1);
-        }
-    }
-}
-
-/// Adds the events ready now, up to `max` messages in the answer.
-pub async fn collect(subscription: &mut Subscription, answer: &mut Answer, max: usize) {
-    while answer.messages.len() < max {
-        match subscription.next_ready().await {
-            Ok(Some(event)) => answer.push(event),
-            Ok(None) => break,
-            // Lagged or a failed read: what was collected stands, and the
-            // cursor says exactly how far it goes.
-            Err(_) => break,
-        }
-    }
-}
 
 pub async fn run(ctx: Context, request: StreamRequest) -> Result<Answer, HubError> {
     let _open = ctx.stats.open(Transport::Poll);

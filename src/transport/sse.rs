@@ -10,11 +10,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
-use super::{Context, Ended, Event, StreamRequest, Subscribed, Subscription};
+use super::{Context, Cut, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
 use crate::hub::HubError;
 use crate::message::sse_event;
 use crate::protocol::ServerFrame;
-use crate::stats::{Counters, OpenGuard, Transport};
+use crate::stats::{Counters, OpenGuard};
 
 /// Most bytes gathered into one chunk from events that are ready together.
 const CHUNK: usize = 16 * 1024;
@@ -33,7 +33,7 @@ pub async fn open(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = SseStream {
         single: request.channels.len() == 1,
-        cut: request.cut(),
+        cut: request.cut,
         _open: ctx.stats.open(Transport::Sse),
         ctx,
         subscription,
@@ -49,7 +49,7 @@ pub async fn open(
 
 struct SseStream {
     ctx: Context,
-    cut: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    cut: Cut,
     subscription: Subscription,
     heartbeat: Interval,
     preamble: Option<Bytes>,

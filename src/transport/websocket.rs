@@ -8,11 +8,12 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageS
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use super::{Context, Ended, Event, StreamRequest, Subscription};
+use super::{Context, Ended, Event, StreamRequest, Subscription, Transport};
+use crate::error::AppError;
 use crate::hub::Subscriber;
-use crate::message::{Cursor, Message, ParseError};
-use crate::protocol::{ClientFrame, CloseCode, ErrorCode, FrameError, ServerFrame};
-use crate::stats::{Counters, Transport};
+use crate::message::{ChannelName, Cursor, Message};
+use crate::protocol::{ClientFrame, Disconnect, FrameError, ServerFrame};
+use crate::stats::Counters;
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -31,11 +32,11 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, request:
     let mut ws = WsSession { subscription, subscriber, ctx, session, id };
     let stop = ws.serve(stream, request).await;
     tracing::debug!(session = %ws.id, ?stop, "websocket session ended");
-    if let Stop::Close(code, description) = stop {
-        if code == CloseCode::TryAgainLater {
+    if let Stop::Close(disconnect) = stop {
+        if disconnect == Disconnect::TOO_SLOW {
             Counters::add(&ws.ctx.stats.get(Transport::WebSocket).slow_disconnects, 1);
         }
-        let reason = CloseReason { code: code.code().into(), description: Some(description.into()) };
+        let reason = CloseReason { code: disconnect.code.code().into(), description: Some(disconnect.reason.into()) };
         let _ = tokio::time::timeout(CLOSE_GRACE, ws.session.close(Some(reason))).await;
     }
 }
@@ -54,67 +55,75 @@ enum Stop {
     /// The socket is gone; nothing more can be sent.
     Gone,
     /// Close the socket with this code and reason.
-    Close(CloseCode, &'static str),
+    Close(Disconnect),
 }
 
-const TOO_SLOW: Stop = Stop::Close(CloseCode::TryAgainLater, "too slow to keep up; resume from your cursor");
+impl From<Disconnect> for Stop {
+    fn from(disconnect: Disconnect) -> Stop {
+        Stop::Close(disconnect)
+    }
+}
 
+/// Every step of a session either goes on or stops it.
 type Outcome = Result<(), Stop>;
 
 impl WsSession {
     /// Runs the session until something stops it.
     async fn serve(&mut self, mut stream: AggregatedMessageStream, request: StreamRequest) -> Stop {
-        match self.serve_inner(&mut stream, request).await {
-            Ok(()) => Stop::Gone,
-            Err(stop) => stop,
-        }
-    }
-
-    async fn serve_inner(&mut self, stream: &mut AggregatedMessageStream, request: StreamRequest) -> Outcome {
         let ping_every = self.ctx.config.ws_ping_interval;
         let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
-        self.send(welcome.to_json()).await?;
-        if !request.channels.is_empty() {
-            self.subscribe(request.channels.clone(), &request.cursor, None).await?;
+        if let Err(stop) = self.send(welcome.to_json()).await {
+            return stop;
+        }
+        if !request.channels.is_empty()
+            && let Err(stop) = self.subscribe(request.channels, &request.cursor, None).await
+        {
+            return stop;
         }
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         let shutdown = self.ctx.shutdown.clone();
-        let mut cut = request.cut();
+        let mut cut = request.cut;
         loop {
-            tokio::select! {
-                () = shutdown.wait() => return Err(Stop::Close(CloseCode::Restarting, "server restarting")),
-                () = &mut cut => return Err(Stop::Close(CloseCode::Restarting, "dropped from the dashboard; reconnect")),
+            let step = tokio::select! {
+                () = shutdown.wait() => Err(Disconnect::SHUTDOWN.into()),
+                () = &mut cut => Err(Disconnect::DROPPED.into()),
                 frame = stream.recv() => match frame {
-                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await?,
+                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
                     Some(Ok(AggregatedMessage::Binary(_))) => {
-                        self.error(ErrorCode::BadRequest, "binary frames are not supported; send JSON text frames", None).await?;
+                        let error = AppError::bad_request("binary frames are not supported; send JSON text frames");
+                        self.error(&error, None).await
                     }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Stop::Gone)?,
-                    Some(Ok(AggregatedMessage::Pong(_))) => pong_deadline = None,
-                    Some(Ok(AggregatedMessage::Close(_))) => return Err(Stop::Close(CloseCode::Normal, "bye")),
-                    Some(Err(ProtocolError::Overflow)) => return Err(Stop::Close(CloseCode::TooBig, "frame too big")),
+                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Stop::Gone),
+                    Some(Ok(AggregatedMessage::Pong(_))) => {
+                        pong_deadline = None;
+                        Ok(())
+                    }
+                    Some(Ok(AggregatedMessage::Close(_))) => Err(Disconnect::BYE.into()),
+                    Some(Err(ProtocolError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
                     // The connection broke (peer vanished, reset): nobody to tell.
-                    Some(Err(ProtocolError::Io(_))) => return Err(Stop::Gone),
+                    Some(Err(ProtocolError::Io(_))) | None => Err(Stop::Gone),
                     Some(Err(e)) => {
                         tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
-                        return Err(Stop::Close(CloseCode::ProtocolError, "protocol error"));
+                        Err(Disconnect::PROTOCOL.into())
                     }
-                    None => return Err(Stop::Gone),
                 },
                 event = self.subscription.next() => match event {
-                    Ok(event) => self.deliver(event).await?,
-                    Err(Ended::Lagged) => return Err(TOO_SLOW),
-                    Err(Ended::Hub(_)) => return Err(Stop::Close(CloseCode::Internal, "hub failure")),
+                    Ok(event) => self.deliver(event).await,
+                    Err(Ended::Lagged) => Err(Disconnect::TOO_SLOW.into()),
+                    Err(Ended::Hub(_)) => Err(Disconnect::HUB_FAILURE.into()),
                 },
                 _ = ping.tick() => {
                     pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
-                    self.session.ping(b"").await.map_err(|_| Stop::Gone)?;
+                    self.session.ping(b"").await.map_err(|_| Stop::Gone)
                 }
                 () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
-                    return Err(Stop::Close(CloseCode::Normal, "no pong"));
+                    Err(Disconnect::NO_PONG.into())
                 }
+            };
+            if let Err(stop) = step {
+                return stop;
             }
         }
     }
@@ -123,51 +132,42 @@ impl WsSession {
         let (reference, frame) = ClientFrame::parse(text);
         let frame = match frame {
             Ok(frame) => frame,
-            Err(FrameError { code, message, reference }) => {
-                return self.error(code, &message, reference.as_ref()).await;
-            }
+            Err(FrameError { error, reference }) => return self.error(&error, reference.as_ref()).await,
         };
         let reference = reference.as_ref();
         match frame {
-            ClientFrame::Subscribe { channels, cursor } => {
-                let cursor = match cursor.as_deref().unwrap_or("").parse::<Cursor>() {
-                    Ok(cursor) => cursor,
-                    Err(ParseError(message)) => return self.error(ErrorCode::BadCursor, &message, reference).await,
-                };
-                self.subscribe(channels, &cursor, reference).await
-            }
+            ClientFrame::Subscribe { channels, cursor } => match cursor.as_deref().unwrap_or("").parse::<Cursor>() {
+                Ok(cursor) => self.subscribe(channels, &cursor, reference).await,
+                Err(e) => self.error(&e.into(), reference).await,
+            },
             ClientFrame::Unsubscribe { channels } => {
                 self.subscription.unsubscribe(&channels);
                 self.ack(reference).await
             }
             ClientFrame::Publish { channel, data } => {
                 if data.get().len() > self.ctx.config.max_body {
-                    let message = format!("data is over {} bytes", self.ctx.config.max_body);
-                    return self.error(ErrorCode::TooLarge, &message, reference).await;
+                    let error = AppError::too_large(format!("data is over {} bytes", self.ctx.config.max_body));
+                    return self.error(&error, reference).await;
                 }
                 match self.ctx.hub.publish(channel, data).await {
                     Ok(message) => match reference {
                         Some(reference) => self.send(published_ack(reference, &message)).await,
                         None => Ok(()),
                     },
-                    Err(e) => self.error(ErrorCode::Unavailable, &e.to_string(), reference).await,
+                    Err(e) => self.error(&e.into(), reference).await,
                 }
             }
             ClientFrame::Ping => self.send(ServerFrame::Pong { reference }.to_json()).await,
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        channels: Vec<crate::message::ChannelName>,
-        cursor: &Cursor,
-        reference: Option<&Value>,
-    ) -> Outcome {
+    async fn subscribe(&mut self, channels: Vec<ChannelName>, cursor: &Cursor, reference: Option<&Value>) -> Outcome {
         let new = channels.iter().filter(|c| !self.subscription.is_subscribed(c)).count();
         let total = self.subscription.channels().count() + new;
         if total > self.ctx.config.max_channels {
-            let message = format!("at most {} channels per connection", self.ctx.config.max_channels);
-            return self.error(ErrorCode::BadRequest, &message, reference).await;
+            let error =
+                AppError::bad_request(format!("at most {} channels per connection", self.ctx.config.max_channels));
+            return self.error(&error, reference).await;
         }
         match self.subscription.subscribe(&channels, cursor).await {
             Ok(subscribed) => {
@@ -177,7 +177,7 @@ impl WsSession {
                 }
                 self.ack(reference).await
             }
-            Err(e) => self.error(ErrorCode::Unavailable, &e.to_string(), reference).await,
+            Err(e) => self.error(&e.into(), reference).await,
         }
     }
 
@@ -190,7 +190,7 @@ impl WsSession {
                 // (its queue overflowing meanwhile) cuts it loose.
                 tokio::select! {
                     sent = self.session.text(message.json().clone()) => sent.map_err(|_| Stop::Gone)?,
-                    () = self.subscriber.lagged() => return Err(TOO_SLOW),
+                    () = self.subscriber.lagged() => return Err(Disconnect::TOO_SLOW.into()),
                 }
                 Counters::add(&counters.messages_delivered, 1);
             }
@@ -213,8 +213,10 @@ impl WsSession {
         }
     }
 
-    async fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) -> Outcome {
-        self.send(ServerFrame::Error { code, message, reference }.to_json()).await
+    /// An `error` frame with the same code and client-facing text as the
+    /// HTTP error would have.
+    async fn error(&mut self, error: &AppError, reference: Option<&Value>) -> Outcome {
+        self.send(ServerFrame::Error { code: error.code, message: &error.message, reference }.to_json()).await
     }
 
     async fn send(&mut self, text: String) -> Outcome {

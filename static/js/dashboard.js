@@ -35,7 +35,7 @@ class Lane {
   constructor(id, title) {
     Object.assign(this, { id, title, received: 0, gaps: 0, dups: 0, resets: 0, requests: 0, empties: 0, reconnects: 0 });
     this.el = document.getElementById(`lane-${id}`);
-    this.color = config.colors[id];
+    this.color = config.lanes.find((lane) => lane.id === id)?.color;
     this.lastSeq = null; // position in the channel; null until the lane knows where it starts
     this.epoch = null;
     this.samples = []; // {t: ms, latency: ms}
@@ -124,12 +124,8 @@ class Lane {
 
 // ---- the four transports
 const state = { channel: config.channel, generation: 0, aborter: new AbortController() };
-const lanes = {
-  ws: new Lane("ws", "WebSocket"),
-  sse: new Lane("sse", "Server-Sent Events"),
-  long: new Lane("long", "Long polling"),
-  poll: new Lane("poll", "Short polling"),
-};
+// Ids, titles and stats names come from the server (one transport identity).
+const lanes = Object.fromEntries(config.lanes.map((lane) => [lane.id, new Lane(lane.id, lane.title)]));
 // The auto lane is measured like the others but not drawn in the charts.
 const auto = new Lane("auto", "Auto");
 auto.color = "#3d3d3d";
@@ -259,15 +255,15 @@ function startAll() {
   state.aborter.abort();
   state.aborter = new AbortController();
   runAuto();
-  lanes.ws.socket?.close();
+  lanes.websocket.socket?.close();
   lanes.sse.source?.close();
   for (const lane of Object.values(lanes)) {
     [lane.lastSeq, lane.epoch] = [null, null];
     lane.setStatus("connecting");
   }
-  runWebSocket(lanes.ws, generation);
+  runWebSocket(lanes.websocket, generation);
   runSse(lanes.sse, generation);
-  runPolling(lanes.long, generation, "/long-poll", () => `&timeout=${Math.min(60, Math.max(0, Math.round(Number($("#long-poll-timeout").value || 25))))}`);
+  runPolling(lanes["long-poll"], generation, "/long-poll", () => `&timeout=${Math.min(60, Math.max(0, Math.round(Number($("#long-poll-timeout").value || 25))))}`);
   runPolling(lanes.poll, generation, "/poll", () => "");
 }
 
@@ -278,8 +274,7 @@ async function refreshInspection() {
   const response = await fetch(`/api/inspect/${clientId}`, { cache: "no-store" });
   if (!response.ok) return;
   const report = await response.json();
-  const names = { ws: "websocket", sse: "sse", long: "long_poll", poll: "poll" };
-  for (const [id, name] of Object.entries(names)) lanes[id].bytes = { ...report.transports[name], received: counted[id] };
+  for (const { id, name } of config.lanes) lanes[id].bytes = { ...report.transports[name], received: counted[id] };
   const autoReport = await fetch(`/api/inspect/${autoId}`, { cache: "no-store" }).then((r) => (r.ok ? r.json() : null));
   if (autoReport) {
     const all = Object.values(autoReport.transports);
@@ -288,13 +283,13 @@ async function refreshInspection() {
   }
   const t = report.transports;
   const head = (text) => text.split("\r\n\r\n")[0] + "\r\n\r\n";
-  show("ws-request", t.websocket.request);
-  show("ws-response", t.websocket.response && head(t.websocket.response));
+  show("websocket-request", t.websocket.request);
+  show("websocket-response", t.websocket.response && head(t.websocket.response));
   show("sse-request", t.sse.request);
   show("sse-response", t.sse.response);
   show("sse-event", t.sse.last_event);
-  show("long-request", t.long_poll.request);
-  show("long-response", t.long_poll.response);
+  show("long-poll-request", t.long_poll.request);
+  show("long-poll-response", t.long_poll.response);
   show("poll-request", t.poll.request);
   show("poll-response", t.poll.response);
   await explainAccept(t.websocket.request, t.websocket.response);
@@ -317,15 +312,15 @@ async function explainAccept(request, response) {
     const b64 = btoa(String.fromCharCode(...digest));
     lines.push(`SHA-1 of the two          ${hex}`, `base64 of those 20 bytes  ${b64}`, `server sent               ${accept}  ${b64 === accept ? "✓ match" : "✗ differs"}`);
   } else lines.push("(SHA-1 needs a secure context: open the page on localhost or https)", `server sent               ${accept}`);
-  $('[data-raw="ws-accept"]').textContent = lines.join("\n");
+  $('[data-raw="websocket-accept"]').textContent = lines.join("\n");
 }
 
 function explainFrame() {
-  const latest = lanes.ws.recent[0];
+  const latest = lanes.websocket.recent[0];
   if (!latest) return;
   const n = latest.size;
   const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
-  $('[data-raw="ws-frame"]').textContent = [
+  $('[data-raw="websocket-frame"]').textContent = [
     `payload (the message JSON)      ${n} bytes`,
     `frame header, server → client   ${header} bytes (FIN+opcode, ${n < 126 ? "7-bit length" : n < 65536 ? "16-bit length" : "64-bit length"})`,
     `same frame, client → server     ${header + 4} bytes (adds the 4-byte mask)`,

@@ -30,7 +30,7 @@ async fn text(page: &Page, selector: &str) -> String {
 }
 
 /// The four transports' lanes and the fifth, the pushwire.js client's.
-const LANES: [&str; 5] = ["ws", "sse", "long", "poll", "auto"];
+const LANES: [&str; 5] = ["websocket", "sse", "long-poll", "poll", "auto"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
@@ -52,17 +52,17 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
         }
         assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {l}");
     }
-    for lane in ["ws", "sse", "long", "poll"] {
+    for lane in ["websocket", "sse", "long-poll", "poll"] {
         assert!(s[lane]["requests"].as_u64() >= Some(1), "{lane}");
     }
     assert_eq!(s["auto"]["transport"], "websocket", "with nothing in the way, the client negotiates WebSocket");
     // Polling pays headers on every request: it must cost more per message than a socket.
-    assert!(s["poll"]["bytesPerMessage"].as_f64() > s["ws"]["bytesPerMessage"].as_f64(), "{s:#}");
+    assert!(s["poll"]["bytesPerMessage"].as_f64() > s["websocket"]["bytesPerMessage"].as_f64(), "{s:#}");
 
     // The teaching panel shows the real handshake, worked out.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let accept = text(&page, r#"[data-raw="ws-accept"]"#).await;
+        let accept = text(&page, r#"[data-raw="websocket-accept"]"#).await;
         if accept.contains("match") {
             assert!(accept.contains("✓ match"), "{accept}");
             break;
@@ -70,9 +70,9 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
         assert!(tokio::time::Instant::now() < deadline, "no Sec-WebSocket-Accept derivation: {accept}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(text(&page, r#"[data-raw="ws-response"]"#).await.starts_with("HTTP/1.1 101 Switching Protocols"));
-    assert!(text(&page, r#"[data-raw="ws-request"]"#).await.to_lowercase().contains("sec-websocket-key:"));
-    assert!(text(&page, r#"[data-raw="ws-frame"]"#).await.contains("frame header"));
+    assert!(text(&page, r#"[data-raw="websocket-response"]"#).await.starts_with("HTTP/1.1 101 Switching Protocols"));
+    assert!(text(&page, r#"[data-raw="websocket-request"]"#).await.to_lowercase().contains("sec-websocket-key:"));
+    assert!(text(&page, r#"[data-raw="websocket-frame"]"#).await.contains("frame header"));
     // The other panels (hidden tabs keep their text) show raw HTTP as exchanged.
     let raw = |name: &str| format!(r#"[data-raw="{name}"]"#);
     let inner = |selector: String| {
@@ -84,14 +84,14 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     };
     assert!(inner(raw("sse-event")).await.contains("event: message"));
     assert!(inner(raw("sse-response")).await.contains("text/event-stream"));
-    assert!(inner(raw("long-request")).await.starts_with("GET /long-poll?channels=demo"));
+    assert!(inner(raw("long-poll-request")).await.starts_with("GET /long-poll?channels=demo"));
     assert!(inner(raw("poll-response")).await.starts_with("HTTP/1.1 200 OK"));
 
     // Drop every connection; each lane comes back and resumes without a gap.
     let before = summary(&page).await;
     page.find_element("#drop").await.unwrap().click().await.unwrap();
     let after = wait_for(&page, "every lane to resume after the drop", |s| {
-        s["ws"]["reconnects"].as_u64() >= Some(1)
+        s["websocket"]["reconnects"].as_u64() >= Some(1)
             && s["sse"]["reconnects"].as_u64() >= Some(1)
             && s["auto"]["reconnects"].as_u64() >= Some(1)
             && LANES.iter().all(|l| s[l]["received"].as_u64() >= before[l]["received"].as_u64().map(|n| n + 20))
@@ -124,11 +124,11 @@ async fn a_missing_transport_is_shown_as_unavailable_with_the_reason() {
     page.evaluate_on_new_document("delete window.WebSocket").await.unwrap();
     page.goto(app.url("/")).await.unwrap();
     let s = wait_for(&page, "the other lanes to run", |s| {
-        ["sse", "long", "poll"].iter().all(|l| s[l]["received"].as_u64() >= Some(3))
+        ["sse", "long-poll", "poll"].iter().all(|l| s[l]["received"].as_u64() >= Some(3))
     })
     .await;
-    assert_eq!(s["ws"]["status"], "unavailable", "{s:#}");
-    assert!(s["ws"]["reason"].as_str().unwrap().contains("no WebSocket"), "{s:#}");
-    assert_eq!(text(&page, "#lane-ws [data-field=status]").await.to_lowercase(), "unavailable");
+    assert_eq!(s["websocket"]["status"], "unavailable", "{s:#}");
+    assert!(s["websocket"]["reason"].as_str().unwrap().contains("no WebSocket"), "{s:#}");
+    assert_eq!(text(&page, "#lane-websocket [data-field=status]").await.to_lowercase(), "unavailable");
     chromium.close().await;
 }

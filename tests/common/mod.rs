@@ -37,7 +37,7 @@ pub struct TestApp {
     pub redis: Option<RedisServer>,
     pub addr: SocketAddr,
     pub handle: actix_server::ServerHandle,
-    pub ctx: pushwire::transport::Context,
+    pub state: pushwire::AppState,
     pub http: reqwest::Client,
 }
 
@@ -75,9 +75,9 @@ pub async fn spawn_app_on(hub: Arc<dyn Hub>, configure: impl FnOnce(&mut Config)
 
 fn start_app(config: Config, hub: Arc<dyn Hub>, redis: Option<RedisServer>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let Running { addr, ctx, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
+    let Running { addr, state, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
     tokio::spawn(server);
-    TestApp { redis, addr, handle, ctx, http: reqwest::Client::new() }
+    TestApp { redis, addr, handle, state, http: reqwest::Client::new() }
 }
 
 pub async fn spawn_app(kind: HubKind) -> TestApp {
@@ -152,7 +152,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.ctx.shutdown.trigger();
+        self.state.ctx.shutdown.trigger();
         let handle = self.handle.clone();
         tokio::spawn(async move { handle.stop(false).await });
     }

@@ -122,7 +122,7 @@ async fn shutdown_answers_held_polls(hub: HubKind) {
     let http = app.http.clone();
     let held = tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
     app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
-    app.ctx.shutdown.trigger();
+    app.state.ctx.shutdown.trigger();
     let answer = tokio::time::timeout(PATIENCE, held).await.expect("held poll not answered").unwrap();
     assert_eq!(answer["messages"], json!([]));
     assert!(answer["cursor"].as_str().unwrap().starts_with("s:0:"));

@@ -172,7 +172,7 @@ async fn index_page_renders(hub: HubKind) {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = response.text().await.unwrap();
     assert!(html.contains("<title>pushwire"), "{html}");
-    for lane in ["lane-ws", "lane-sse", "lane-long", "lane-poll"] {
+    for lane in ["lane-websocket", "lane-sse", "lane-long-poll", "lane-poll"] {
         assert!(html.contains(lane), "{lane}");
     }
     assert!(html.contains(r#"<script type="module" src="/static/js/dashboard.js">"#));

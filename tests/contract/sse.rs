@@ -165,7 +165,7 @@ async fn shutdown_ends_the_stream(hub: HubKind) {
     let app = spawn_app(hub).await;
     let mut sse = app.sse("?channels=s").await;
     sse.expect("subscribed").await;
-    app.ctx.shutdown.trigger();
+    app.state.ctx.shutdown.trigger();
     while sse.block().await.is_some() {}
 }
 

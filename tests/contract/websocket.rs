@@ -295,7 +295,7 @@ async fn shutdown_closes_with_1012(hub: HubKind) {
     let app = spawn_app(hub).await;
     let mut ws = app.ws("?channels=s").await;
     ws.handshake(1).await;
-    app.ctx.shutdown.trigger();
+    app.state.ctx.shutdown.trigger();
     match ws.next().await {
         Err(WsEnd::Closed(Some(code), _)) => assert_eq!(code, 1012),
         other => panic!("expected close 1012, got {other:?}"),

@@ -1,7 +1,9 @@
 //! `Subscription`: one connection's view of its channels. It turns a cursor
 //! into an exact catch-up (history after the cursor, or an explicit `reset`),
 //! then follows the live queue, dropping duplicates and filling gaps from
-//! history by seq. Every transport delivers what it yields, in order.
+//! history by seq. Every transport delivers what it yields, in order. The
+//! judgements themselves are [`super::position`]'s; this is the async shell
+//! around them: registration, the queue, history reads.
 //!
 //! Cancellation: `next` and `next_ready` are used inside `select!`. Taking a
 //! live message off the queue and judging it is synchronous; history is read
@@ -14,8 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::position::{ChannelPosition, Live, Verdict};
 use crate::hub::{History, Hub, HubError, Subscriber};
-use crate::message::{ChannelName, Cursor, Epoch, Message, Position, Reset, ResetReason};
+use crate::message::{ChannelName, Cursor, Epoch, Message, Position, Reset};
 
 /// What a subscription yields, in delivery order per channel.
 #[derive(Debug, Clone)]
@@ -43,17 +46,13 @@ pub struct Subscribed {
     pub head: u64,
 }
 
-/// A position in a channel. The epoch is unknown only until the first read
-/// of a channel resumed from a cursor entry without one.
-type At = (Option<Epoch>, u64);
-
 #[derive(Debug)]
 struct Channel {
     name: ChannelName,
     /// The position of the last event handed to the transport.
-    delivered: At,
+    delivered: ChannelPosition,
     /// The position of the last event put in `pending` (or delivered).
-    queued: At,
+    queued: ChannelPosition,
     /// History must be read after `queued` before live messages can follow.
     behind: bool,
 }
@@ -133,7 +132,7 @@ impl Subscription {
             // One read gives the position and the catch-up's first page.
             Some(from) => self.resume(name, from).await,
             None => self.hub.history(name.clone(), u64::MAX, 0).await.map(|h| {
-                let at = (Some(h.epoch.clone()), h.head);
+                let at = ChannelPosition::new(Some(h.epoch.clone()), h.head);
                 self.channels.push(Channel { name: name.clone(), delivered: at.clone(), queued: at, behind: false });
                 Subscribed { channel: name.clone(), epoch: h.epoch, head: h.head }
             }),
@@ -148,7 +147,7 @@ impl Subscription {
     }
 
     async fn resume(&mut self, name: &ChannelName, from: &Position) -> Result<Subscribed, HubError> {
-        let at = (from.epoch.clone(), from.seq);
+        let at = ChannelPosition::new(from.epoch.clone(), from.seq);
         let history = self.hub.history(name.clone(), from.seq, self.page).await?;
         let subscribed = Subscribed { channel: name.clone(), epoch: history.epoch.clone(), head: history.head };
         self.channels.push(Channel { name: name.clone(), delivered: at.clone(), queued: at, behind: false });
@@ -177,7 +176,7 @@ impl Subscription {
         Cursor::new(
             self.channels
                 .iter()
-                .map(|c| Position { channel: c.name.clone(), seq: c.delivered.1, epoch: c.delivered.0.clone() })
+                .map(|c| Position { channel: c.name.clone(), seq: c.delivered.seq, epoch: c.delivered.epoch.clone() })
                 .collect(),
         )
     }
@@ -241,8 +240,8 @@ impl Subscription {
     fn pop(&mut self) -> Option<Event> {
         let event = self.pending.pop_front()?;
         let (name, at) = match &event {
-            Event::Message(m) => (&m.channel, (Some(m.epoch.clone()), m.seq)),
-            Event::Reset(r) => (&r.channel, (Some(r.epoch.clone()), r.seq)),
+            Event::Message(m) => (&m.channel, ChannelPosition::new(Some(m.epoch.clone()), m.seq)),
+            Event::Reset(r) => (&r.channel, ChannelPosition::new(Some(r.epoch.clone()), r.seq)),
         };
         if let Some(channel) = self.channels.iter_mut().find(|c| &c.name == name) {
             channel.delivered = at;
@@ -260,22 +259,20 @@ impl Subscription {
         if channel.behind {
             return; // history will bring it
         }
-        let same_epoch = channel.queued.0.as_ref() == Some(&message.epoch);
-        if same_epoch && message.seq <= channel.queued.1 {
-            return; // duplicate
-        }
-        if same_epoch && message.seq == channel.queued.1 + 1 {
-            channel.queued.1 = message.seq;
-            self.pending.push_back(Event::Message(message));
-        } else {
-            channel.behind = true;
+        match channel.queued.on_live(&message) {
+            Live::Queue => {
+                channel.queued.seq = message.seq;
+                self.pending.push_back(Event::Message(message));
+            }
+            Live::Duplicate => {}
+            Live::Behind => channel.behind = true,
         }
     }
 
     /// Reads the next page of history after the channel's queued position.
     async fn catch_up(&mut self, index: usize) -> Result<(), HubError> {
         let name = self.channels[index].name.clone();
-        let history = self.hub.history(name, self.channels[index].queued.1, self.page).await?;
+        let history = self.hub.history(name, self.channels[index].queued.seq, self.page).await?;
         self.apply(index, history).await
     }
 
@@ -283,41 +280,27 @@ impl Subscription {
     /// with a `reset` first when that position cannot be continued.
     async fn apply(&mut self, index: usize, mut history: History) -> Result<(), HubError> {
         let name = self.channels[index].name.clone();
-        let (epoch, seq) = self.channels[index].queued.clone();
-        let epoch_differs = epoch.as_ref().is_some_and(|e| *e != history.epoch);
-        let reason = if epoch_differs || seq > history.head {
-            Some(ResetReason::EpochChanged)
-        } else if seq + 1 < history.oldest {
-            Some(ResetReason::HistoryTrimmed)
-        } else {
-            None
-        };
-        if reason == Some(ResetReason::EpochChanged) && seq != history.oldest - 1 {
-            // The read was made from a position of another epoch: read again
-            // from the new starting point.
-            history = self.hub.history(name.clone(), history.oldest - 1, self.page).await?;
+        let verdict = self.channels[index].queued.on_history(&history);
+        if let Verdict::Reset { to, reread: true, .. } = verdict {
+            history = self.hub.history(name.clone(), to, self.page).await?;
         }
         let channel = &mut self.channels[index];
-        if let Some(reason) = reason {
-            let at = history.oldest - 1;
-            self.pending.push_back(Event::Reset(Reset {
-                channel: name,
-                epoch: history.epoch.clone(),
-                seq: at,
-                reason,
-            }));
-            channel.queued = (Some(history.epoch.clone()), at);
-        } else if channel.queued.0.is_none() {
-            // A cursor entry without epoch means the current one.
-            channel.queued.0 = Some(history.epoch.clone());
-            if channel.delivered.0.is_none() {
-                channel.delivered.0 = Some(history.epoch.clone());
+        match verdict {
+            Verdict::Reset { reason, to, .. } => {
+                let epoch = history.epoch.clone();
+                self.pending.push_back(Event::Reset(Reset { channel: name, epoch: epoch.clone(), seq: to, reason }));
+                channel.queued = ChannelPosition::new(Some(epoch), to);
+            }
+            Verdict::Continues => {
+                // A cursor entry without epoch means the current one.
+                channel.queued.epoch.get_or_insert_with(|| history.epoch.clone());
+                channel.delivered.epoch.get_or_insert_with(|| history.epoch.clone());
             }
         }
         channel.behind = history.messages.len() >= self.page;
         for message in history.messages {
-            if message.seq > channel.queued.1 {
-                channel.queued.1 = message.seq;
+            if message.seq > channel.queued.seq {
+                channel.queued.seq = message.seq;
                 self.pending.push_back(Event::Message(message));
             }
         }
@@ -346,72 +329,17 @@ impl Drop for Subscription {
 mod tests {
     //! The resume logic against a hub that can fail or stall history reads
     //! and lose live messages, as a hub with a broken link would.
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::hub::{Fanout, HistoryLimits, HubFuture, MemoryHub};
-
-    #[derive(Default)]
-    struct Faults {
-        fail_reads: AtomicBool,
-        stall_reads: AtomicBool,
-        drop_live: AtomicBool,
-    }
-
-    /// Stores in a memory hub; delivers live through its own fan-out.
-    struct FaultyHub {
-        store: MemoryHub,
-        fanout: Fanout,
-        faults: Arc<Faults>,
-    }
-
-    impl Hub for FaultyHub {
-        fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>> {
-            Box::pin(async move {
-                let message = self.store.publish(channel, data).await?;
-                if !self.faults.drop_live.load(Ordering::Relaxed) {
-                    self.fanout.deliver(&message);
-                }
-                Ok(message)
-            })
-        }
-
-        fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {
-            Box::pin(async move {
-                if self.faults.stall_reads.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-                if self.faults.fail_reads.load(Ordering::Relaxed) {
-                    return Err(HubError::Unavailable("injected".into()));
-                }
-                self.store.history(channel, after, limit).await
-            })
-        }
-
-        fn subscribe(&self, channel: ChannelName, subscriber: Arc<Subscriber>) -> HubFuture<'_, ()> {
-            self.fanout.add(&channel, subscriber);
-            Box::pin(async { Ok(()) })
-        }
-
-        fn unsubscribe(&self, channel: &ChannelName, subscriber: u64) {
-            self.fanout.remove(channel, subscriber);
-        }
-
-        fn is_ready(&self) -> bool {
-            true
-        }
-
-        fn kind(&self) -> &'static str {
-            "faulty"
-        }
-    }
+    use crate::hub::testing::{Faults, FaultyHub};
 
     fn setup() -> (Arc<FaultyHub>, Arc<Faults>) {
-        let faults = Arc::new(Faults::default());
-        let store = MemoryHub::new(HistoryLimits::default());
-        (Arc::new(FaultyHub { store, fanout: Fanout::default(), faults: faults.clone() }), faults)
+        let hub = Arc::new(FaultyHub::default());
+        let faults = hub.faults.clone();
+        (hub, faults)
     }
 
     fn c() -> ChannelName {
@@ -473,7 +401,7 @@ mod tests {
         let both = [c(), "d".parse().unwrap()];
         assert!(s.subscribe(&both, &Cursor::default()).await.is_err());
         assert!(!s.is_subscribed(&c()));
-        assert_eq!(hub.fanout.channel_count(), 0, "no live registration left");
+        assert_eq!(hub.fanout().channel_count(), 0, "no live registration left");
         faults.fail_reads.store(false, Ordering::Relaxed);
         assert_eq!(s.subscribe(&both, &Cursor::default()).await.unwrap().len(), 2);
         publish(&hub, 1).await;
@@ -489,7 +417,7 @@ mod tests {
         publish(&hub, 1).await;
         publish(&hub, 2).await;
         assert!(tokio::time::timeout(Duration::from_millis(20), s.next()).await.is_err(), "nothing live came");
-        hub.fanout.poke_all();
+        hub.fanout().poke_all();
         assert_eq!(next_seq(&mut s).await, 1);
         assert_eq!(next_seq(&mut s).await, 2);
     }
@@ -501,8 +429,8 @@ mod tests {
         faults.stall_reads.store(true, Ordering::Relaxed);
         let cursor: Cursor = "c:0".parse().unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(20), s.subscribe(&[c()], &cursor)).await.is_err());
-        assert_eq!(hub.fanout.channel_count(), 1, "registered while the read was under way");
+        assert_eq!(hub.fanout().channel_count(), 1, "registered while the read was under way");
         drop(s);
-        assert_eq!(hub.fanout.channel_count(), 0);
+        assert_eq!(hub.fanout().channel_count(), 0);
     }
 }

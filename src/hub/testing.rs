@@ -1,0 +1,75 @@
+//! A hub for unit tests of what sits on top of a hub: a memory hub whose
+//! history reads can fail or stall and whose live delivery can be lost, as
+//! with a hub whose link to its store broke.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::value::RawValue;
+
+use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, MemoryHub, Subscriber};
+use crate::message::{ChannelName, Message};
+
+/// Switches for the faults a [`FaultyHub`] injects.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub fail_reads: AtomicBool,
+    pub stall_reads: AtomicBool,
+    pub drop_live: AtomicBool,
+}
+
+/// A [`MemoryHub`] with [`Faults`].
+pub struct FaultyHub {
+    pub store: MemoryHub,
+    pub faults: Arc<Faults>,
+}
+
+impl Default for FaultyHub {
+    fn default() -> Self {
+        FaultyHub { store: MemoryHub::new(HistoryLimits::default()), faults: Arc::default() }
+    }
+}
+
+impl FaultyHub {
+    pub fn fanout(&self) -> &Fanout {
+        self.store.fanout()
+    }
+}
+
+impl Hub for FaultyHub {
+    fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>> {
+        if self.faults.drop_live.load(Ordering::Relaxed) {
+            let message = self.store.publish_unannounced(channel, &data);
+            return Box::pin(async move { Ok(message) });
+        }
+        self.store.publish(channel, data)
+    }
+
+    fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {
+        Box::pin(async move {
+            if self.faults.stall_reads.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            if self.faults.fail_reads.load(Ordering::Relaxed) {
+                return Err(HubError::Unavailable("injected".into()));
+            }
+            self.store.history(channel, after, limit).await
+        })
+    }
+
+    fn subscribe(&self, channel: ChannelName, subscriber: Arc<Subscriber>) -> HubFuture<'_, ()> {
+        self.store.subscribe(channel, subscriber)
+    }
+
+    fn unsubscribe(&self, channel: &ChannelName, subscriber: u64) {
+        self.store.unsubscribe(channel, subscriber)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.store.is_ready()
+    }
+
+    fn kind(&self) -> &'static str {
+        "faulty"
+    }
+}

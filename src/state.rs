@@ -1,0 +1,19 @@
+//! What the routes share: the transports' [`Context`], and the two things
+//! only the dashboard's endpoints use. Clones are shallow (`Arc`s and watch
+//! handles), so every worker holds the same state.
+
+use std::sync::Arc;
+
+use crate::demo::DemoControl;
+use crate::inspect::Inspector;
+use crate::transport::Context;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Hub, config, counters and the shutdown signal: all a transport needs.
+    pub ctx: Context,
+    /// Per-page captures and "drop connections" for the teaching panel.
+    pub inspector: Arc<Inspector>,
+    /// The built-in demo publisher's settings.
+    pub demo: DemoControl,
+}
