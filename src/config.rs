@@ -98,6 +98,54 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PUSHWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// HS256 secret that signs access tokens (JWT); switches access control on.
+    #[arg(long, env = "PUSHWIRE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// PEM file of the RS256 or ES256 public key that verifies access tokens; switches access control on.
+    #[arg(long, env = "PUSHWIRE_AUTH_PUBLIC_KEY", conflicts_with = "auth_secret")]
+    pub auth_public_key: Option<std::path::PathBuf>,
+
+    /// Origins allowed besides the server's own, comma-separated (https://app.example.com), or `*`.
+    #[arg(long, env = "PUSHWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Open client connections, all transports (default: the open-file limit minus 1024).
+    #[arg(long, env = "PUSHWIRE_MAX_CONNECTIONS", value_parser = at_least_one)]
+    pub max_connections: Option<usize>,
+
+    /// Open connections from one client address; 0: no limit.
+    #[arg(long, env = "PUSHWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Publishes per second per client address (HTTP and WebSocket, burst twice that); 0: no limit.
+    #[arg(long, env = "PUSHWIRE_PUBLISH_RATE", default_value_t = 0.0, value_parser = non_negative_rate)]
+    pub publish_rate: f64,
+
+    /// Time to receive a whole request, head and body, for every request on a connection.
+    #[arg(long, env = "PUSHWIRE_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Idle time allowed between requests on a connection.
+    #[arg(long, env = "PUSHWIRE_KEEP_ALIVE", default_value = "30s", value_parser = positive_duration)]
+    pub keep_alive: Duration,
+
+    /// Time a client may take to read what is being written to it (a response, a WebSocket frame).
+    #[arg(long, env = "PUSHWIRE_WRITE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub write_timeout: Duration,
+
+    /// Bytes of messages in one poll or long-poll answer (it always holds at least one).
+    #[arg(long, env = "PUSHWIRE_POLL_MAX_BYTES", default_value_t = 1024 * 1024, value_parser = at_least_one)]
+    pub poll_max_bytes: usize,
+
+    /// Channels the memory hub holds; publishing to one more answers 503.
+    #[arg(long, env = "PUSHWIRE_HUB_MAX_CHANNELS", default_value_t = 100_000, value_parser = at_least_one)]
+    pub hub_max_channels: usize,
+
+    /// Bytes of history the memory hub retains; the oldest messages are trimmed past it.
+    #[arg(long, env = "PUSHWIRE_HUB_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one)]
+    pub hub_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +177,15 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
         Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A rate of zero (off) or more per second.
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        Ok(_) => Err("must be a number of at least 0".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -23,8 +23,9 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    /// 408: the request did not arrive whole within `--request-timeout`.
+    RequestTimeout,
     TooLarge,
-    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
     RateLimited,
     #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
     Overloaded,
@@ -57,6 +58,12 @@ impl AppError {
         AppError::new(ErrorCode::BadRequest, message)
     }
 
+    /// `429 rate_limited`, to come back after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> AppError {
+        let seconds = u32::try_from(wait.as_secs_f64().ceil() as u64).unwrap_or(u32::MAX).max(1);
+        AppError { retry_after: Some(seconds), ..AppError::new(ErrorCode::RateLimited, message) }
+    }
+
     pub fn too_large(message: impl Into<String>) -> AppError {
         AppError::new(ErrorCode::TooLarge, message)
     }
@@ -76,6 +83,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +116,9 @@ impl ResponseError for AppError {
         if let Some(allow) = self.allow {
             response.insert_header((header::ALLOW, allow));
         }
+        if self.code == ErrorCode::RequestTimeout {
+            response.force_close();
+        }
         if self.code == ErrorCode::UpgradeRequired {
             // A 426 names the protocol to switch to (RFC 9110, 15.5.22).
             response.insert_header((header::UPGRADE, "websocket"));
@@ -127,6 +138,7 @@ impl From<Invalid> for ErrorCode {
         match kind {
             Invalid::Channel => ErrorCode::BadChannel,
             Invalid::Cursor | Invalid::Epoch => ErrorCode::BadCursor,
+            Invalid::TooMany | Invalid::IdempotencyKey => ErrorCode::BadRequest,
         }
     }
 }

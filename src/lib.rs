@@ -14,7 +14,8 @@
 //!   `position`, the poll answer in `poll`), and the `Transport` identity.
 //! - `routes`: HTTP wiring; handlers validate, then hand over to a transport.
 //! - `state`: `AppState`, what routes share.
-//! - `wire` and `stats`: bytes counted at the socket; per-transport counters.
+//! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; per-transport counters.
+//! - `limits`: connection caps and the publish rate, per client address.
 //! - [`server`]: builds the HTTP service around metered sockets.
 //! - `shutdown`: the one signal every session listens to.
 //! - `demo`: the built-in demo publisher, adjustable at run time.
@@ -25,6 +26,7 @@ mod demo;
 mod error;
 pub mod hub;
 mod inspect;
+mod limits;
 pub mod message;
 mod protocol;
 mod routes;

@@ -30,10 +30,13 @@ pub enum Invalid {
     Channel,
     Cursor,
     Epoch,
+    /// A channel list longer than allowed.
+    TooMany,
+    IdempotencyKey,
 }
 
 impl ParseError {
-    fn new(kind: Invalid, message: String) -> ParseError {
+    pub fn new(kind: Invalid, message: String) -> ParseError {
         ParseError { kind, message }
     }
 
@@ -49,12 +52,28 @@ impl ChannelName {
         &self.0
     }
 
-    /// Parses a comma-separated list such as `a,b`, in order, without duplicates.
-    pub fn parse_list(list: &str) -> Result<Vec<ChannelName>, ParseError> {
-        let mut channels: Vec<ChannelName> = Vec::new();
-        for name in list.split(',') {
-            let channel: ChannelName = name.parse()?;
-            if !channels.contains(&channel) {
+    /// Parses a comma-separated list such as `a,b`, in order, without
+    /// duplicates, refusing it as soon as it names more than `max` channels
+    /// (so a huge list costs no more than its first `max` names).
+    pub fn parse_list(list: &str, max: usize) -> Result<Vec<ChannelName>, ParseError> {
+        Self::collect_list(list.split(','), max, |name| name.parse())
+    }
+
+    /// Collects channel names, in order, without duplicates, refusing more
+    /// than `max` distinct ones: in time linear in what it reads.
+    pub fn collect_list<T>(
+        items: impl IntoIterator<Item = T>,
+        max: usize,
+        parse: impl Fn(T) -> Result<ChannelName, ParseError>,
+    ) -> Result<Vec<ChannelName>, ParseError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut channels = Vec::new();
+        for item in items {
+            let channel = parse(item)?;
+            if seen.insert(channel.clone()) {
+                if channels.len() == max {
+                    return Err(ParseError::new(Invalid::TooMany, format!("at most {max} channels per request")));
+                }
                 channels.push(channel);
             }
         }
@@ -95,6 +114,42 @@ impl fmt::Debug for ChannelName {
 impl Serialize for ChannelName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
+    }
+}
+
+/// An idempotency key of a publish: `[A-Za-z0-9_.:-]{1,64}` (API.md v1.1).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IdempotencyKey {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let valid = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if valid {
+            Ok(IdempotencyKey(s.into()))
+        } else {
+            Err(ParseError::new(
+                Invalid::IdempotencyKey,
+                format!("invalid idempotency key {:?}: expected 1 to 64 of A-Z a-z 0-9 _ . : -", truncate(s, 80)),
+            ))
+        }
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
     }
 }
 
@@ -396,9 +451,11 @@ mod tests {
         for bad in ["", "a b", "a:b", "a,b", "é", &"x".repeat(65), "a/b"] {
             assert!(bad.parse::<ChannelName>().is_err(), "{bad:?} accepted");
         }
-        let list = ChannelName::parse_list("a,b,a").unwrap();
+        let list = ChannelName::parse_list("a,b,a", 2).unwrap();
         assert_eq!(list.iter().map(ChannelName::as_str).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(ChannelName::parse_list("a,,b").is_err());
+        assert!(ChannelName::parse_list("a,,b", 8).is_err());
+        let too_many = ChannelName::parse_list("a,b,c,bad name", 2).unwrap_err();
+        assert_eq!(too_many.kind, Invalid::TooMany, "refused at the third name, before the bad one");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::{AppError, ErrorCode};
-use crate::message::{ChannelName, Epoch};
+use crate::message::{ChannelName, Epoch, IdempotencyKey, Invalid, ParseError};
 
 /// WebSocket close codes and what a client should do on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,6 @@ pub enum CloseCode {
     /// 1002: the peer broke the WebSocket protocol.
     ProtocolError,
     /// 1007: a text frame was not valid UTF-8 (RFC 6455).
-    #[expect(dead_code, reason = "closes of the hardening work (issue 9)")]
     InvalidData,
     /// 1008: refused by policy (auth, origin); reconnecting will not help.
     #[expect(dead_code, reason = "closes of the hardening work (issue 9)")]
@@ -80,6 +79,12 @@ impl Disconnect {
         Disconnect { code: CloseCode::ProtocolError, reason: "protocol error", reconnect: false };
     pub const HUB_FAILURE: Disconnect =
         Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true };
+    /// A frame could not be written within `--write-timeout`.
+    pub const WRITE_TIMEOUT: Disconnect =
+        Disconnect { code: CloseCode::TryAgainLater, reason: "not reading; resume from your cursor", reconnect: true };
+    /// A text frame was not valid UTF-8 (RFC 6455 wants 1007).
+    pub const INVALID_UTF8: Disconnect =
+        Disconnect { code: CloseCode::InvalidData, reason: "text frame is not UTF-8", reconnect: false };
 }
 
 /// A frame from a WebSocket client, after the envelope (`type`, `ref`) was read.
@@ -87,7 +92,7 @@ impl Disconnect {
 pub enum ClientFrame {
     Subscribe { channels: Vec<ChannelName>, cursor: Option<String> },
     Unsubscribe { channels: Vec<ChannelName> },
-    Publish { channel: ChannelName, data: Box<RawValue> },
+    Publish { channel: ChannelName, data: Box<RawValue>, idempotency_key: Option<IdempotencyKey> },
     Ping,
 }
 
@@ -107,6 +112,7 @@ struct Envelope {
     channels: Option<Value>,
     channel: Option<Value>,
     cursor: Option<Value>,
+    idempotency_key: Option<Value>,
     /// `Some` whenever the field is present, `null` included.
     #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
@@ -119,7 +125,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
 impl ClientFrame {
     /// Parses a text frame. The `ref`, when present, is returned either way so
     /// that every answer can carry it.
-    pub fn parse(text: &str) -> (Option<Value>, Result<ClientFrame, FrameError>) {
+    /// A `subscribe` or `unsubscribe` naming more than `max_channels`
+    /// channels is refused.
+    pub fn parse(text: &str, max_channels: usize) -> (Option<Value>, Result<ClientFrame, FrameError>) {
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(e) => e,
             Err(e) => {
@@ -133,19 +141,32 @@ impl ClientFrame {
                     ErrorCode::BadJson
                 };
                 let error = AppError::new(code, format!("frame is not a valid JSON object: {e}"));
-                return (reference.clone(), Err(FrameError { error, reference }));
+                return Self::answer(reference, Err(error));
             }
         };
         let reference = envelope.reference.clone().filter(|r| !r.is_null());
-        let result = Self::from_envelope(envelope).map_err(|error| FrameError { error, reference: reference.clone() });
+        Self::answer(reference, Self::from_envelope(envelope, max_channels))
+    }
+
+    /// Pairs the outcome with the `ref` to echo, unless that `ref` is not one
+    /// to echo: then the frame is refused whatever it was, without a `ref`.
+    fn answer(
+        reference: Option<Value>,
+        result: Result<ClientFrame, AppError>,
+    ) -> (Option<Value>, Result<ClientFrame, FrameError>) {
+        if reference.as_ref().is_some_and(|r| !valid_ref(r)) {
+            let message = format!("\"ref\" must be a string or number of at most {MAX_REF} bytes");
+            return (None, Err(FrameError { error: AppError::bad_request(message), reference: None }));
+        }
+        let result = result.map_err(|error| FrameError { error, reference: reference.clone() });
         (reference, result)
     }
 
-    fn from_envelope(e: Envelope) -> Result<ClientFrame, AppError> {
+    fn from_envelope(e: Envelope, max_channels: usize) -> Result<ClientFrame, AppError> {
         let bad = |message: &str| AppError::bad_request(message);
         match e.kind.as_ref().and_then(Value::as_str) {
             Some("subscribe") => {
-                let channels = channel_list(e.channels)?;
+                let channels = channel_list(e.channels, max_channels)?;
                 let cursor = match e.cursor {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) => Some(s),
@@ -153,14 +174,19 @@ impl ClientFrame {
                 };
                 Ok(ClientFrame::Subscribe { channels, cursor })
             }
-            Some("unsubscribe") => Ok(ClientFrame::Unsubscribe { channels: channel_list(e.channels)? }),
+            Some("unsubscribe") => Ok(ClientFrame::Unsubscribe { channels: channel_list(e.channels, max_channels)? }),
             Some("publish") => {
                 let channel = match e.channel {
                     Some(Value::String(s)) => s.parse()?,
                     _ => return Err(bad("publish needs a \"channel\" string")),
                 };
                 let data = e.data.ok_or_else(|| bad("publish needs \"data\""))?;
-                Ok(ClientFrame::Publish { channel, data })
+                let idempotency_key = match e.idempotency_key {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(key)) => Some(key.parse()?),
+                    Some(_) => return Err(bad("\"idempotency_key\" must be a string")),
+                };
+                Ok(ClientFrame::Publish { channel, data, idempotency_key })
             }
             Some("ping") => Ok(ClientFrame::Ping),
             Some(other) => {
@@ -171,24 +197,31 @@ impl ClientFrame {
     }
 }
 
-fn channel_list(value: Option<Value>) -> Result<Vec<ChannelName>, AppError> {
+fn channel_list(value: Option<Value>, max: usize) -> Result<Vec<ChannelName>, AppError> {
     let Some(Value::Array(items)) = value else {
         return Err(AppError::bad_request("\"channels\" must be an array of channel names"));
     };
     if items.is_empty() {
         return Err(AppError::bad_request("\"channels\" is empty"));
     }
-    let mut channels: Vec<ChannelName> = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::String(name) = item else {
-            return Err(AppError::new(ErrorCode::BadChannel, "channel names are strings"));
-        };
-        let channel = name.parse()?;
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
+    let not_a_string = || ParseError::new(Invalid::Channel, "channel names are strings".into());
+    let channels = ChannelName::collect_list(items, max, |item| match item {
+        Value::String(name) => name.parse(),
+        _ => Err(not_a_string()),
+    })?;
     Ok(channels)
+}
+
+/// Longest `ref` a client may send (API.md v1.1): its JSON text, in bytes.
+pub const MAX_REF: usize = 128;
+
+/// A `ref` is a string or a number of at most [`MAX_REF`] bytes.
+fn valid_ref(reference: &Value) -> bool {
+    match reference {
+        Value::String(s) => s.len() <= MAX_REF,
+        Value::Number(n) => n.to_string().len() <= MAX_REF,
+        _ => false,
+    }
 }
 
 /// Frames the server sends besides `message` and `reset` (which are encoded
@@ -240,38 +273,38 @@ impl ServerFrame<'_> {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> (Option<Value>, Result<ClientFrame, FrameError>) {
+        ClientFrame::parse(text, 64)
+    }
+
     #[test]
     fn parses_each_frame_type() {
-        let (r, f) =
-            ClientFrame::parse(r#"{"type":"subscribe","channels":["news","a"],"cursor":"news:7:k3j2","ref":"1"}"#);
+        let (r, f) = parse(r#"{"type":"subscribe","channels":["news","a"],"cursor":"news:7:k3j2","ref":"1"}"#);
         assert_eq!(r, Some(Value::from("1")));
         assert!(
             matches!(f, Ok(ClientFrame::Subscribe { channels, cursor: Some(c) }) if channels.len() == 2 && c == "news:7:k3j2")
         );
-        let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"news","data":{"text":"hi"},"ref":3}"#);
+        let (_, f) = parse(r#"{"type":"publish","channel":"news","data":{"text":"hi"},"ref":3}"#);
         assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == r#"{"text":"hi"}"#));
-        assert!(matches!(ClientFrame::parse(r#"{"type":"ping"}"#), (None, Ok(ClientFrame::Ping))));
-        let (_, f) = ClientFrame::parse(r#"{"type":"publish","channel":"n","data":null}"#);
+        assert!(matches!(parse(r#"{"type":"ping"}"#), (None, Ok(ClientFrame::Ping))));
+        let (_, f) = parse(r#"{"type":"publish","channel":"n","data":null}"#);
         assert!(matches!(f, Ok(ClientFrame::Publish { data, .. }) if data.get() == "null"), "null is data");
-        assert!(matches!(
-            ClientFrame::parse(r#"{"type":"unsubscribe","channels":["x"]}"#).1,
-            Ok(ClientFrame::Unsubscribe { .. })
-        ));
+        assert!(matches!(parse(r#"{"type":"unsubscribe","channels":["x"]}"#).1, Ok(ClientFrame::Unsubscribe { .. })));
     }
 
     #[test]
     fn bad_frames_get_codes_and_keep_ref() {
-        let code = |text: &str| ClientFrame::parse(text).1.unwrap_err().error.code;
+        let code = |text: &str| ClientFrame::parse(text, 64).1.unwrap_err().error.code;
         assert_eq!(code("{not json"), ErrorCode::BadJson);
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"subscribe","channels":["bad name"]}"#), ErrorCode::BadChannel);
         assert_eq!(code(r#"{"type":"subscribe","channels":"a"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"publish","channel":"a"}"#), ErrorCode::BadRequest);
-        let (r, f) = ClientFrame::parse(r#"{"type":"dance","ref":"x7"}"#);
+        let (r, f) = parse(r#"{"type":"dance","ref":"x7"}"#);
         assert_eq!(r, Some(Value::from("x7")));
         assert_eq!(f.unwrap_err().reference, Some(Value::from("x7")));
-        let duplicate = ClientFrame::parse(r#"{"type":"ping","type":"ping","ref":"dup"}"#).1.unwrap_err();
+        let duplicate = parse(r#"{"type":"ping","type":"ping","ref":"dup"}"#).1.unwrap_err();
         assert_eq!((duplicate.error.code, duplicate.reference), (ErrorCode::BadRequest, Some(Value::from("dup"))));
     }
 

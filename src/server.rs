@@ -6,6 +6,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use actix_http::error::DispatchError;
 use actix_http::{HttpService, Protocol};
 use actix_server::ServerHandle;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
@@ -18,12 +19,13 @@ use tracing_actix_web::TracingLogger;
 use crate::config::Config;
 use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::Hub;
+use crate::limits::{self, Connections, PublishRate};
 use crate::routes;
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
 use crate::transport::Context;
-use crate::wire::{ConnMeter, MeteredStream};
+use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 
 /// A started server. Await `server` to run it; `handle` stops it.
 pub struct Running {
@@ -41,20 +43,35 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         config.demo_channel.clone(),
         DemoSettings { rate: config.demo_rate, payload: config.demo_payload },
     );
-    let ctx =
-        Context { config: Arc::new(config), hub, stats: Arc::new(Stats::default()), shutdown: Shutdown::default() };
+    let connections = Connections::new(
+        config.max_connections.unwrap_or_else(Connections::default_max),
+        config.max_connections_per_ip,
+    );
+    let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
+    let ctx = Context {
+        publish_rate: Arc::new(PublishRate::new(config.publish_rate)),
+        config: Arc::new(config),
+        hub,
+        stats: Arc::new(Stats::default()),
+        shutdown: Shutdown::default(),
+    };
     let state = AppState { ctx, inspector: Arc::default(), demo };
     // Idle while its rate is 0; the dashboard can start it.
     tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let factory_state = state.clone();
+    let factory_config = config.clone();
     let server = actix_server::Server::build()
         .workers(workers.max(1))
+        // Past our own cap, connections are still accepted to be told 503;
+        // actix's cap only keeps the accept loop within the open-file limit.
+        .max_concurrent_connections(connections.max() + 512)
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .listen("pushwire", listener, move || {
             let state = factory_state.clone();
+            let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
             let static_dir = state.ctx.config.static_dir.clone();
             let data = web::Data::new(state);
@@ -72,18 +89,32 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             // localhost:8080, which the default `AppConfig` claims.
             let app_config = AppConfig::__priv_test_new(false, addr.to_string(), addr);
             let http = HttpService::build()
+                .keep_alive(config.keep_alive)
+                // MeteredStream times every request head, the first included;
+                // actix's own timer (first request only) reads a clock cached
+                // for 500 ms, so short timeouts would fire at once.
+                .client_request_timeout(std::time::Duration::ZERO)
                 .on_connect_ext(|io: &MeteredStream<TcpStream>, ext| {
                     ext.insert(io.meter().clone());
                 })
                 .finish(map_config(app, move |()| app_config.clone()));
+            let connections = connections.clone();
             fn_service(move |io: TcpStream| {
                 let stats = stats.clone();
+                let connections = connections.clone();
                 async move {
+                    let peer = io.peer_addr().ok();
+                    let permit = match connections.admit(peer.map(|p| p.ip())) {
+                        Ok(permit) => permit,
+                        Err(refusal) => {
+                            actix_web::rt::spawn(limits::refuse(io, refusal));
+                            return Err(DispatchError::Io(io::Error::other("refused: connection limit")));
+                        }
+                    };
                     // Notifications are small and latency matters more than packet count.
                     let _ = io.set_nodelay(true);
-                    let peer = io.peer_addr().ok();
-                    let io = MeteredStream::new(io, Arc::new(ConnMeter::new(stats)));
-                    Ok::<_, actix_http::error::DispatchError>((io, Protocol::Http1, peer))
+                    let io = MeteredStream::new(io, Arc::new(ConnMeter::new(stats)), timeouts, Some(permit));
+                    Ok((io, Protocol::Http1, peer))
                 }
             })
             .and_then(http)

@@ -6,6 +6,12 @@
 //! Bytes read before a request is routed (its request line and headers) wait
 //! in the connection's meter until the request is classified by
 //! [`ConnMeter::begin`].
+//!
+//! The same wrapper bounds the time a client may take: to send a whole
+//! request head once it has started one (`--request-timeout`, for every
+//! request on the connection, where actix-http only times the first), and to
+//! read what is written to it (`--write-timeout`). Either expiring fails the
+//! socket, which ends the connection and everything served on it.
 
 use std::io;
 use std::pin::Pin;
@@ -13,10 +19,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Sleep, sleep};
 
 use crate::inspect::{CAPTURE, Inspected};
+use crate::limits::Permit;
 use crate::stats::{Counters, Stats, Traffic};
 use crate::transport::Transport;
 
@@ -26,6 +35,8 @@ pub struct ConnMeter {
     stats: Arc<Stats>,
     current: AtomicU8,
     in_request: AtomicBool,
+    /// Bytes of a request arrived that is not routed yet: its head is being read.
+    reading_head: AtomicBool,
     unclaimed_in: AtomicU64,
     /// Whether the current request belongs to an inspected client (checked
     /// before touching `capture` on the delivery path).
@@ -50,6 +61,8 @@ impl ConnMeter {
             stats,
             current: AtomicU8::new(Traffic::Other.index() as u8),
             in_request: AtomicBool::new(false),
+            // A new connection owes its first request: its time runs from the accept.
+            reading_head: AtomicBool::new(true),
             unclaimed_in: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
@@ -71,6 +84,7 @@ impl ConnMeter {
     pub fn begin(&self, traffic: Traffic, client: Option<Arc<Inspected>>) {
         self.current.store(traffic.index() as u8, Ordering::Relaxed);
         self.in_request.store(true, Ordering::Relaxed);
+        self.reading_head.store(false, Ordering::Relaxed);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
         Counters::add(&self.stats.get(traffic).bytes_received, unclaimed);
         let kept_head = self.keeping_head.swap(false, Ordering::Relaxed);
@@ -96,7 +110,8 @@ impl ConnMeter {
         self.in_request.store(false, Ordering::Relaxed);
     }
 
-    fn read(&self, bytes: &[u8]) {
+    /// Counts bytes read; true when they start the head of a new request.
+    fn read(&self, bytes: &[u8]) -> bool {
         let n = bytes.len() as u64;
         if self.in_request.load(Ordering::Relaxed) {
             Counters::add(&self.stats.get(self.current()).bytes_received, n);
@@ -105,7 +120,9 @@ impl ConnMeter {
             {
                 client.lane(*transport).bytes_received.fetch_add(n, Ordering::Relaxed);
             }
-        } else {
+            false
+        } else if n > 0 {
+            let started = !self.reading_head.swap(true, Ordering::Relaxed);
             Counters::add(&self.unclaimed_in, n);
             // The next request's head, kept until it is routed, and only for
             // requests that tag an inspected page (a scan of the head's first
@@ -117,6 +134,9 @@ impl ConnMeter {
                 let room = CAPTURE.saturating_sub(capture.head.len());
                 capture.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
             }
+            started
+        } else {
+            false
         }
     }
 
@@ -137,18 +157,39 @@ impl Drop for ConnMeter {
     }
 }
 
+/// The time limits a [`MeteredStream`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its routing.
+    pub request: Duration,
+    /// How long a write may wait for the client to make room.
+    pub write: Duration,
+}
+
+/// What a client that started a request and stalled gets before the close
+/// (the close delimits the body).
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+connection: close\r\n\r\n\
+{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request did not arrive whole in time\"}}";
+
 pin_project_lite::pin_project! {
-    /// A socket that reports every byte through its [`ConnMeter`].
+    /// A socket that reports every byte through its [`ConnMeter`], holds the
+    /// connection's place (its [`Permit`]), and enforces [`Timeouts`].
     pub struct MeteredStream<T> {
         #[pin]
         inner: T,
         meter: Arc<ConnMeter>,
+        timeouts: Timeouts,
+        // Allocated only while a deadline runs: idle connections carry none.
+        head_deadline: Option<Pin<Box<Sleep>>>,
+        write_deadline: Option<Pin<Box<Sleep>>>,
+        _permit: Option<Permit>,
     }
 }
 
 impl<T> MeteredStream<T> {
-    pub fn new(inner: T, meter: Arc<ConnMeter>) -> Self {
-        MeteredStream { inner, meter }
+    pub fn new(inner: T, meter: Arc<ConnMeter>, timeouts: Timeouts, permit: Option<Permit>) -> Self {
+        MeteredStream { inner, meter, timeouts, head_deadline: None, write_deadline: None, _permit: permit }
     }
 
     pub fn meter(&self) -> &Arc<ConnMeter> {
@@ -156,13 +197,34 @@ impl<T> MeteredStream<T> {
     }
 }
 
-impl<T: AsyncRead> AsyncRead for MeteredStream<T> {
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+/// Polls the deadline (armed at `after` from now if none runs); true once it passed.
+fn expired(deadline: &mut Option<Pin<Box<Sleep>>>, after: Duration, cx: &mut Context<'_>) -> bool {
+    deadline.get_or_insert_with(|| Box::pin(sleep(after))).as_mut().poll(cx).is_ready()
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncRead for MeteredStream<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
+        let mut this = self.project();
         let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            this.meter.read(&buf.filled()[before..]);
+        let result = this.inner.as_mut().poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && this.meter.read(&buf.filled()[before..])
+        {
+            // A new request: its own time starts now.
+            *this.head_deadline = None;
+        }
+        if !this.meter.reading_head.load(Ordering::Relaxed) {
+            *this.head_deadline = None;
+        } else if result.is_pending() && expired(this.head_deadline, this.timeouts.request, cx) {
+            // Best effort: the client learns why, if its socket takes it now.
+            if let Poll::Ready(Ok(n)) = this.inner.poll_write(cx, REQUEST_TIMEOUT) {
+                this.meter.wrote(&REQUEST_TIMEOUT[..n]);
+            }
+            return Poll::Ready(Err(timed_out("request head not received in time")));
         }
         result
     }
@@ -172,8 +234,15 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.meter.wrote(&buf[..n]);
+        match result {
+            Poll::Ready(Ok(n)) => {
+                *this.write_deadline = None;
+                this.meter.wrote(&buf[..n]);
+            }
+            Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+                return Poll::Ready(Err(timed_out("the client did not read in time")));
+            }
+            _ => {}
         }
         result
     }
@@ -185,15 +254,22 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(mut n)) = result {
-            for buf in bufs {
-                let part = n.min(buf.len());
-                this.meter.wrote(&buf[..part]);
-                n -= part;
-                if n == 0 {
-                    break;
+        match result {
+            Poll::Ready(Ok(mut n)) => {
+                *this.write_deadline = None;
+                for buf in bufs {
+                    let part = n.min(buf.len());
+                    this.meter.wrote(&buf[..part]);
+                    n -= part;
+                    if n == 0 {
+                        break;
+                    }
                 }
             }
+            Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+                return Poll::Ready(Err(timed_out("the client did not read in time")));
+            }
+            _ => {}
         }
         result
     }

@@ -21,7 +21,11 @@ pub async fn publish(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let channel: ChannelName = path.parse()?;
-    let body = read_body(&req, payload, state.ctx.config.max_body).await?;
+    let ctx = &state.ctx;
+    if let Err(wait) = ctx.publish_rate.check(req.peer_addr().map(|a| a.ip())) {
+        return Err(AppError::rate_limited("too many publishes from your address", wait));
+    }
+    let body = read_body(&req, payload, ctx.config.max_body, ctx.config.request_timeout).await?;
     let data: Box<RawValue> = serde_json::from_slice(&body)
         .map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))?;
     let message = state.ctx.hub.publish(channel, data).await?;
@@ -33,9 +37,21 @@ pub async fn publish(
     })))
 }
 
-/// Reads a request body of at most `limit` bytes, refusing a larger one as
-/// soon as it is announced or seen.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, AppError> {
+/// Reads a request body of at most `limit` bytes within `timeout`, refusing a
+/// larger one as soon as it is announced or seen, and a slower one with 408
+/// (which closes the connection).
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<web::Bytes, AppError> {
+    tokio::time::timeout(timeout, read_body_whole(req, payload, limit))
+        .await
+        .unwrap_or_else(|_| Err(AppError::new(ErrorCode::RequestTimeout, "the request body did not arrive in time")))
+}
+
+async fn read_body_whole(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, AppError> {
     let too_large = || AppError::too_large(format!("body is over the {limit}-byte limit"));
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -125,7 +141,7 @@ pub async fn set_demo(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let body = read_body(&req, payload, DEMO_BODY_LIMIT).await?;
+    let body = read_body(&req, payload, DEMO_BODY_LIMIT, state.ctx.config.request_timeout).await?;
     let settings: DemoSettings = serde_json::from_slice(&body)
         .map_err(|e| AppError::new(ErrorCode::BadJson, format!("expected {{\"rate\":..,\"payload\":..}}: {e}")))?;
     settings.validate().map_err(AppError::bad_request)?;

@@ -38,18 +38,14 @@ fn stream_request(
             return Err(AppError::bad_request("`channels` is required, e.g. ?channels=demo"));
         }
         None | Some("") => Vec::new(),
-        Some(list) => ChannelName::parse_list(list)?,
+        Some(list) => ChannelName::parse_list(list, state.ctx.config.max_channels)?,
     };
-    let max = state.ctx.config.max_channels;
-    if channels.len() > max {
-        return Err(AppError::bad_request(format!("at most {max} channels per request")));
-    }
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>()?;
     let cut = match inspected(req) {
         Some(client) => Box::pin(client.dropped()),
         None => transport::never(),
     };
-    Ok(StreamRequest { channels, cursor, cut })
+    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), cut })
 }
 
 pub async fn websocket(

@@ -11,9 +11,8 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
     let _open = ctx.stats.open(Transport::LongPoll);
     let mut subscription = ctx.live_subscription();
     subscription.subscribe(&request.channels, &request.cursor).await?;
-    let max = ctx.config.poll_max_messages;
     let mut answer = Answer::default();
-    collect(&mut subscription, &mut answer, max).await;
+    collect(&mut subscription, &mut answer, &ctx.config).await;
     if answer.is_empty() && !timeout.is_zero() {
         let shutdown = ctx.shutdown.clone();
         tokio::select! {
@@ -21,7 +20,7 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
             event = subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);
-                    collect(&mut subscription, &mut answer, max).await;
+                    collect(&mut subscription, &mut answer, &ctx.config).await;
                 }
             }
             () = tokio::time::sleep(timeout) => {}

@@ -12,13 +12,15 @@ pub mod sse;
 pub mod subscription;
 pub mod websocket;
 
-pub use subscription::{Ended, Event, Subscribed, Subscription};
+pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::PublishRate;
 use crate::message::{ChannelName, Cursor};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -81,6 +83,10 @@ impl Transport {
     }
 }
 
+/// Most messages of one history read: enough to catch up quickly, few enough
+/// that a read of large messages stays a few MiB.
+pub const HISTORY_PAGE: usize = 100;
+
 /// What a transport session needs from the server. Clones are shallow.
 #[derive(Clone)]
 pub struct Context {
@@ -88,12 +94,21 @@ pub struct Context {
     pub hub: Arc<dyn Hub>,
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
+    /// Publishes per second per client address, over HTTP and WebSocket.
+    pub publish_rate: Arc<PublishRate>,
 }
 
 impl Context {
-    /// A subscription with this server's queue size and history page size.
+    /// A subscription with this server's queue size and history reads.
     pub fn live_subscription(&self) -> Subscription {
-        Subscription::live(self.hub.clone(), self.config.queue_size, self.config.poll_max_messages)
+        Subscription::live(self.hub.clone(), self.config.queue_size, self.reads())
+    }
+
+    /// History is read a page of at most [`HISTORY_PAGE`] messages at a time
+    /// (fewer when a poll answer holds fewer), with a poll answer's worth of
+    /// bytes as the budget for reads made while subscribing.
+    pub fn reads(&self) -> Reads {
+        Reads { page: self.config.poll_max_messages.min(HISTORY_PAGE), budget: self.config.poll_max_bytes }
     }
 }
 
@@ -101,6 +116,8 @@ impl Context {
 pub struct StreamRequest {
     pub channels: Vec<ChannelName>,
     pub cursor: Cursor,
+    /// The client's address (the socket's peer), for per-address limits.
+    pub peer: Option<IpAddr>,
     /// Resolves when this request's connection should be cut by an operator
     /// (the dashboard's "drop connections"); never, for most requests.
     pub cut: Cut,

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use super::{Event, Subscription, Transport};
+use crate::config::Config;
 use crate::message::{Message, Reset};
 use crate::stats::{Counters, Stats};
 
@@ -12,6 +13,8 @@ use crate::stats::{Counters, Stats};
 #[derive(Debug, Default)]
 pub struct Answer {
     pub messages: Vec<Arc<Message>>,
+    /// The encoded size of `messages`.
+    bytes: usize,
     pub resets: Vec<Reset>,
     pub cursor: String,
 }
@@ -23,7 +26,10 @@ impl Answer {
 
     pub fn push(&mut self, event: Event) {
         match event {
-            Event::Message(m) => self.messages.push(m),
+            Event::Message(m) => {
+                self.bytes += m.json().len();
+                self.messages.push(m);
+            }
             Event::Reset(r) => self.resets.push(r),
         }
     }
@@ -55,15 +61,23 @@ impl Answer {
     }
 }
 
-/// Adds the events ready now, up to `max` messages in the answer.
-pub async fn collect(subscription: &mut Subscription, answer: &mut Answer, max: usize) {
-    while answer.messages.len() < max {
-        match subscription.next_ready().await {
-            Ok(Some(event)) => answer.push(event),
-            Ok(None) => break,
-            // Lagged or a failed read: what was collected stands, and the
-            // cursor says exactly how far it goes.
-            Err(_) => break,
+/// Adds the events ready now, up to `--poll-max-messages` messages and
+/// `--poll-max-bytes` of them (at least one): the answer stops before the
+/// message that would pass either, and its cursor says exactly how far it goes.
+pub async fn collect(subscription: &mut Subscription, answer: &mut Answer, config: &Config) {
+    while answer.messages.len() < config.poll_max_messages {
+        match subscription.peek_ready().await {
+            Ok(Some(Event::Message(m)))
+                if !answer.messages.is_empty() && answer.bytes + m.json().len() > config.poll_max_bytes =>
+            {
+                break;
+            }
+            Ok(Some(_)) => {}
+            // Nothing more now, lagged, or a failed read: what was collected stands.
+            Ok(None) | Err(_) => break,
+        }
+        if let Some(event) = subscription.take_ready() {
+            answer.push(event);
         }
     }
 }

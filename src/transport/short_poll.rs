@@ -7,10 +7,10 @@ use crate::hub::HubError;
 
 pub async fn run(ctx: Context, request: StreamRequest) -> Result<Answer, HubError> {
     let _open = ctx.stats.open(Transport::Poll);
-    let mut subscription = Subscription::once(ctx.hub.clone(), ctx.config.poll_max_messages);
+    let mut subscription = Subscription::once(ctx.hub.clone(), ctx.reads());
     subscription.subscribe(&request.channels, &request.cursor).await?;
     let mut answer = Answer::default();
-    collect(&mut subscription, &mut answer, ctx.config.poll_max_messages).await;
+    collect(&mut subscription, &mut answer, &ctx.config).await;
     answer.cursor = subscription.cursor().to_string();
     answer.count(&ctx.stats, Transport::Poll);
     Ok(answer)

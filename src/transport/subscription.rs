@@ -67,7 +67,20 @@ pub struct Subscription {
     /// subscribe is under way); dropped with the rest if the subscribe is.
     registering: Option<ChannelName>,
     pending: VecDeque<Event>,
-    page: usize,
+    reads: Reads,
+}
+
+/// How much history one subscription reads and holds at a time, so that a
+/// catch-up over large messages or many channels stays bounded: one page of
+/// one channel per read, and reads at subscribe time only while what is
+/// already pending is under `budget` bytes (the others read their position
+/// only, and catch up page by page later).
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// Messages per history read.
+    pub page: usize,
+    /// Bytes of pending messages past which subscribing reads no page.
+    pub budget: usize,
 }
 
 /// How long to wait before retrying a failed history read while live.
@@ -75,17 +88,18 @@ const RETRY: Duration = Duration::from_millis(500);
 
 impl Subscription {
     /// A subscription with a live queue of `capacity` messages.
-    pub fn live(hub: Arc<dyn Hub>, capacity: usize, page: usize) -> Subscription {
-        Self::new(hub, Some(Subscriber::new(capacity)), page)
+    pub fn live(hub: Arc<dyn Hub>, capacity: usize, reads: Reads) -> Subscription {
+        Self::new(hub, Some(Subscriber::new(capacity)), reads)
     }
 
     /// A subscription that only reads history (no live delivery).
-    pub fn once(hub: Arc<dyn Hub>, page: usize) -> Subscription {
-        Self::new(hub, None, page)
+    pub fn once(hub: Arc<dyn Hub>, reads: Reads) -> Subscription {
+        Self::new(hub, None, reads)
     }
 
-    fn new(hub: Arc<dyn Hub>, live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>, page: usize) -> Self {
-        Subscription { hub, live, channels: Vec::new(), registering: None, pending: VecDeque::new(), page: page.max(1) }
+    fn new(hub: Arc<dyn Hub>, live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>, reads: Reads) -> Self {
+        let reads = Reads { page: reads.page.max(1), ..reads };
+        Subscription { hub, live, channels: Vec::new(), registering: None, pending: VecDeque::new(), reads }
     }
 
     /// The live subscriber, whose `lagged()` signals a queue overflow.
@@ -129,7 +143,7 @@ impl Subscription {
             self.hub.subscribe(name.clone(), subscriber.clone()).await.inspect_err(|_| self.registering = None)?;
         }
         let result = match from {
-            // One read gives the position and the catch-up's first page.
+            // One read gives the position and, within budget, the catch-up's first page.
             Some(from) => self.resume(name, from).await,
             None => self.hub.history(name.clone(), u64::MAX, 0).await.map(|h| {
                 let at = ChannelPosition::new(Some(h.epoch.clone()), h.head);
@@ -148,16 +162,16 @@ impl Subscription {
 
     async fn resume(&mut self, name: &ChannelName, from: &Position) -> Result<Subscribed, HubError> {
         let at = ChannelPosition::new(from.epoch.clone(), from.seq);
-        let history = self.hub.history(name.clone(), from.seq, self.page).await?;
+        let limit = if self.pending_bytes() < self.reads.budget { self.reads.page } else { 0 };
+        let history = self.hub.history(name.clone(), from.seq, limit).await?;
         let subscribed = Subscribed { channel: name.clone(), epoch: history.epoch.clone(), head: history.head };
         self.channels.push(Channel { name: name.clone(), delivered: at.clone(), queued: at, behind: false });
-        let index = self.channels.len() - 1;
-        if let Err(e) = self.apply(index, history).await {
-            self.channels.pop();
-            self.pending.retain(|event| event_channel(event) != name);
-            return Err(e);
-        }
+        self.apply(self.channels.len() - 1, history);
         Ok(subscribed)
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|event| if let Event::Message(m) = event { m.json().len() } else { 0 }).sum()
     }
 
     /// Stops delivering `channels`, dropping their undelivered events.
@@ -183,9 +197,23 @@ impl Subscription {
 
     /// The next event that is ready now, without waiting for a live one.
     pub async fn next_ready(&mut self) -> Result<Option<Event>, Ended> {
+        if self.peek_ready().await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.take_ready())
+    }
+
+    /// Takes the event [`Subscription::peek_ready`] showed.
+    pub fn take_ready(&mut self) -> Option<Event> {
+        self.pop()
+    }
+
+    /// The next event that is ready now, left in place: a poll answer looks
+    /// at a message's size before it takes it.
+    pub async fn peek_ready(&mut self) -> Result<Option<&Event>, Ended> {
         loop {
-            if let Some(event) = self.pop() {
-                return Ok(Some(event));
+            if !self.pending.is_empty() {
+                return Ok(self.pending.front());
             }
             if let Some((subscriber, _)) = &self.live {
                 if subscriber.is_lagged() {
@@ -272,24 +300,27 @@ impl Subscription {
     /// Reads the next page of history after the channel's queued position.
     async fn catch_up(&mut self, index: usize) -> Result<(), HubError> {
         let name = self.channels[index].name.clone();
-        let history = self.hub.history(name, self.channels[index].queued.seq, self.page).await?;
-        self.apply(index, history).await
+        let history = self.hub.history(name, self.channels[index].queued.seq, self.reads.page).await?;
+        self.apply(index, history);
+        Ok(())
     }
 
     /// Queues what a history read after the channel's queued position found,
-    /// with a `reset` first when that position cannot be continued.
-    async fn apply(&mut self, index: usize, mut history: History) -> Result<(), HubError> {
-        let name = self.channels[index].name.clone();
-        let verdict = self.channels[index].queued.on_history(&history);
-        if let Verdict::Reset { to, reread: true, .. } = verdict {
-            history = self.hub.history(name.clone(), to, self.page).await?;
-        }
+    /// with a `reset` first when that position cannot be continued. What is
+    /// not read yet (a page's worth was, or the read was made from a position
+    /// the reset moved away from) leaves the channel behind, for `catch_up`.
+    fn apply(&mut self, index: usize, history: History) {
         let channel = &mut self.channels[index];
+        let verdict = channel.queued.on_history(&history);
+        let mut messages = history.messages;
         match verdict {
-            Verdict::Reset { reason, to, .. } => {
-                let epoch = history.epoch.clone();
+            Verdict::Reset { reason, to, reread } => {
+                let (name, epoch) = (channel.name.clone(), history.epoch.clone());
                 self.pending.push_back(Event::Reset(Reset { channel: name, epoch: epoch.clone(), seq: to, reason }));
                 channel.queued = ChannelPosition::new(Some(epoch), to);
+                if reread {
+                    messages.clear();
+                }
             }
             Verdict::Continues => {
                 // A cursor entry without epoch means the current one.
@@ -297,14 +328,13 @@ impl Subscription {
                 channel.delivered.epoch.get_or_insert_with(|| history.epoch.clone());
             }
         }
-        channel.behind = history.messages.len() >= self.page;
-        for message in history.messages {
+        for message in messages {
             if message.seq > channel.queued.seq {
                 channel.queued.seq = message.seq;
                 self.pending.push_back(Event::Message(message));
             }
         }
-        Ok(())
+        channel.behind = channel.queued.seq < history.head;
     }
 }
 
@@ -360,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_is_filled_after_a_failed_history_read() {
         let (hub, faults) = setup();
-        let mut s = Subscription::live(hub.clone(), 16, 100);
+        let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
         s.subscribe(&[c()], &Cursor::default()).await.unwrap();
         publish(&hub, 1).await;
         assert_eq!(next_seq(&mut s).await, 1);
@@ -379,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_is_filled_after_a_cancelled_read() {
         let (hub, faults) = setup();
-        let mut s = Subscription::live(hub.clone(), 16, 100);
+        let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
         s.subscribe(&[c()], &Cursor::default()).await.unwrap();
         faults.drop_live.store(true, Ordering::Relaxed);
         publish(&hub, 1).await;
@@ -396,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_subscribe_leaves_nothing_behind() {
         let (hub, faults) = setup();
-        let mut s = Subscription::live(hub.clone(), 16, 100);
+        let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
         faults.fail_reads.store(true, Ordering::Relaxed);
         let both = [c(), "d".parse().unwrap()];
         assert!(s.subscribe(&both, &Cursor::default()).await.is_err());
@@ -411,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_poke_makes_a_quiet_channel_catch_up() {
         let (hub, faults) = setup();
-        let mut s = Subscription::live(hub.clone(), 16, 100);
+        let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
         s.subscribe(&[c()], &Cursor::default()).await.unwrap();
         faults.drop_live.store(true, Ordering::Relaxed);
         publish(&hub, 1).await;
@@ -425,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_subscribe_unregisters() {
         let (hub, faults) = setup();
-        let mut s = Subscription::live(hub.clone(), 16, 100);
+        let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
         faults.stall_reads.store(true, Ordering::Relaxed);
         let cursor: Cursor = "c:0".parse().unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(20), s.subscribe(&[c()], &cursor)).await.is_err());

@@ -1,6 +1,8 @@
 //! WebSocket sessions: one `select!` over client frames, the subscription,
 //! the protocol ping and the shutdown signal.
 
+use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, request:
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
-    let mut ws = WsSession { subscription, subscriber, ctx, session, id };
+    let mut ws = WsSession { subscription, subscriber, ctx, session, id, peer: request.peer };
     let stop = ws.serve(stream, request).await;
     tracing::debug!(session = %ws.id, ?stop, "websocket session ended");
     if let Stop::Close(disconnect) = stop {
@@ -47,6 +49,7 @@ struct WsSession {
     subscription: Subscription,
     subscriber: Arc<Subscriber>,
     id: String,
+    peer: Option<IpAddr>,
 }
 
 /// Why a session stops.
@@ -95,13 +98,20 @@ impl WsSession {
                         let error = AppError::bad_request("binary frames are not supported; send JSON text frames");
                         self.error(&error, None).await
                     }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => self.session.pong(&payload).await.map_err(|_| Stop::Gone),
+                    Some(Ok(AggregatedMessage::Ping(payload))) => {
+                        let pong = self.session.pong(&payload);
+                        bounded(self.ctx.config.write_timeout, pong).await
+                    }
                     Some(Ok(AggregatedMessage::Pong(_))) => {
                         pong_deadline = None;
                         Ok(())
                     }
                     Some(Ok(AggregatedMessage::Close(_))) => Err(Disconnect::BYE.into()),
                     Some(Err(ProtocolError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
+                    // actix-ws reports a text frame that is not UTF-8 this way.
+                    Some(Err(ProtocolError::Io(e))) if e.kind() == io::ErrorKind::InvalidData => {
+                        Err(Disconnect::INVALID_UTF8.into())
+                    }
                     // The connection broke (peer vanished, reset): nobody to tell.
                     Some(Err(ProtocolError::Io(_))) | None => Err(Stop::Gone),
                     Some(Err(e)) => {
@@ -116,7 +126,8 @@ impl WsSession {
                 },
                 _ = ping.tick() => {
                     pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
-                    self.session.ping(b"").await.map_err(|_| Stop::Gone)
+                    let ping = self.session.ping(b"");
+                    bounded(self.ctx.config.write_timeout, ping).await
                 }
                 () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
                     Err(Disconnect::NO_PONG.into())
@@ -129,7 +140,7 @@ impl WsSession {
     }
 
     async fn on_text(&mut self, text: &str) -> Outcome {
-        let (reference, frame) = ClientFrame::parse(text);
+        let (reference, frame) = ClientFrame::parse(text, self.ctx.config.max_channels);
         let frame = match frame {
             Ok(frame) => frame,
             Err(FrameError { error, reference }) => return self.error(&error, reference.as_ref()).await,
@@ -144,7 +155,11 @@ impl WsSession {
                 self.subscription.unsubscribe(&channels);
                 self.ack(reference).await
             }
-            ClientFrame::Publish { channel, data } => {
+            ClientFrame::Publish { channel, data, idempotency_key: _ } => {
+                if let Err(wait) = self.ctx.publish_rate.check(self.peer) {
+                    let error = AppError::rate_limited("too many publishes from your address", wait);
+                    return self.error(&error, reference).await;
+                }
                 if data.get().len() > self.ctx.config.max_body {
                     let error = AppError::too_large(format!("data is over {} bytes", self.ctx.config.max_body));
                     return self.error(&error, reference).await;
@@ -187,9 +202,10 @@ impl WsSession {
         match event {
             Event::Message(message) => {
                 // A client that stops reading blocks this send; the lag signal
-                // (its queue overflowing meanwhile) cuts it loose.
+                // (its queue overflowing meanwhile) or the write timeout cuts it loose.
+                let send = bounded(self.ctx.config.write_timeout, self.session.text(message.json().clone()));
                 tokio::select! {
-                    sent = self.session.text(message.json().clone()) => sent.map_err(|_| Stop::Gone)?,
+                    sent = send => sent?,
                     () = self.subscriber.lagged() => return Err(Disconnect::TOO_SLOW.into()),
                 }
                 Counters::add(&counters.messages_delivered, 1);
@@ -220,7 +236,17 @@ impl WsSession {
     }
 
     async fn send(&mut self, text: String) -> Outcome {
-        self.session.text(text).await.map_err(|_| Stop::Gone)
+        bounded(self.ctx.config.write_timeout, self.session.text(text)).await
+    }
+}
+
+/// Every send is bounded by the write timeout, so that a client that does not
+/// read cannot hold the session (and its ping, lag and shutdown checks) in a send.
+async fn bounded<E>(limit: Duration, send: impl Future<Output = Result<(), E>>) -> Outcome {
+    match tokio::time::timeout(limit, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::Gone),
+        Err(_) => Err(Disconnect::WRITE_TIMEOUT.into()),
     }
 }
 

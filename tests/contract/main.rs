@@ -6,6 +6,7 @@ mod common;
 mod dashboard_api;
 mod errors;
 mod hub_contract;
+mod limits;
 mod long_poll;
 mod process;
 mod redis_hub;
