@@ -1,7 +1,7 @@
 //! The channel hub: where messages get their sequence numbers, where history
 //! is kept, and where live messages come from.
 //!
-//! # Contract (every implementation is held to it by `tests/hub_contract.rs`)
+//! # Contract (every implementation is held to it by `tests/contract/hub_contract.rs`)
 //! - **Atomic publish.** `publish` assigns the channel's next `seq` (starting at
 //!   1, growing by exactly 1), stamps `ts`, appends the message to the
 //!   channel's history and makes it live, as one step: no two publishes get

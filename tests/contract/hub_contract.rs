@@ -16,6 +16,8 @@ crate::for_each_hub!(
     a_channel_never_published_is_at_zero,
     live_delivery_is_in_order_and_stops_on_unsubscribe,
     data_is_kept_unchanged,
+    history_is_bounded_by_age,
+    a_hub_that_lost_the_sequence_starts_a_new_epoch,
 );
 
 fn channel(name: &str) -> ChannelName {
@@ -112,4 +114,60 @@ async fn data_is_kept_unchanged(kind: HubKind) {
     assert_eq!(m.data(), text, "key order, number text and escapes are kept");
     let read = hub.history(channel("d"), 0, 1).await.unwrap();
     assert_eq!(read.messages[0].data(), text);
+}
+
+async fn history_is_bounded_by_age(kind: HubKind) {
+    let max_age = Duration::from_millis(300);
+    let (hub, _redis) = make_hub(kind, HistoryLimits { size: 1000, max_age }).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // While publishing goes on, the oldest messages age out and newer ones stay.
+    let mut head = 0;
+    let h = loop {
+        head = hub.publish(channel("a"), data(&head.to_string())).await.unwrap().seq;
+        let h = hub.history(channel("a"), 0, 1000).await.unwrap();
+        if h.oldest > 1 && !h.messages.is_empty() {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing aged out of 1..={head}");
+        tokio::time::sleep(max_age / 10).await;
+    };
+    assert_eq!(h.head, head);
+    assert_eq!(h.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (h.oldest..=head).collect::<Vec<_>>());
+    // Once publishing stops, everything ages out, and the sequence stays.
+    let h = loop {
+        let h = hub.history(channel("a"), 0, 1000).await.unwrap();
+        if h.messages.is_empty() {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} messages never aged out", h.messages.len());
+        tokio::time::sleep(max_age / 10).await;
+    };
+    assert_eq!((h.head, h.oldest), (head, head + 1));
+    assert_eq!(hub.publish(channel("a"), data("0")).await.unwrap().seq, head + 1);
+}
+
+async fn a_hub_that_lost_the_sequence_starts_a_new_epoch(kind: HubKind) {
+    let (before, redis) = hub(kind, 10).await;
+    for i in 1..=3 {
+        before.publish(channel("e"), data(&i.to_string())).await.unwrap();
+    }
+    let old = before.history(channel("e"), 0, 10).await.unwrap().epoch;
+    // Memory: a new hub (a restart). Redis: the same hub on a flushed server.
+    let hub = match &redis {
+        None => hub(kind, 10).await.0,
+        Some(server) => {
+            let mut admin =
+                ::redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let () = ::redis::cmd("FLUSHALL").query_async(&mut admin).await.unwrap();
+            before
+        }
+    };
+    let lost = hub.history(channel("e"), 0, 10).await.unwrap();
+    assert_ne!(lost.epoch, old);
+    assert_eq!((lost.head, lost.oldest, lost.messages.len()), (0, 1, 0));
+    let m = hub.publish(channel("e"), data("1")).await.unwrap();
+    assert_eq!((m.seq, &m.epoch), (1, &lost.epoch), "the sequence restarts in the new epoch");
+    let h = hub.history(channel("e"), 0, 10).await.unwrap();
+    assert_eq!((h.epoch, h.head), (lost.epoch, 1));
+    assert_eq!(h.messages.iter().map(|m| (m.seq, m.data())).collect::<Vec<_>>(), [(1, "1")]);
 }
