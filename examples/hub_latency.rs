@@ -139,7 +139,7 @@ async fn main() {
 
     let mut rows = Vec::new();
     for subscribers in [1, 1000] {
-        let memory: Arc<dyn Hub> = Arc::new(MemoryHub::new(limits));
+        let memory: Arc<dyn Hub> = MemoryHub::new(limits);
         rows.push(measure("memory", memory, subscribers, messages, rate).await);
         let shared: Arc<dyn Hub> = RedisHub::connect(&redis.url, "bench", limits).await.unwrap();
         rows.push(measure("redis", shared, subscribers, messages, rate).await);

@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::demo;
 use crate::hub::HistoryLimits;
+use crate::hub::memory::Bounds;
 use crate::message::ChannelName;
 
 /// pushwire: one notification stream over WebSocket, Server-Sent Events,
@@ -161,6 +162,10 @@ pub const LONG_POLL_MAX_SECS: u64 = 60;
 impl Config {
     pub fn history_limits(&self) -> HistoryLimits {
         HistoryLimits { size: self.history_size, max_age: self.history_age }
+    }
+
+    pub fn memory_bounds(&self) -> Bounds {
+        Bounds { max_channels: self.hub_max_channels, max_bytes: self.hub_max_bytes }
     }
 
     /// The defaults, as if no flag and no environment variable were given

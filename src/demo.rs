@@ -94,7 +94,7 @@ pub async fn run(hub: Arc<dyn Hub>, control: DemoControl, shutdown: Shutdown) {
             let text = format!(r#"{{"n":{n},"kind":"{kind}","text":"demo notification {n}","pad":"{pad}"}}"#);
             // unwrap: the text above is valid JSON (kind and pad need no escaping).
             let data = RawValue::from_string(text).unwrap();
-            if let Err(e) = hub.publish(control.channel.clone(), data).await {
+            if let Err(e) = hub.publish(control.channel.clone(), data, None).await {
                 tracing::warn!(error = %e, "demo publish failed");
             }
         }

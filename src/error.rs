@@ -27,7 +27,6 @@ pub enum ErrorCode {
     RequestTimeout,
     TooLarge,
     RateLimited,
-    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
     Overloaded,
     Unavailable,
     #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
@@ -149,6 +148,17 @@ impl From<HubError> for AppError {
             HubError::Unavailable(reason) => {
                 tracing::warn!(%reason, "hub unavailable");
                 AppError::new(ErrorCode::Unavailable, "the channel hub is unreachable; retry shortly")
+            }
+            HubError::Full(reason) => {
+                tracing::warn!(%reason, "hub full");
+                AppError::new(ErrorCode::Overloaded, "the hub holds as many channels as it may; retry later")
+            }
+            HubError::Uncertain(reason) => {
+                tracing::warn!(%reason, "publish outcome unknown");
+                AppError::new(
+                    ErrorCode::Unavailable,
+                    "the publish timed out and may have been stored: retry with the same Idempotency-Key to be safe",
+                )
             }
         }
     }

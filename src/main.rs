@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let hub: Arc<dyn Hub> = match &config.redis_url {
-        None => Arc::new(MemoryHub::new(config.history_limits())),
+        None => MemoryHub::bounded(config.history_limits(), config.memory_bounds()),
         Some(url) => connect_redis(url, &config).await?,
     };
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -12,7 +12,15 @@
 //!   with the channel's epoch, head and oldest retained seq, read at one
 //!   instant.
 //! - **Epoch.** Changes whenever the hub loses a channel's sequence (memory
-//!   hub restarted, Redis flushed). Seqs are only comparable within an epoch.
+//!   hub restarted or the channel forgotten, Redis flushed or its keys
+//!   expired): a channel that starts again never reuses an epoch it had.
+//!   Seqs are only comparable within an epoch. A channel never published
+//!   reads at seq 0 in the hub's current epoch; as nothing can have been
+//!   missed before seq 1, a position at 0 continues into any epoch.
+//! - **Idempotency.** A publish with a key the channel saw within
+//!   [`IDEMPOTENCY_WINDOW`] publishes nothing and answers as the first one.
+//! - **Bounded.** The memory hub forgets a channel with no subscriber and no
+//!   retained message; Redis keys expire with the history age.
 //! - **Live delivery.** Once `subscribe` resolves, every message published
 //!   afterwards on that channel is offered to the subscriber, per channel in
 //!   seq order, through the process's one [`Fanout`]. Delivery is at most
@@ -38,7 +46,7 @@ pub use fanout::{Fanout, Subscriber};
 pub use memory::MemoryHub;
 pub use redis::RedisHub;
 
-use crate::message::{ChannelName, Epoch, Message};
+use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 
 /// A boxed future, so that `dyn Hub` can be shared by every transport.
 pub type HubFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HubError>> + Send + 'a>>;
@@ -48,6 +56,13 @@ pub enum HubError {
     /// The hub's backing store cannot be reached; try again later.
     #[error("hub unavailable: {0}")]
     Unavailable(String),
+    /// The hub holds all it may (a new channel past `--hub-max-channels`).
+    #[error("hub full: {0}")]
+    Full(String),
+    /// A publish whose outcome is unknown (it timed out on its way): it may
+    /// have been stored. A retry with the same idempotency key is safe.
+    #[error("publish outcome unknown: {0}")]
+    Uncertain(String),
 }
 
 /// A channel's state and the retained messages after some position.
@@ -68,10 +83,22 @@ pub struct HistoryLimits {
     pub max_age: std::time::Duration,
 }
 
+/// How long a publish's idempotency key is remembered (API.md v1.1).
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A channel hub. Shared as `Arc<dyn Hub>`; see the module docs for the contract.
 pub trait Hub: Send + Sync + 'static {
     /// Publishes `data` (valid JSON) on `channel`; returns the stored message.
-    fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>>;
+    /// With an idempotency key that this channel saw within
+    /// [`IDEMPOTENCY_WINDOW`], nothing is published: the answer is the first
+    /// publish's seq, ts and epoch (with this call's data), checked and
+    /// recorded atomically with the publish.
+    fn publish(
+        &self,
+        channel: ChannelName,
+        data: Box<RawValue>,
+        key: Option<IdempotencyKey>,
+    ) -> HubFuture<'_, Arc<Message>>;
 
     /// At most `limit` retained messages with `seq > after`, and the channel's
     /// position. `limit == 0` reads the position alone.
@@ -89,4 +116,10 @@ pub trait Hub: Send + Sync + 'static {
 
     /// A short name for logs and `/api/stats`: `memory` or `redis`.
     fn kind(&self) -> &'static str;
+
+    /// Channels this process holds (memory hub) or has local subscribers for.
+    fn channel_count(&self) -> usize;
+
+    /// Bytes of history held in this process (0 when it lives elsewhere).
+    fn retained_bytes(&self) -> usize;
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::value::RawValue;
 
 use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, MemoryHub, Subscriber};
-use crate::message::{ChannelName, Message};
+use crate::message::{ChannelName, IdempotencyKey, Message};
 
 /// Switches for the faults a [`FaultyHub`] injects.
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ pub struct Faults {
 
 /// A [`MemoryHub`] with [`Faults`].
 pub struct FaultyHub {
-    pub store: MemoryHub,
+    pub store: Arc<MemoryHub>,
     pub faults: Arc<Faults>,
 }
 
@@ -37,12 +37,17 @@ impl FaultyHub {
 }
 
 impl Hub for FaultyHub {
-    fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>> {
+    fn publish(
+        &self,
+        channel: ChannelName,
+        data: Box<RawValue>,
+        key: Option<IdempotencyKey>,
+    ) -> HubFuture<'_, Arc<Message>> {
         if self.faults.drop_live.load(Ordering::Relaxed) {
             let message = self.store.publish_unannounced(channel, &data);
-            return Box::pin(async move { Ok(message) });
+            return Box::pin(async move { message });
         }
-        self.store.publish(channel, data)
+        self.store.publish(channel, data, key)
     }
 
     fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {
@@ -71,5 +76,13 @@ impl Hub for FaultyHub {
 
     fn kind(&self) -> &'static str {
         "faulty"
+    }
+
+    fn channel_count(&self) -> usize {
+        self.store.channel_count()
+    }
+
+    fn retained_bytes(&self) -> usize {
+        self.store.retained_bytes()
     }
 }

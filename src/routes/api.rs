@@ -28,7 +28,13 @@ pub async fn publish(
     let body = read_body(&req, payload, ctx.config.max_body, ctx.config.request_timeout).await?;
     let data: Box<RawValue> = serde_json::from_slice(&body)
         .map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))?;
-    let message = state.ctx.hub.publish(channel, data).await?;
+    let key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            Some(value.to_str().map_err(|_| AppError::bad_request("Idempotency-Key is not ASCII"))?.parse()?)
+        }
+    };
+    let message = state.ctx.hub.publish(channel, data, key).await?;
     Ok(HttpResponse::Created().json(json!({
         "channel": message.channel,
         "seq": message.seq,

@@ -323,9 +323,12 @@ impl Subscription {
                 }
             }
             Verdict::Continues => {
-                // A cursor entry without epoch means the current one.
-                channel.queued.epoch.get_or_insert_with(|| history.epoch.clone());
-                channel.delivered.epoch.get_or_insert_with(|| history.epoch.clone());
+                // A cursor entry without epoch means the current one; a
+                // position at 0 moves into the epoch that continues it.
+                channel.queued.epoch = Some(history.epoch.clone());
+                if channel.delivered.epoch.is_none() || channel.delivered.seq == 0 {
+                    channel.delivered.epoch = Some(history.epoch.clone());
+                }
             }
         }
         for message in messages {
@@ -377,7 +380,7 @@ mod tests {
     }
 
     async fn publish(hub: &FaultyHub, n: u64) {
-        hub.publish(c(), RawValue::from_string(n.to_string()).unwrap()).await.unwrap();
+        hub.publish(c(), RawValue::from_string(n.to_string()).unwrap(), None).await.unwrap();
     }
 
     async fn next_seq(subscription: &mut Subscription) -> u64 {

@@ -155,7 +155,7 @@ impl WsSession {
                 self.subscription.unsubscribe(&channels);
                 self.ack(reference).await
             }
-            ClientFrame::Publish { channel, data, idempotency_key: _ } => {
+            ClientFrame::Publish { channel, data, idempotency_key } => {
                 if let Err(wait) = self.ctx.publish_rate.check(self.peer) {
                     let error = AppError::rate_limited("too many publishes from your address", wait);
                     return self.error(&error, reference).await;
@@ -164,7 +164,7 @@ impl WsSession {
                     let error = AppError::too_large(format!("data is over {} bytes", self.ctx.config.max_body));
                     return self.error(&error, reference).await;
                 }
-                match self.ctx.hub.publish(channel, data).await {
+                match self.ctx.hub.publish(channel, data, idempotency_key).await {
                     Ok(message) => match reference {
                         Some(reference) => self.send(published_ack(reference, &message)).await,
                         None => Ok(()),

@@ -53,7 +53,7 @@ pub fn test_config() -> Config {
 /// A hub of `kind` with these history limits, and the Redis server behind it.
 pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Option<RedisServer>) {
     match kind {
-        HubKind::Memory => (Arc::new(MemoryHub::new(limits)), None),
+        HubKind::Memory => (MemoryHub::new(limits), None),
         HubKind::Redis => {
             let server = RedisServer::start().await;
             (redis_hub(&server.url(), limits).await, Some(server))
@@ -87,7 +87,10 @@ pub async fn spawn_app(kind: HubKind) -> TestApp {
 pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config();
     configure(&mut config);
-    let (hub, redis) = make_hub(kind, config.history_limits()).await;
+    let (hub, redis) = match kind {
+        HubKind::Memory => (MemoryHub::bounded(config.history_limits(), config.memory_bounds()) as Arc<dyn Hub>, None),
+        HubKind::Redis => make_hub(kind, config.history_limits()).await,
+    };
     start_app(config, hub, redis)
 }
 

@@ -41,7 +41,7 @@ async fn seqs_start_at_one_and_grow_by_one_under_concurrency(kind: HubKind) {
             tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 for i in 0..100 {
-                    seqs.push(hub.publish(channel("c"), data(&format!("[{t},{i}]"))).await.unwrap().seq);
+                    seqs.push(hub.publish(channel("c"), data(&format!("[{t},{i}]")), None).await.unwrap().seq);
                 }
                 seqs
             })
@@ -62,7 +62,7 @@ async fn seqs_start_at_one_and_grow_by_one_under_concurrency(kind: HubKind) {
 async fn history_reads_after_a_position_with_limits(kind: HubKind) {
     let (hub, _redis) = hub(kind, 100).await;
     for i in 1..=10 {
-        hub.publish(channel("h"), data(&i.to_string())).await.unwrap();
+        hub.publish(channel("h"), data(&i.to_string()), None).await.unwrap();
     }
     let h = hub.history(channel("h"), 4, 3).await.unwrap();
     assert_eq!((h.head, h.oldest), (10, 1));
@@ -76,7 +76,7 @@ async fn history_reads_after_a_position_with_limits(kind: HubKind) {
 async fn history_is_bounded_by_size(kind: HubKind) {
     let (hub, _redis) = hub(kind, 4).await;
     for i in 1..=9 {
-        hub.publish(channel("b"), data(&i.to_string())).await.unwrap();
+        hub.publish(channel("b"), data(&i.to_string()), None).await.unwrap();
     }
     let h = hub.history(channel("b"), 0, 100).await.unwrap();
     assert_eq!((h.head, h.oldest), (9, 6));
@@ -95,22 +95,22 @@ async fn live_delivery_is_in_order_and_stops_on_unsubscribe(kind: HubKind) {
     let (subscriber, mut rx) = Subscriber::new(1000);
     hub.subscribe(channel("live"), subscriber.clone()).await.unwrap();
     for i in 1..=50 {
-        hub.publish(channel("live"), data(&i.to_string())).await.unwrap();
+        hub.publish(channel("live"), data(&i.to_string()), None).await.unwrap();
     }
-    hub.publish(channel("other"), data("0")).await.unwrap();
+    hub.publish(channel("other"), data("0"), None).await.unwrap();
     for seq in 1..=50 {
         let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message").unwrap();
         assert_eq!((m.channel.as_str(), m.seq), ("live", seq));
     }
     hub.unsubscribe(&channel("live"), subscriber.id());
-    hub.publish(channel("live"), data("51")).await.unwrap();
+    hub.publish(channel("live"), data("51"), None).await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err(), "nothing after unsubscribe");
 }
 
 async fn data_is_kept_unchanged(kind: HubKind) {
     let (hub, _redis) = hub(kind, 10).await;
     let text = r#"{"z":1,"a":[true,null,"é\"\n"],"n":12345678901234567890,"f":1.50}"#;
-    let m = hub.publish(channel("d"), data(text)).await.unwrap();
+    let m = hub.publish(channel("d"), data(text), None).await.unwrap();
     assert_eq!(m.data(), text, "key order, number text and escapes are kept");
     let read = hub.history(channel("d"), 0, 1).await.unwrap();
     assert_eq!(read.messages[0].data(), text);
@@ -123,7 +123,7 @@ async fn history_is_bounded_by_age(kind: HubKind) {
     // While publishing goes on, the oldest messages age out and newer ones stay.
     let mut head = 0;
     let h = loop {
-        head = hub.publish(channel("a"), data(&head.to_string())).await.unwrap().seq;
+        head = hub.publish(channel("a"), data(&head.to_string()), None).await.unwrap().seq;
         let h = hub.history(channel("a"), 0, 1000).await.unwrap();
         if h.oldest > 1 && !h.messages.is_empty() {
             break h;
@@ -143,13 +143,13 @@ async fn history_is_bounded_by_age(kind: HubKind) {
         tokio::time::sleep(max_age / 10).await;
     };
     assert_eq!((h.head, h.oldest), (head, head + 1));
-    assert_eq!(hub.publish(channel("a"), data("0")).await.unwrap().seq, head + 1);
+    assert_eq!(hub.publish(channel("a"), data("0"), None).await.unwrap().seq, head + 1);
 }
 
 async fn a_hub_that_lost_the_sequence_starts_a_new_epoch(kind: HubKind) {
     let (before, redis) = hub(kind, 10).await;
     for i in 1..=3 {
-        before.publish(channel("e"), data(&i.to_string())).await.unwrap();
+        before.publish(channel("e"), data(&i.to_string()), None).await.unwrap();
     }
     let old = before.history(channel("e"), 0, 10).await.unwrap().epoch;
     // Memory: a new hub (a restart). Redis: the same hub on a flushed server.
@@ -165,7 +165,7 @@ async fn a_hub_that_lost_the_sequence_starts_a_new_epoch(kind: HubKind) {
     let lost = hub.history(channel("e"), 0, 10).await.unwrap();
     assert_ne!(lost.epoch, old);
     assert_eq!((lost.head, lost.oldest, lost.messages.len()), (0, 1, 0));
-    let m = hub.publish(channel("e"), data("1")).await.unwrap();
+    let m = hub.publish(channel("e"), data("1"), None).await.unwrap();
     assert_eq!((m.seq, &m.epoch), (1, &lost.epoch), "the sequence restarts in the new epoch");
     let h = hub.history(channel("e"), 0, 10).await.unwrap();
     assert_eq!((h.epoch, h.head), (lost.epoch, 1));

@@ -48,7 +48,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, Subscriber};
-use crate::message::{ChannelName, Message};
+use crate::message::{ChannelName, IdempotencyKey, Message};
 use live::Interest;
 use storage::{Keys, Storage};
 
@@ -99,7 +99,12 @@ impl RedisHub {
 }
 
 impl Hub for RedisHub {
-    fn publish(&self, channel: ChannelName, data: Box<RawValue>) -> HubFuture<'_, Arc<Message>> {
+    fn publish(
+        &self,
+        channel: ChannelName,
+        data: Box<RawValue>,
+        _key: Option<IdempotencyKey>,
+    ) -> HubFuture<'_, Arc<Message>> {
         Box::pin(async move { self.storage.publish(channel, &data).await.map(Arc::new) })
     }
 
@@ -133,5 +138,13 @@ impl Hub for RedisHub {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn channel_count(&self) -> usize {
+        self.fanout.channel_count()
+    }
+
+    fn retained_bytes(&self) -> usize {
+        0
     }
 }
