@@ -37,11 +37,40 @@ function connect(options) {
   return new Client({ ...DEFAULTS, ...options });
 }
 
-const sleep = (ms, signal) =>
-  new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-  });
+// Helpers the dashboard shares (as `pushwire.util`). One object, so that the
+// plain script adds one global name for them, not five.
+const util = {
+  /** Resolves after `ms`, or at once when `signal` aborts. */
+  sleep: (ms, signal) =>
+    new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    }),
+
+  /** Exponential, capped at `cap`, with jitter: a random share of the delay, never below `floor` of it (0: full jitter). */
+  backoff: (attempt, { base, cap, floor = 0 }) => Math.min(cap, base * 2 ** attempt) * (floor + (1 - floor) * Math.random()),
+
+  /** One cursor entry (API.md "Cursor"): `channel:seq`, then `:epoch` once it is known. */
+  position: (channel, seq, epoch) => `${channel}:${seq}${epoch ? ":" + epoch : ""}`,
+
+  /** A cursor's entries as `{channel, seq, epoch}`; `epoch` is undefined where an entry has none. */
+  parseCursor: (cursor) =>
+    cursor.split(",").map((entry) => {
+      const [channel, seq, epoch] = entry.split(":");
+      return { channel, seq: Number(seq), epoch };
+    }),
+
+  /** One poll or long-poll request: its answer (`{messages, resets, cursor}`), or an error carrying `retryAfter`. */
+  async fetchAnswer(url, signal) {
+    const response = await fetch(url, { cache: "no-store", signal });
+    if (!response.ok) {
+      const error = new Error(`HTTP ${response.status}`);
+      error.retryAfter = Number(response.headers.get("retry-after")) || 0;
+      throw error;
+    }
+    return response.json();
+  },
+};
 
 class Client {
   constructor(options) {
@@ -53,9 +82,8 @@ class Client {
     this.reasons = {}; // transport -> why it was left or refused
     this.closed = false;
     this.lifetime = new AbortController(); // aborted by close(): cancels every attempt and wait
-    for (const entry of options.cursor ? options.cursor.split(",") : []) {
-      const [channel, seq, epoch] = entry.split(":");
-      this.positions.set(channel, { seq: Number(seq), epoch: epoch || null });
+    for (const { channel, seq, epoch } of options.cursor ? util.parseCursor(options.cursor) : []) {
+      this.positions.set(channel, { seq, epoch: epoch || null });
     }
     this.run();
   }
@@ -80,7 +108,7 @@ class Client {
 
   /** The resume position: every channel the client has a position in. */
   cursor() {
-    return [...this.positions].map(([c, p]) => `${c}:${p.seq}${p.epoch ? ":" + p.epoch : ""}`).join(",");
+    return [...this.positions].map(([c, p]) => util.position(c, p.seq, p.epoch)).join(",");
   }
 
   /** Stops for good: no more connections, no more events. */
@@ -138,7 +166,7 @@ class Client {
       if (!opened) {
         from = 0;
         this.setState("reconnecting");
-        await sleep(this.backoff(failures++), signal);
+        await util.sleep(this.backoff(failures++), signal);
         continue;
       }
       const since = Date.now();
@@ -154,13 +182,13 @@ class Client {
       if (ended.code === 1012) delay = Math.min(delay, Math.random() * 1000); // restarting: come back soon
       if (ended.code === 1013) delay = Math.max(delay, this.backoff(failures + 3)); // overloaded: back off more
       if (ended.retryAfter) delay = Math.max(delay, ended.retryAfter * 1000);
-      await sleep(delay, signal);
+      await util.sleep(delay, signal);
     }
   }
 
   backoff(attempt) {
     // Full jitter, capped: a restart does not bring every client back at once.
-    return Math.random() * Math.min(this.options.backoffCap, this.options.backoffBase * 2 ** attempt);
+    return util.backoff(attempt, { base: this.options.backoffBase, cap: this.options.backoffCap });
   }
 
   /**
@@ -384,17 +412,10 @@ function openPolling(client, name, path, extra, holdSeconds) {
     controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), limit);
     try {
-      const response = await fetch(`${client.options.url}${path}?${query}`, { cache: "no-store", signal: controller.signal });
-      if (!response.ok) {
-        const error = new Error(`HTTP ${response.status}`);
-        error.retryAfter = Number(response.headers.get("retry-after")) || 0;
-        throw error;
-      }
-      const answer = await response.json();
+      const answer = await util.fetchAnswer(`${client.options.url}${path}?${query}`, controller.signal);
       if (conn.closed) return;
-      for (const entry of answer.cursor.split(",")) {
-        const [channel, seq, epoch] = entry.split(":");
-        if (!client.positions.has(channel)) client.accept({ type: "subscribed", channel, seq: Number(seq), epoch });
+      for (const { channel, seq, epoch } of util.parseCursor(answer.cursor)) {
+        if (!client.positions.has(channel)) client.accept({ type: "subscribed", channel, seq, epoch });
       }
       answer.resets.forEach((r) => client.accept(r));
       answer.messages.forEach((m) => client.accept(m));
@@ -419,7 +440,7 @@ function openPolling(client, name, path, extra, holdSeconds) {
           const reason = controller.signal.aborted ? "request timed out" : String(error.message || error);
           return conn.end({ code: null, reason, retryAfter: error.retryAfter });
         }
-        if (path === "/poll") await sleep(Math.max(0, client.options.pollInterval - (Date.now() - started)));
+        if (path === "/poll") await util.sleep(Math.max(0, client.options.pollInterval - (Date.now() - started)));
       }
     })();
     return conn;
@@ -437,4 +458,4 @@ const openLongPoll = (client, name) =>
   );
 const openPoll = (client, name) => openPolling(client, name, "/poll", () => "", () => 0);
 
-globalThis.pushwire = { connect };
+globalThis.pushwire = { connect, util };

@@ -1,0 +1,62 @@
+// The controls: the demo publisher's settings, publishing, dropping this
+// page's connections, and switching channel. (The runners read the polling
+// inputs themselves, before each request.)
+import { allLanes } from "./lanes.js";
+import { $, autoId, clientId } from "./page.js";
+import { currentChannel, startAll } from "./runners.js";
+
+/** Says what a control did, or why it did nothing. */
+export const notice = (text) => ($("#notice").textContent = text);
+
+/** POSTs `body` as JSON; an error answer (API.md's `{error: {code, message}}`) throws. */
+async function post(path, body) {
+  const response = await fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error ? `${answer.error.code}: ${answer.error.message}` : `HTTP ${response.status}`);
+  return answer;
+}
+
+export function bindControls() {
+  $("#demo-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const rate = Number($("#demo-rate").value), payload = Number($("#demo-payload").value);
+    try {
+      const s = await post("/api/demo", JSON.stringify({ rate, payload }));
+      notice(`demo: ${s.rate} msg/s, ${s.payload} bytes of padding on ${s.channel}`);
+    } catch (error) {
+      notice(`demo not changed: ${error.message}`);
+    }
+  });
+  $("#publish-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("#publish-text").value.trim() || '{"text":"hello, class"}';
+    let body = text;
+    try {
+      JSON.parse(text);
+    } catch {
+      body = JSON.stringify({ text }); // plain words become a JSON string message
+    }
+    try {
+      const answer = await post(`/channels/${encodeURIComponent(currentChannel())}/messages`, body);
+      notice(`published seq ${answer.seq} on ${answer.channel}`);
+    } catch (error) {
+      notice(`not published: ${error.message}`);
+    }
+  });
+  $("#drop").addEventListener("click", async () => {
+    try {
+      await post(`/api/inspect/${clientId}/drop`, "");
+      await post(`/api/inspect/${autoId}/drop`, "").catch(() => {}); // unknown until it connected
+      notice("the server cut this page's connections: watch them reconnect and resume");
+    } catch (error) {
+      notice(`drop failed: ${error.message}`);
+    }
+  });
+  $("#channel").addEventListener("change", () => {
+    const channel = $("#channel").value.trim();
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(channel)) return notice("a channel name is 1 to 64 of A-Z a-z 0-9 _ . -");
+    for (const lane of allLanes) lane.clearFigures();
+    startAll(channel);
+    notice(`switched to ${channel}`);
+  });
+}

@@ -1,0 +1,170 @@
+// What feeds the lanes: each raw lane runs its transport with the browser's own
+// WebSocket, EventSource or fetch (no client library in between, so a lane
+// shows its transport as it is), and the auto lane runs the pushwire.js client.
+import { connect, util } from "/static/js/pushwire.mjs";
+import { auto, lanes } from "./lanes.js";
+import { $, autoId, clientId, config } from "./page.js";
+
+const { sleep } = util;
+// Equal jitter (at least half the delay) rather than the client's full jitter:
+// one page's lanes are no crowd that a restart must spread out.
+const backoff = (attempt) => util.backoff(attempt, { base: 250, cap: 5000, floor: 0.5 });
+
+// Every start is a new generation: a runner of an older one stops at its next
+// step, and the aborter cancels its held requests.
+const state = { channel: config.channel, generation: 0, aborter: new AbortController() };
+
+/** Which runner feeds a raw lane, by lane id (the transport names pushwire.js uses too). */
+const runners = { websocket: runWebSocket, sse: runSse, "long-poll": runLongPoll, poll: runPoll };
+
+/** The channel every lane runs on. */
+export const currentChannel = () => state.channel;
+
+/** Starts every lane on `channel` from its head, stopping whatever ran before. */
+export function startAll(channel) {
+  state.channel = channel;
+  const generation = ++state.generation;
+  // Held requests of the previous channel would otherwise keep connections busy.
+  state.aborter.abort();
+  state.aborter = new AbortController();
+  runAuto();
+  for (const lane of lanes) {
+    lane.connection?.close(); // the previous WebSocket or EventSource
+    [lane.lastSeq, lane.epoch] = [null, null];
+    lane.setStatus("connecting");
+    runners[lane.id](lane, generation);
+  }
+}
+
+/** A raw lane's query: this page's tag (for /api/inspect) and the lane's own cursor. */
+function query(lane, extra = "") {
+  const cursor = lane.cursor(state.channel);
+  return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${extra}`;
+}
+
+function runWebSocket(lane, generation) {
+  if (!("WebSocket" in window)) return lane.setStatus("unavailable", "this browser has no WebSocket");
+  let attempt = 0;
+  const open = () => {
+    if (generation !== state.generation) return;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}${lane.path}?${query(lane)}`);
+    let welcomed = false;
+    lane.requests++;
+    lane.connection = ws;
+    ws.onmessage = (event) => {
+      const m = JSON.parse(event.data);
+      if (m.type === "welcome") {
+        welcomed = true;
+        attempt = 0;
+        lane.setStatus("live", `session ${m.session}, protocol ping every ${m.heartbeat_ms / 1000} s`);
+      } else if (m.type === "subscribed") lane.start(m.seq, m.epoch);
+      else if (m.type === "message") lane.message(m);
+      else if (m.type === "reset") lane.reset(m);
+      else if (m.type === "error") lane.setStatus("live", `server said: ${m.code}: ${m.message}`);
+    };
+    ws.onclose = (event) => {
+      if (generation !== state.generation) return;
+      lane.reconnects++;
+      const why = welcomed ? `closed ${event.code} ${event.reason || ""}` : `closed ${event.code} before welcome: upgrade refused or blocked?`;
+      lane.setStatus(welcomed ? "reconnecting" : "unavailable", why);
+      // 1013 is "try again later" (overloaded, or too slow to keep up): wait longer.
+      setTimeout(open, event.code === 1013 ? backoff(attempt++ + 3) : backoff(attempt++));
+    };
+  };
+  open();
+}
+
+function runSse(lane, generation) {
+  if (!("EventSource" in window)) return lane.setStatus("unavailable", "this browser has no EventSource");
+  let opened = 0;
+  const open = () => {
+    if (generation !== state.generation) return;
+    const es = new EventSource(`${lane.path}?${query(lane)}`);
+    lane.connection = es;
+    es.onopen = () => {
+      lane.requests++;
+      if (opened++ > 0) lane.reconnects++;
+      lane.setStatus("live", opened > 1 ? "reconnected by the browser with Last-Event-ID" : "stream open");
+    };
+    es.addEventListener("subscribed", (e) => {
+      const m = JSON.parse(e.data);
+      lane.start(m.seq, m.epoch);
+    });
+    es.addEventListener("message", (e) => lane.message(JSON.parse(e.data)));
+    es.addEventListener("reset", (e) => lane.reset(JSON.parse(e.data)));
+    es.onerror = () => {
+      if (generation !== state.generation) return es.close();
+      if (es.readyState === EventSource.CLOSED) {
+        // The browser gave up (e.g. an error status): reopen with our cursor.
+        lane.setStatus(opened ? "reconnecting" : "unavailable", "stream refused or failed; retrying");
+        setTimeout(open, 2000);
+      } else lane.setStatus("reconnecting", "stream ended; the browser reconnects by itself");
+    };
+  };
+  open();
+}
+
+// The polling inputs are read before each request, so that a change applies from the next one.
+const pollInterval = () => Number($("#poll-interval").value || 1000);
+const longPollTimeout = () => Math.min(60, Math.max(0, Math.round(Number($("#long-poll-timeout").value || 25))));
+
+/** The server holds each request until there is news, so the next one goes at once. */
+function runLongPoll(lane, generation) {
+  return runPolling(lane, generation, () => `&timeout=${longPollTimeout()}`, null);
+}
+
+/** The server answers at once, full or empty, so the lane asks again on a timer. */
+function runPoll(lane, generation) {
+  return runPolling(lane, generation, () => "", pollInterval);
+}
+
+/** Requests in a loop; `interval()` (short polling only) spaces their starts. */
+async function runPolling(lane, generation, params, interval) {
+  let attempt = 0;
+  while (generation === state.generation) {
+    const started = Date.now();
+    try {
+      lane.requests++;
+      const answer = await util.fetchAnswer(`${lane.path}?${query(lane, params())}`, state.aborter.signal);
+      if (generation !== state.generation) return;
+      const [{ channel, seq, epoch }] = util.parseCursor(answer.cursor);
+      // The first answer of a lane with no cursor starts at the head; its
+      // cursor points after the messages it carries.
+      if (lane.lastSeq === null) lane.start(answer.messages.length ? answer.messages[0].seq - 1 : seq, epoch);
+      answer.resets.forEach((r) => lane.reset(r));
+      answer.messages.forEach((m) => lane.message(m));
+      if (answer.messages.length === 0) lane.empties++;
+      if (channel === state.channel) [lane.lastSeq, lane.epoch] = [seq, epoch];
+      attempt = 0;
+      lane.setStatus("live", "");
+    } catch (error) {
+      if (generation !== state.generation) return; // a request of a previous channel, aborted
+      lane.reconnects++;
+      lane.setStatus("reconnecting", String(error.message || error));
+      await sleep(backoff(attempt++));
+      continue;
+    }
+    if (interval) await sleep(Math.max(0, interval() - (Date.now() - started)));
+  }
+}
+
+/** The fifth lane: the fallback client, with its own tag for byte counting. */
+function runAuto() {
+  auto.client?.close();
+  Object.assign(auto, { lastSeq: null, epoch: null, transport: null });
+  const client = (auto.client = connect({ channels: [state.channel], params: { client: autoId } }));
+  // Listeners of a replaced client (after a channel switch) must not touch the lane.
+  const on = (type, listener) => client.on(type, (detail) => auto.client === client && listener(detail));
+  on("transport", (t) => {
+    auto.transport = t.transport;
+    const others = Object.entries(t.reasons).filter(([name]) => name !== t.transport);
+    auto.reason = others.length ? "— left " + others.map(([n, why]) => `${n}: ${why}`).join("; ") : "";
+  });
+  on("state", (s) => {
+    if (s.state === "reconnecting") auto.reconnects++;
+    auto.status = s.state === "open" ? "live" : s.state;
+  });
+  on("reset", (r) => auto.reset(r));
+  on("message", (m) => auto.message(m));
+}
