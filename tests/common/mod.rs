@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -148,7 +150,25 @@ impl TestApp {
     pub async fn sse(&self, query: &str) -> Sse {
         Sse::open(&self.http, &self.url(&format!("/sse{query}")), None).await
     }
+
+    /// Connects and writes a hand-made WebSocket upgrade for `path_and_query`
+    /// with [`WS_SAMPLE_KEY`], for tests that must count every byte or never
+    /// answer a ping, which a WebSocket library would hide or do by itself.
+    /// Returns the connection and the exact request sent.
+    pub async fn raw_upgrade(&self, path_and_query: &str) -> (TcpStream, String) {
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.addr
+        );
+        let mut tcp = timeout(PATIENCE, TcpStream::connect(self.addr)).await.expect("connect timed out").unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        (tcp, request)
+    }
 }
+
+/// The sample nonce of RFC 6455 section 1.3 and the accept value it must yield.
+pub const WS_SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 impl Drop for TestApp {
     fn drop(&mut self) {

@@ -236,19 +236,14 @@ async fn app_ping_gets_pong_and_protocol_pings_are_sent(hub: HubKind) {
 }
 
 async fn silent_peer_is_closed(hub: HubKind) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let app = spawn_app_with(hub, |c| {
         c.ws_ping_interval = Duration::from_millis(100);
         c.ws_pong_timeout = Duration::from_millis(200);
     })
     .await;
     // A raw client that completes the handshake and then never answers a ping.
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        app.addr
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    let (mut tcp, _) = app.raw_upgrade("/ws").await;
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -261,7 +256,7 @@ async fn silent_peer_is_closed(hub: HubKind) {
     }
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key derived from the sample nonce");
+    assert!(text.contains(WS_SAMPLE_ACCEPT), "accept key derived from the sample nonce");
     // Frames: 0x89 is a ping, 0x88 a close.
     assert!(received.contains(&0x89), "a ping was sent");
     assert!(received.contains(&0x88), "a close was sent before the socket was dropped");
