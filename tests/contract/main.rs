@@ -9,6 +9,7 @@ mod hub_contract;
 mod long_poll;
 mod process;
 mod redis_hub;
+mod resets;
 mod server;
 mod short_poll;
 mod sse;

@@ -1,4 +1,4 @@
-//! `GET /ws`: handshake, frames, resume, resets, limits, heartbeats.
+//! `GET /ws`: handshake, frames, resume, limits, heartbeats (resets: `resets.rs`).
 
 use std::time::Duration;
 
@@ -12,8 +12,6 @@ crate::for_each_hub!(
     delivers_messages_with_every_field,
     keeps_order_across_a_burst,
     resumes_from_a_cursor_without_loss_or_duplicates,
-    resets_when_history_was_trimmed,
-    resets_on_a_wrong_epoch_or_a_position_ahead,
     multi_channel_subscribe_and_unsubscribe_with_acks,
     publish_frame_is_acked_and_delivered_to_the_publisher,
     malformed_and_unknown_frames_get_errors_and_the_socket_survives,
@@ -77,34 +75,6 @@ async fn resumes_from_a_cursor_without_loss_or_duplicates(hub: HubKind) {
     assert_eq!(third.expect("ack").await["ref"], "s1");
     assert_eq!(seqs(&third.messages(3).await), [14, 15, 16]);
     third.assert_quiet(Duration::from_millis(200)).await;
-}
-
-async fn resets_when_history_was_trimmed(hub: HubKind) {
-    let app = spawn_app_with(hub, |c| c.history_size = 5).await;
-    let last = app.publish_many("t", 20).await;
-    let epoch = last["epoch"].as_str().unwrap();
-    let mut ws = app.ws(&format!("?channels=t&cursor=t:2:{epoch}")).await;
-    ws.handshake(1).await;
-    let reset = ws.expect("reset").await;
-    assert_eq!(reset, json!({"type": "reset", "channel": "t", "epoch": epoch, "seq": 15, "reason": "history_trimmed"}));
-    assert_eq!(seqs(&ws.messages(5).await), [16, 17, 18, 19, 20]);
-}
-
-async fn resets_on_a_wrong_epoch_or_a_position_ahead(hub: HubKind) {
-    let app = spawn_app_with(hub, |c| c.history_size = 5).await;
-    let last = app.publish_many("e", 8).await;
-    let epoch = last["epoch"].as_str().unwrap();
-    let mut ws = app.ws("?channels=e&cursor=e:7:wrongEpoch1").await;
-    ws.handshake(1).await;
-    let reset = ws.expect("reset").await;
-    assert_eq!(reset, json!({"type": "reset", "channel": "e", "epoch": epoch, "seq": 3, "reason": "epoch_changed"}));
-    assert_eq!(seqs(&ws.messages(5).await), [4, 5, 6, 7, 8], "every retained message follows the reset");
-
-    let mut ahead = app.ws(&format!("?channels=e&cursor=e:99:{epoch}")).await;
-    ahead.handshake(1).await;
-    let reset = ahead.expect("reset").await;
-    assert_eq!((reset["reason"].as_str(), reset["seq"].as_u64()), (Some("epoch_changed"), Some(3)));
-    assert_eq!(seqs(&ahead.messages(5).await), [4, 5, 6, 7, 8]);
 }
 
 async fn multi_channel_subscribe_and_unsubscribe_with_acks(hub: HubKind) {
