@@ -117,7 +117,8 @@ fn count_frames(received: &[u8]) -> usize {
 
 async fn stats_count_requests_messages_and_connections(hub: HubKind) {
     // A server learns that an SSE client vanished on its next write: the
-    // heartbeat bounds how long that takes.
+    // heartbeat bounds how long that takes. A real interval, as the server's
+    // clock cannot be paused; the test waits on the gauge, not on the clock.
     let app = spawn_app_with(hub, |c| c.sse_heartbeat = std::time::Duration::from_millis(100)).await;
     let mut ws = app.ws("?channels=st").await;
     ws.handshake(1).await;

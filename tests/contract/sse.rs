@@ -110,6 +110,10 @@ async fn multi_channel_ids_name_every_channel(hub: HubKind) {
     assert_eq!(events[1].id.as_deref(), Some(format!("a:2:{epoch},quiet:0:{epoch}").as_str()));
 }
 
+/// Only that heartbeats reach a real socket: the server runs on actix's own
+/// runtimes, whose clock a test cannot pause, so this needs a short real
+/// interval and waits for the comment. The exact schedule is a unit test on a
+/// paused clock in `src/transport/sse.rs`.
 async fn heartbeat_comments_arrive(hub: HubKind) {
     let app = spawn_app_with(hub, |c| c.sse_heartbeat = Duration::from_millis(50)).await;
     let mut sse = app.sse("?channels=h").await;

@@ -186,6 +186,10 @@ async fn oversized_frame_closes_1009(hub: HubKind) {
     assert_eq!(answer["messages"], json!([]), "the oversized frame published nothing");
 }
 
+/// The ping interval is short and real: the server runs on actix's own
+/// runtimes, whose clock a test cannot pause. The exact ping and pong schedule
+/// is unit-tested on a paused clock in `src/transport/websocket/tests.rs`;
+/// here and below it is enough that pings and the close reach a real socket.
 async fn app_ping_gets_pong_and_protocol_pings_are_sent(hub: HubKind) {
     let app = spawn_app_with(hub, |c| c.ws_ping_interval = Duration::from_millis(100)).await;
     let mut ws = app.ws("").await;
