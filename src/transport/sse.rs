@@ -138,3 +138,51 @@ impl SseStream {
 /// Headers that keep proxies from buffering or caching the stream.
 pub const HEADERS: [(&str, &str); 3] =
     [("cache-control", "no-cache, no-store"), ("x-accel-buffering", "no"), ("content-type", "text/event-stream")];
+
+#[cfg(test)]
+mod tests {
+    //! The heartbeat schedule on a paused clock. The contract tests run the
+    //! server on actix's own runtimes, whose clocks a test cannot pause, so
+    //! over a real socket they can only show that heartbeats arrive.
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio::time::{Instant, timeout};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::{HistoryLimits, MemoryHub};
+    use crate::message::Cursor;
+    use crate::shutdown::Shutdown;
+    use crate::transport::never;
+
+    const EVERY: Duration = Duration::from_secs(15);
+
+    fn context() -> Context {
+        let mut config = Config::defaults();
+        config.sse_heartbeat = EVERY;
+        let hub = Arc::new(MemoryHub::new(HistoryLimits::default()));
+        Context { config: Arc::new(config), hub, stats: Arc::default(), shutdown: Shutdown::default() }
+    }
+
+    fn request(channel: &str) -> StreamRequest {
+        StreamRequest { channels: vec![channel.parse().unwrap()], cursor: Cursor::default(), cut: never() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_a_heartbeat_exactly_every_interval() {
+        let start = Instant::now();
+        let mut stream = pin!(open(context(), request("h")).await.unwrap());
+        let preamble = stream.next().await.unwrap().unwrap();
+        assert!(preamble.starts_with(b": pushwire stream open\n"), "{preamble:?}");
+        assert_eq!(start.elapsed(), Duration::ZERO, "the comment opens the stream at once");
+        for n in 1..=3 {
+            // Paused clock: a bound on a failure that costs nothing.
+            let chunk = timeout(EVERY * 10, stream.next()).await.expect("a heartbeat").unwrap().unwrap();
+            assert_eq!(chunk, ": heartbeat\n\n");
+            assert_eq!(start.elapsed(), EVERY * n, "heartbeat {n} at {n} intervals, not before or after");
+        }
+    }
+}

@@ -260,3 +260,6 @@ fn published_ack(reference: &Value, message: &Message) -> String {
     }
     .to_json()
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -151,6 +153,96 @@ impl TestApp {
     pub async fn sse(&self, query: &str) -> Sse {
         Sse::open(&self.http, &self.url(&format!("/sse{query}")), None).await
     }
+
+    /// Connects and writes a hand-made WebSocket upgrade for `path_and_query`
+    /// with [`WS_SAMPLE_KEY`], for tests that must count every byte or never
+    /// answer a ping, which a WebSocket library would hide or do by itself.
+    /// Returns the connection and the exact request sent.
+    pub async fn raw_upgrade(&self, path_and_query: &str) -> (TcpStream, String) {
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.addr
+        );
+        let mut tcp = timeout(PATIENCE, TcpStream::connect(self.addr)).await.expect("connect timed out").unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        (tcp, request)
+    }
+
+    /// What `reader` delivers on `channel` from `cursor` once subscribed: the
+    /// first `n` frames of a stream, or all of one poll answer (its resets,
+    /// then its messages, as the answer lists them).
+    pub async fn read_from(&self, reader: Reader, channel: &str, cursor: &str, n: usize) -> Vec<Delivered> {
+        let query = format!("?channels={channel}&cursor={cursor}");
+        match reader {
+            Reader::WebSocket => {
+                let mut ws = self.ws(&query).await;
+                ws.handshake(1).await;
+                let mut out = Vec::with_capacity(n);
+                while out.len() < n {
+                    out.push(Delivered { frame: ws.json().await, cursor: None });
+                }
+                out
+            }
+            Reader::Sse | Reader::SseLastEventId => {
+                let mut sse = match reader {
+                    Reader::Sse => self.sse(&query).await,
+                    _ => Sse::open(&self.http, &self.url(&format!("/sse?channels={channel}")), Some(cursor)).await,
+                };
+                sse.expect("subscribed").await;
+                let mut out = Vec::with_capacity(n);
+                while out.len() < n {
+                    let event = sse.event().await.expect("stream ended");
+                    let frame = event.json();
+                    assert_eq!(event.event.as_deref(), frame["type"].as_str(), "event name = frame type: {event:?}");
+                    let cursor = event.id.unwrap_or_else(|| panic!("an SSE event carries its cursor as id: {frame}"));
+                    out.push(Delivered { frame, cursor: Some(cursor) });
+                }
+                out
+            }
+            Reader::LongPoll | Reader::Poll => {
+                let path = if reader == Reader::LongPoll { "/long-poll" } else { "/poll" };
+                let wait = if reader == Reader::LongPoll { "&timeout=0" } else { "" };
+                let (status, answer) = self.get(&format!("{path}{query}{wait}")).await;
+                assert_eq!(status, 200, "{path}: {answer}");
+                let frames = answer["resets"].as_array().unwrap().iter().chain(answer["messages"].as_array().unwrap());
+                let mut out: Vec<_> = frames.map(|f| Delivered { frame: f.clone(), cursor: None }).collect();
+                let cursor = answer["cursor"].as_str().unwrap_or_else(|| panic!("{path}: no cursor in {answer}"));
+                if let Some(last) = out.last_mut() {
+                    last.cursor = Some(cursor.to_string());
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The sample nonce of RFC 6455 section 1.3 and the accept value it must yield.
+pub const WS_SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// The ways a client reads a channel from a cursor: one per transport, SSE
+/// twice (`?cursor=` as a script resumes, `Last-Event-ID` as a browser does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    WebSocket,
+    Sse,
+    SseLastEventId,
+    LongPoll,
+    Poll,
+}
+
+impl Reader {
+    pub const ALL: [Reader; 5] =
+        [Reader::WebSocket, Reader::Sse, Reader::SseLastEventId, Reader::LongPoll, Reader::Poll];
+}
+
+/// A frame as a transport delivered it, with the cursor the transport handed
+/// out right after it: SSE's `id:` on every event, a poll answer's `cursor` on
+/// its last frame. WebSocket hands out none.
+#[derive(Debug)]
+pub struct Delivered {
+    pub frame: Value,
+    pub cursor: Option<String>,
 }
 
 impl Drop for TestApp {

@@ -1,4 +1,4 @@
-//! `GET /long-poll`: held answers, cursors, batches, resets, timeouts.
+//! `GET /long-poll`: held answers, cursors, batches, timeouts (resets: `resets.rs`).
 
 use serde_json::{Value, json};
 
@@ -10,7 +10,6 @@ crate::for_each_hub!(
     times_out_empty_with_a_cursor_naming_every_channel,
     keeps_order_across_a_burst_in_batches,
     resumes_without_loss_or_duplicates,
-    resets_when_history_was_trimmed_or_epoch_changed,
     bad_input_is_refused,
     shutdown_answers_held_polls,
 );
@@ -81,22 +80,6 @@ async fn resumes_without_loss_or_duplicates(hub: HubKind) {
         cursor = answer["cursor"].as_str().unwrap().to_string();
     }
     assert_eq!(seen, (1..=15).collect::<Vec<_>>());
-}
-
-async fn resets_when_history_was_trimmed_or_epoch_changed(hub: HubKind) {
-    let app = spawn_app_with(hub, |c| c.history_size = 5).await;
-    let epoch = app.publish_many("t", 20).await["epoch"].as_str().unwrap().to_string();
-    let (_, answer) = app.get(&format!("/long-poll?channels=t&cursor=t:2:{epoch}&timeout=0")).await;
-    assert_eq!(
-        answer["resets"],
-        json!([{"type": "reset", "channel": "t", "epoch": epoch, "seq": 15, "reason": "history_trimmed"}])
-    );
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), [16, 17, 18, 19, 20]);
-    assert_eq!(answer["cursor"], format!("t:20:{epoch}"));
-    let (_, answer) = app.get("/long-poll?channels=t&cursor=t:3:Other1&timeout=0").await;
-    assert_eq!(answer["resets"][0]["reason"], "epoch_changed");
-    assert_eq!(answer["resets"][0]["seq"], 15);
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), [16, 17, 18, 19, 20]);
 }
 
 async fn bad_input_is_refused(hub: HubKind) {

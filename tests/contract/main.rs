@@ -10,6 +10,7 @@ mod limits;
 mod long_poll;
 mod process;
 mod redis_hub;
+mod resets;
 mod server;
 mod short_poll;
 mod sse;

@@ -64,12 +64,7 @@ async fn poll_bytes_are_counted_exactly_as_on_the_wire(hub: HubKind) {
 async fn websocket_bytes_include_the_handshake_and_frame_headers(hub: HubKind) {
     let app = spawn_app(hub).await;
     let before = app.stats().await;
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let request = format!(
-        "GET /ws?channels=wire HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        app.addr
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    let (mut tcp, request) = app.raw_upgrade("/ws?channels=wire").await;
     // Read the 101, the welcome and the subscribed frame.
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
@@ -122,7 +117,8 @@ fn count_frames(received: &[u8]) -> usize {
 
 async fn stats_count_requests_messages_and_connections(hub: HubKind) {
     // A server learns that an SSE client vanished on its next write: the
-    // heartbeat bounds how long that takes.
+    // heartbeat bounds how long that takes. A real interval, as the server's
+    // clock cannot be paused; the test waits on the gauge, not on the clock.
     let app = spawn_app_with(hub, |c| c.sse_heartbeat = std::time::Duration::from_millis(100)).await;
     let mut ws = app.ws("?channels=st").await;
     ws.handshake(1).await;

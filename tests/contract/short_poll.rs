@@ -9,7 +9,6 @@ crate::for_each_hub!(
     delivers_messages_with_every_field,
     keeps_order_across_a_burst_in_batches,
     resumes_without_loss_or_duplicates,
-    resets_when_history_was_trimmed_or_epoch_changed,
     bad_input_is_refused,
 );
 
@@ -67,23 +66,6 @@ async fn resumes_without_loss_or_duplicates(hub: HubKind) {
     }
     assert_eq!(xs, (1..=12).collect::<Vec<_>>());
     assert_eq!(ys, (1..=8).collect::<Vec<_>>());
-}
-
-async fn resets_when_history_was_trimmed_or_epoch_changed(hub: HubKind) {
-    let app = spawn_app_with(hub, |c| c.history_size = 5).await;
-    let epoch = app.publish_many("t", 20).await["epoch"].as_str().unwrap().to_string();
-    let (_, answer) = app.get(&format!("/poll?channels=t&cursor=t:2:{epoch}")).await;
-    assert_eq!(
-        answer["resets"],
-        json!([{"type": "reset", "channel": "t", "epoch": epoch, "seq": 15, "reason": "history_trimmed"}])
-    );
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), [16, 17, 18, 19, 20]);
-    let (_, answer) = app.get("/poll?channels=t&cursor=t:500:Other1").await;
-    assert_eq!(answer["resets"][0]["reason"], "epoch_changed");
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), [16, 17, 18, 19, 20]);
-    // A position ahead of the head, in the right epoch, is epoch_changed too.
-    let (_, answer) = app.get(&format!("/poll?channels=t&cursor=t:21:{epoch}")).await;
-    assert_eq!(answer["resets"][0]["reason"], "epoch_changed");
 }
 
 async fn bad_input_is_refused(hub: HubKind) {

@@ -1,4 +1,4 @@
-//! `GET /sse`: stream framing, resume by cursor and Last-Event-ID, resets.
+//! `GET /sse`: stream framing, resume by cursor and Last-Event-ID (resets: `resets.rs`).
 
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ crate::for_each_hub!(
     resumes_from_cursor_and_last_event_id,
     last_event_id_wins_over_cursor,
     multi_channel_ids_name_every_channel,
-    resets_when_history_was_trimmed_or_epoch_changed,
     heartbeat_comments_arrive,
     bad_input_is_refused,
     shutdown_ends_the_stream,
@@ -111,30 +110,10 @@ async fn multi_channel_ids_name_every_channel(hub: HubKind) {
     assert_eq!(events[1].id.as_deref(), Some(format!("a:2:{epoch},quiet:0:{epoch}").as_str()));
 }
 
-async fn resets_when_history_was_trimmed_or_epoch_changed(hub: HubKind) {
-    let app = spawn_app_with(hub, |c| c.history_size = 5).await;
-    let epoch = app.publish_many("t", 20).await["epoch"].as_str().unwrap().to_string();
-    let mut sse = app.sse(&format!("?channels=t&cursor=t:2:{epoch}")).await;
-    sse.expect("subscribed").await;
-    let reset = sse.expect("reset").await;
-    assert_eq!(
-        reset.json(),
-        json!({"type": "reset", "channel": "t", "epoch": epoch, "seq": 15, "reason": "history_trimmed"})
-    );
-    assert_eq!(reset.id.as_deref(), Some(format!("t:15:{epoch}").as_str()), "the reset moves the position");
-    let rest: Vec<_> = sse.messages(5).await.iter().map(SseEvent::json).collect();
-    assert_eq!(seqs(&rest), [16, 17, 18, 19, 20]);
-
-    let mut wrong = Sse::open(&app.http, &app.url("/sse?channels=t"), Some("t:19:oldEpoch")).await;
-    wrong.expect("subscribed").await;
-    let reset = wrong.expect("reset").await.json();
-    assert_eq!(
-        (reset["reason"].as_str(), reset["seq"].as_u64(), reset["epoch"].as_str()),
-        (Some("epoch_changed"), Some(15), Some(epoch.as_str()))
-    );
-    assert_eq!(wrong.expect("message").await.json()["seq"], 16);
-}
-
+/// Only that heartbeats reach a real socket: the server runs on actix's own
+/// runtimes, whose clock a test cannot pause, so this needs a short real
+/// interval and waits for the comment. The exact schedule is a unit test on a
+/// paused clock in `src/transport/sse.rs`.
 async fn heartbeat_comments_arrive(hub: HubKind) {
     let app = spawn_app_with(hub, |c| c.sse_heartbeat = Duration::from_millis(50)).await;
     let mut sse = app.sse("?channels=h").await;

@@ -1,0 +1,61 @@
+//! Resets, once for every transport: a cursor that the retained history
+//! cannot continue gets one `reset` to just before the oldest retained
+//! message, then every retained message in order (API.md, cursors).
+//!
+//! Each reason is one test that runs every [`Reader`] over the same channel:
+//! 20 published, the last 5 retained, so the reset is to 15 and 16..=20 follow.
+
+use serde_json::json;
+
+use crate::common::*;
+
+crate::for_each_hub!(
+    a_trimmed_history_is_history_trimmed,
+    another_epoch_is_epoch_changed,
+    a_position_ahead_of_the_head_is_epoch_changed,
+);
+
+const PUBLISHED: u64 = 20;
+const RETAINED: u64 = 5;
+
+async fn a_trimmed_history_is_history_trimmed(hub: HubKind) {
+    check_reset(hub, "history_trimmed", |epoch| vec![format!("t:2:{epoch}")]).await;
+}
+
+async fn another_epoch_is_epoch_changed(hub: HubKind) {
+    // Positions before, within and past what the current epoch retains.
+    check_reset(hub, "epoch_changed", |_| vec!["t:3:Other1".into(), "t:19:oldEpoch".into(), "t:500:Other1".into()])
+        .await;
+}
+
+async fn a_position_ahead_of_the_head_is_epoch_changed(hub: HubKind) {
+    check_reset(hub, "epoch_changed", |epoch| vec![format!("t:21:{epoch}"), format!("t:99:{epoch}")]).await;
+}
+
+/// Every reader, from each cursor, gets exactly the reset with all its fields,
+/// then each retained message with all its fields, in order; and every cursor
+/// a transport hands out on the way names the position after its frame.
+async fn check_reset(hub: HubKind, reason: &str, cursors: impl FnOnce(&str) -> Vec<String>) {
+    let app = spawn_app_with(hub, |c| c.history_size = RETAINED as usize).await;
+    let epoch = app.publish_many("t", PUBLISHED).await["epoch"].as_str().unwrap().to_string();
+    let reset_to = PUBLISHED - RETAINED;
+    let reset = json!({"type": "reset", "channel": "t", "epoch": epoch, "seq": reset_to, "reason": reason});
+    for cursor in cursors(&epoch) {
+        for reader in Reader::ALL {
+            let what = format!("{reader:?} from {cursor}");
+            let got = app.read_from(reader, "t", &cursor, 1 + RETAINED as usize).await;
+            let frames: Vec<_> = got.iter().map(|d| &d.frame).collect();
+            assert_eq!(frames.len(), 1 + RETAINED as usize, "{what}: {frames:?}");
+            assert_eq!(frames[0], &reset, "{what}: the reset comes first");
+            assert_eq!(seqs(frames[1..].iter().copied()), (reset_to + 1..=PUBLISHED).collect::<Vec<_>>(), "{what}");
+            for (message, seq) in frames[1..].iter().zip(reset_to + 1..) {
+                assert_message(message, "t", seq, &json!({"i": seq}));
+            }
+            for (delivered, seq) in got.iter().zip(reset_to..) {
+                if let Some(handed_out) = &delivered.cursor {
+                    assert_eq!(handed_out, &format!("t:{seq}:{epoch}"), "{what}: the cursor after {}", delivered.frame);
+                }
+            }
+        }
+    }
+}
