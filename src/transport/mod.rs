@@ -112,6 +112,29 @@ impl Context {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context on a fresh memory hub with these settings, for unit tests.
+    pub(crate) fn for_tests(config: Config) -> Context {
+        let hub = crate::hub::MemoryHub::new(config.history_limits());
+        Context {
+            publish_rate: Arc::new(PublishRate::new(config.publish_rate)),
+            config: Arc::new(config),
+            hub,
+            stats: Arc::default(),
+            shutdown: Shutdown::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl StreamRequest {
+    /// A request for `channels` from their heads, never cut.
+    pub(crate) fn for_tests(channels: Vec<ChannelName>) -> StreamRequest {
+        StreamRequest { channels, cursor: Cursor::default(), peer: None, cut: never() }
+    }
+}
+
 /// A validated stream request: its channels, where to resume, and what cuts it.
 pub struct StreamRequest {
     pub channels: Vec<ChannelName>,

@@ -145,7 +145,7 @@ mod tests {
     //! server on actix's own runtimes, whose clocks a test cannot pause, so
     //! over a real socket they can only show that heartbeats arrive.
     use std::pin::pin;
-    use std::sync::Arc;
+
     use std::time::Duration;
 
     use futures_util::StreamExt;
@@ -153,22 +153,17 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::hub::{HistoryLimits, MemoryHub};
-    use crate::message::Cursor;
-    use crate::shutdown::Shutdown;
-    use crate::transport::never;
 
     const EVERY: Duration = Duration::from_secs(15);
 
     fn context() -> Context {
         let mut config = Config::defaults();
         config.sse_heartbeat = EVERY;
-        let hub = Arc::new(MemoryHub::new(HistoryLimits::default()));
-        Context { config: Arc::new(config), hub, stats: Arc::default(), shutdown: Shutdown::default() }
+        Context::for_tests(config)
     }
 
     fn request(channel: &str) -> StreamRequest {
-        StreamRequest { channels: vec![channel.parse().unwrap()], cursor: Cursor::default(), cut: never() }
+        StreamRequest::for_tests(vec![channel.parse().unwrap()])
     }
 
     #[tokio::test(start_paused = true)]

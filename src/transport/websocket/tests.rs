@@ -18,9 +18,6 @@ use tokio::time::{sleep_until, timeout};
 
 use super::*;
 use crate::config::Config;
-use crate::hub::{HistoryLimits, MemoryHub};
-use crate::shutdown::Shutdown;
-use crate::transport::never;
 
 const PING_EVERY: Duration = Duration::from_secs(10);
 
@@ -36,8 +33,7 @@ async fn connect(pong_timeout: Duration) -> Peer {
     let mut config = Config::defaults();
     config.ws_ping_interval = PING_EVERY;
     config.ws_pong_timeout = pong_timeout;
-    let hub = Arc::new(MemoryHub::new(HistoryLimits::default()));
-    let ctx = Context { config: Arc::new(config), hub, stats: Arc::default(), shutdown: Shutdown::default() };
+    let ctx = Context::for_tests(config);
     let (req, _) = TestRequest::get()
         .uri("/ws")
         .insert_header(("upgrade", "websocket"))
@@ -51,7 +47,7 @@ async fn connect(pong_timeout: Duration) -> Peer {
     let body = web::Payload::from_request(&req, &mut Payload::from(stream)).await.unwrap();
     let (response, session, stream) = actix_ws::handle(&req, body).unwrap();
     assert_eq!(response.status(), 101);
-    let request = StreamRequest { channels: Vec::new(), cursor: Cursor::default(), cut: never() };
+    let request = StreamRequest::for_tests(Vec::new());
     tokio::task::spawn_local(run(ctx, session, stream, request));
     Peer { to_server, from_server: response.into_body(), buf: BytesMut::new() }
 }
