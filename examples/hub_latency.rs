@@ -117,7 +117,13 @@ async fn measure(hub_name: &'static str, hub: Arc<dyn Hub>, subscribers: usize, 
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     for i in 0..total {
         tick.tick().await;
-        let response = http.post(&url).body(format!(r#"{{"i":{i},"text":"latency probe"}}"#)).send().await.unwrap();
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"i":{i},"text":"latency probe"}}"#))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
     }
 

@@ -16,10 +16,8 @@ pub enum ErrorCode {
     BadCursor,
     BadJson,
     BadRequest,
-    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
     Unauthorized,
     UpgradeRequired,
-    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -44,17 +42,32 @@ pub struct AppError {
     pub retry_after: Option<u32>,
     /// Methods a resource allows, for `method_not_allowed`.
     pub allow: Option<&'static str>,
+    /// A status more precise than the code's (415 for a `bad_request` body type).
+    pub status: Option<StatusCode>,
 }
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
         let retry_after =
             matches!(code, ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable).then_some(1);
-        AppError { code, message: message.into(), retry_after, allow: None }
+        AppError { code, message: message.into(), retry_after, allow: None, status: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> AppError {
         AppError::new(ErrorCode::BadRequest, message)
+    }
+
+    /// `415` with code `bad_request`: a body of a type the route does not take.
+    pub fn unsupported_media_type(message: impl Into<String>) -> AppError {
+        AppError { status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), ..AppError::bad_request(message) }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::Forbidden, message)
     }
 
     /// `429 rate_limited`, to come back after `wait`.
@@ -103,7 +116,7 @@ struct Inner<'a> {
 
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
-        status_of(self.code)
+        self.status.unwrap_or_else(|| status_of(self.code))
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -114,6 +127,9 @@ impl ResponseError for AppError {
         }
         if let Some(allow) = self.allow {
             response.insert_header((header::ALLOW, allow));
+        }
+        if self.code == ErrorCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if self.code == ErrorCode::RequestTimeout {
             response.force_close();

@@ -7,6 +7,7 @@
 //! - [`message`]: channel names, epochs, cursors, messages (encoded once).
 //! - `protocol`: WebSocket client and server frames; close codes and the disconnect catalogue.
 //! - `error`: the error codes of API.md and `AppError`, the error every client sees.
+//! - `auth`: access tokens (JWT) and what they grant; the origin policy is `routes/access.rs`.
 //! - [`hub`]: the `Hub` trait and its contract; the local fan-out; the memory
 //!   hub (`hub/memory.rs`) and the Redis hub (`hub/redis/`).
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
@@ -21,6 +22,7 @@
 //! - `demo`: the built-in demo publisher, adjustable at run time.
 //! - `inspect`: per-page captures for the dashboard's teaching panel.
 
+mod auth;
 pub mod config;
 mod demo;
 mod error;

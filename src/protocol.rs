@@ -18,7 +18,6 @@ pub enum CloseCode {
     /// 1007: a text frame was not valid UTF-8 (RFC 6455).
     InvalidData,
     /// 1008: refused by policy (auth, origin); reconnecting will not help.
-    #[expect(dead_code, reason = "closes of the hardening work (issue 9)")]
     Policy,
     /// 1009: a frame exceeded the frame limit; send smaller frames.
     TooBig,
@@ -82,6 +81,9 @@ impl Disconnect {
     /// A frame could not be written within `--write-timeout`.
     pub const WRITE_TIMEOUT: Disconnect =
         Disconnect { code: CloseCode::TryAgainLater, reason: "not reading; resume from your cursor", reconnect: true };
+    /// The access token reached its `exp` (API.md v1.1): come back with a fresh one.
+    pub const TOKEN_EXPIRED: Disconnect =
+        Disconnect { code: CloseCode::Policy, reason: "token expired", reconnect: true };
     /// A text frame was not valid UTF-8 (RFC 6455 wants 1007).
     pub const INVALID_UTF8: Disconnect =
         Disconnect { code: CloseCode::InvalidData, reason: "text frame is not UTF-8", reconnect: false };

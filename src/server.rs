@@ -16,11 +16,12 @@ use actix_web::{App, web};
 use tokio::net::TcpStream;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::Hub;
 use crate::limits::{self, Connections, PublishRate};
-use crate::routes;
+use crate::routes::{self, Origins};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
@@ -55,7 +56,9 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         stats: Arc::new(Stats::default()),
         shutdown: Shutdown::default(),
     };
-    let state = AppState { ctx, inspector: Arc::default(), demo };
+    let verifier = verifier(&ctx.config)?.map(Arc::new);
+    let origins = Arc::new(Origins::new(&ctx.config.allowed_origins));
+    let state = AppState { ctx, inspector: Arc::default(), demo, verifier, origins };
     // Idle while its rate is 0; the dashboard can start it.
     tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
@@ -77,6 +80,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let data = web::Data::new(state);
             let app = App::new()
                 .app_data(data)
+                .wrap(from_fn(routes::origins))
                 .wrap(from_fn(routes::meter))
                 .wrap(TracingLogger::default())
                 .service(routes::static_files(&static_dir))
@@ -121,4 +125,22 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         })?
         .run();
     Ok(Running { addr, handle: server.handle(), state, server })
+}
+
+/// The token verifier the flags ask for, if any; a key that cannot be read
+/// or parsed stops the start with a message naming the flag.
+fn verifier(config: &Config) -> io::Result<Option<Verifier>> {
+    let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+    match (&config.auth_secret, &config.auth_public_key) {
+        (Some(secret), _) if secret.is_empty() => Err(invalid("--auth-secret is empty".into())),
+        (Some(secret), _) => Ok(Some(Verifier::secret(secret.as_bytes()))),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("cannot read --auth-public-key {}: {e}", path.display())))?;
+            Verifier::public_key(&pem)
+                .map(Some)
+                .map_err(|e| invalid(format!("--auth-public-key {}: {e}", path.display())))
+        }
+        (None, None) => Ok(None),
+    }
 }

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::auth::Verifier;
 use crate::demo::DemoControl;
 use crate::inspect::Inspector;
+use crate::routes::Origins;
 use crate::transport::Context;
 
 #[derive(Clone)]
@@ -16,4 +18,8 @@ pub struct AppState {
     pub inspector: Arc<Inspector>,
     /// The built-in demo publisher's settings.
     pub demo: DemoControl,
+    /// Verifies access tokens; `None` when access control is off.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Which other origins may use the server.
+    pub origins: Arc<Origins>,
 }

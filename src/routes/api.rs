@@ -8,6 +8,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::access::admin;
+use crate::auth::Access;
 use crate::demo::DemoSettings;
 use crate::error::{AppError, ErrorCode};
 use crate::inspect::{Inspected, valid_id};
@@ -18,9 +20,14 @@ pub async fn publish(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
+    access: Access,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let channel: ChannelName = path.parse()?;
+    if !access.may_publish(&channel) {
+        return Err(AppError::forbidden(format!("your token may not publish on {channel}")));
+    }
+    json_body(&req)?;
     let ctx = &state.ctx;
     if let Err(wait) = ctx.publish_rate.check(req.peer_addr().map(|a| a.ip())) {
         return Err(AppError::rate_limited("too many publishes from your address", wait));
@@ -41,6 +48,21 @@ pub async fn publish(
         "ts": message.ts,
         "epoch": message.epoch,
     })))
+}
+
+/// Publish takes `application/json` (parameters allowed): a cross-site form
+/// or a `text/plain` fetch then needs a CORS preflight first (API.md v1.1).
+fn json_body(req: &HttpRequest) -> Result<(), AppError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(AppError::unsupported_media_type(format!(
+            "publish needs Content-Type: application/json, got {:?}",
+            content_type.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// Reads a request body of at most `limit` bytes within `timeout`, refusing a
@@ -100,6 +122,8 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "hub": ctx.hub.kind(),
         "hub_ready": ctx.hub.is_ready(),
         "uptime_secs": ctx.stats.uptime_secs(),
+        "hub_channels": ctx.hub.channel_count(),
+        "hub_retained_bytes": ctx.hub.retained_bytes(),
         "transports": transports,
     }))
 }
@@ -115,13 +139,23 @@ pub async fn time() -> HttpResponse {
 }
 
 /// `GET /api/inspect/{client}`: what this page's own connections carried.
-pub async fn inspect(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn inspect(
+    path: web::Path<String>,
+    access: Access,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin(&access)?;
     let client = known_client(&path, &state)?;
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(client.report()))
 }
 
 /// `POST /api/inspect/{client}/drop`: cuts every connection of that page.
-pub async fn drop_connections(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn drop_connections(
+    path: web::Path<String>,
+    access: Access,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin(&access)?;
     known_client(&path, &state)?.drop_connections();
     Ok(HttpResponse::Accepted().json(json!({"dropped": path.as_str()})))
 }
@@ -145,8 +179,10 @@ const DEMO_BODY_LIMIT: usize = 1024;
 pub async fn set_demo(
     req: HttpRequest,
     payload: web::Payload,
+    access: Access,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    admin(&access)?;
     let body = read_body(&req, payload, DEMO_BODY_LIMIT, state.ctx.config.request_timeout).await?;
     let settings: DemoSettings = serde_json::from_slice(&body)
         .map_err(|e| AppError::new(ErrorCode::BadJson, format!("expected {{\"rate\":..,\"payload\":..}}: {e}")))?;

@@ -1,9 +1,12 @@
 //! HTTP wiring: which path goes to which handler. Handlers extract and
 //! validate, then hand over to `transport::<name>` or the hub.
 
+mod access;
 mod api;
 mod pages;
 mod streams;
+
+pub use access::{Origins, origins};
 
 use std::sync::Arc;
 
@@ -48,7 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// What a request is counted as, from the route the router matched.
-fn traffic_of(route: Option<&str>) -> Traffic {
+pub(crate) fn traffic_of(route: Option<&str>) -> Traffic {
     let Some(route) = route else { return Traffic::Other };
     if route == PUBLISH {
         return Traffic::Publish;

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::inspected;
+use crate::auth::Access;
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
@@ -26,10 +27,12 @@ fn query(req: &HttpRequest) -> Result<StreamQuery, AppError> {
         .map_err(|e| AppError::bad_request(format!("bad query string: {e}")))
 }
 
-/// Channels and cursor of a stream request; `channels` is required on HTTP transports.
+/// Channels and cursor of a stream request; `channels` is required on HTTP
+/// transports, and every one of them must be allowed by the token.
 fn stream_request(
     state: &AppState,
     req: &HttpRequest,
+    access: Access,
     q: &StreamQuery,
     channels_required: bool,
 ) -> Result<StreamRequest, AppError> {
@@ -40,17 +43,19 @@ fn stream_request(
         None | Some("") => Vec::new(),
         Some(list) => ChannelName::parse_list(list, state.ctx.config.max_channels)?,
     };
+    if let Some(channel) = access.first_unsubscribable(&channels) {
+        return Err(AppError::forbidden(format!("your token may not subscribe to {channel}")));
+    }
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>()?;
-    let cut = match inspected(req) {
-        Some(client) => Box::pin(client.dropped()),
-        None => transport::never(),
-    };
-    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), cut })
+    let dropped = inspected(req).map(|client| Box::pin(client.dropped()) as _);
+    let cut = transport::cut(dropped, access.expires());
+    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut })
 }
 
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
+    access: Access,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let is_upgrade = req
@@ -64,16 +69,16 @@ pub async fn websocket(
             "this endpoint speaks WebSocket: send an Upgrade request",
         ));
     }
-    let request = stream_request(&state, &req, &query(&req)?, false)?;
+    let request = stream_request(&state, &req, access, &query(&req)?, false)?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
     actix_web::rt::spawn(transport::websocket::run(state.ctx.clone(), session, stream, request));
     Ok(response)
 }
 
-pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let mut request = stream_request(&state, &req, &q, true)?;
+    let mut request = stream_request(&state, &req, access, &q, true)?;
     // Last-Event-ID is the newer position: the browser sends it on reconnect.
     if let Some(last) = req.headers().get("last-event-id") {
         let last = last.to_str().map_err(|_| AppError::new(ErrorCode::BadCursor, "Last-Event-ID is not ASCII"))?;
@@ -89,9 +94,9 @@ pub async fn sse(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     Ok(response.streaming(stream))
 }
 
-pub async fn long_poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let request = stream_request(&state, &req, &q, true)?;
+    let request = stream_request(&state, &req, access, &q, true)?;
     let timeout = match q.timeout.as_deref() {
         None => LONG_POLL_DEFAULT_SECS,
         Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
@@ -107,8 +112,8 @@ pub async fn long_poll(req: HttpRequest, state: web::Data<AppState>) -> Result<H
     Ok(poll_response(answer.to_json()))
 }
 
-pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let request = stream_request(&state, &req, &query(&req)?, true)?;
+pub async fn poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let request = stream_request(&state, &req, access, &query(&req)?, true)?;
     let answer = transport::short_poll::run(state.ctx.clone(), request).await?;
     Ok(poll_response(answer.to_json()))
 }

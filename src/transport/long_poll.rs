@@ -16,7 +16,7 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
     if answer.is_empty() && !timeout.is_zero() {
         let shutdown = ctx.shutdown.clone();
         tokio::select! {
-            () = request.cut => {}
+            _ = request.cut => {}
             event = subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);

@@ -17,7 +17,9 @@ pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use crate::auth::Access;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::PublishRate;
@@ -131,25 +133,64 @@ impl Context {
 impl StreamRequest {
     /// A request for `channels` from their heads, never cut.
     pub(crate) fn for_tests(channels: Vec<ChannelName>) -> StreamRequest {
-        StreamRequest { channels, cursor: Cursor::default(), peer: None, cut: never() }
+        StreamRequest { channels, cursor: Cursor::default(), peer: None, access: Access::Open, cut: never() }
     }
 }
 
-/// A validated stream request: its channels, where to resume, and what cuts it.
+/// A validated stream request: its channels, where to resume, what it may
+/// do, and what cuts it.
 pub struct StreamRequest {
     pub channels: Vec<ChannelName>,
     pub cursor: Cursor,
     /// The client's address (the socket's peer), for per-address limits.
     pub peer: Option<IpAddr>,
-    /// Resolves when this request's connection should be cut by an operator
-    /// (the dashboard's "drop connections"); never, for most requests.
+    /// What its token allows (everything when access control is off).
+    pub access: Access,
+    /// Resolves when the connection must end early: its token expired, or an
+    /// operator cut it (the dashboard's "drop connections").
     pub cut: Cut,
 }
 
+/// Why a session is ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    /// The dashboard's "drop connections": reconnect at once.
+    Dropped,
+    /// The access token reached its `exp`: reconnect with a fresh one.
+    TokenExpired,
+}
+
 /// A future that ends a session early when it resolves.
-pub type Cut = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type Cut = Pin<Box<dyn Future<Output = CutReason> + Send>>;
 
 /// A cut that never comes.
+#[cfg(test)]
 pub fn never() -> Cut {
     Box::pin(std::future::pending())
+}
+
+/// The cut of a request: the first of an operator's drop and its token's expiry.
+pub fn cut(dropped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>, expires: Option<SystemTime>) -> Cut {
+    let expiry = expires.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(left)
+    });
+    Box::pin(async move {
+        let dropped = async {
+            match dropped {
+                Some(dropped) => dropped.await,
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            match expiry {
+                Some(expiry) => expiry.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = dropped => CutReason::Dropped,
+            () = expired => CutReason::TokenExpired,
+        }
+    })
 }

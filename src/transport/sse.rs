@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
-use super::{Context, Cut, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
+use super::{Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
 use crate::hub::HubError;
 use crate::message::sse_event;
 use crate::protocol::ServerFrame;
@@ -81,7 +81,10 @@ impl SseStream {
         let shutdown = self.ctx.shutdown.clone();
         let first = tokio::select! {
             () = shutdown.wait() => return self.finish(": server restarting; reconnect\n\n"),
-            () = &mut self.cut => return self.finish(": dropped from the dashboard; reconnect\n\n"),
+            why = &mut self.cut => return self.finish(match why {
+                CutReason::Dropped => ": dropped from the dashboard; reconnect\n\n",
+                CutReason::TokenExpired => ": token expired; reconnect with a fresh one\n\n",
+            }),
             _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             event = self.subscription.next() => event,
         };

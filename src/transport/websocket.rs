@@ -10,7 +10,8 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageS
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use super::{Context, Ended, Event, StreamRequest, Subscription, Transport};
+use super::{Context, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
+use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
 use crate::message::{ChannelName, Cursor, Message};
@@ -31,7 +32,8 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, request:
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
-    let mut ws = WsSession { subscription, subscriber, ctx, session, id, peer: request.peer };
+    let mut ws =
+        WsSession { subscription, subscriber, ctx, session, id, peer: request.peer, access: request.access.clone() };
     let stop = ws.serve(stream, request).await;
     tracing::debug!(session = %ws.id, ?stop, "websocket session ended");
     if let Stop::Close(disconnect) = stop {
@@ -50,6 +52,7 @@ struct WsSession {
     subscriber: Arc<Subscriber>,
     id: String,
     peer: Option<IpAddr>,
+    access: Access,
 }
 
 /// Why a session stops.
@@ -91,7 +94,10 @@ impl WsSession {
         loop {
             let step = tokio::select! {
                 () = shutdown.wait() => Err(Disconnect::SHUTDOWN.into()),
-                () = &mut cut => Err(Disconnect::DROPPED.into()),
+                why = &mut cut => Err(match why {
+                    CutReason::Dropped => Disconnect::DROPPED,
+                    CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,
+                }.into()),
                 frame = stream.recv() => match frame {
                     Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
                     Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -156,6 +162,10 @@ impl WsSession {
                 self.ack(reference).await
             }
             ClientFrame::Publish { channel, data, idempotency_key } => {
+                if !self.access.may_publish(&channel) {
+                    let error = AppError::forbidden(format!("your token may not publish on {channel}"));
+                    return self.error(&error, reference).await;
+                }
                 if let Err(wait) = self.ctx.publish_rate.check(self.peer) {
                     let error = AppError::rate_limited("too many publishes from your address", wait);
                     return self.error(&error, reference).await;
@@ -177,6 +187,11 @@ impl WsSession {
     }
 
     async fn subscribe(&mut self, channels: Vec<ChannelName>, cursor: &Cursor, reference: Option<&Value>) -> Outcome {
+        // A frame naming any forbidden channel is refused whole (API.md v1.1).
+        if let Some(channel) = self.access.first_unsubscribable(&channels) {
+            let error = AppError::forbidden(format!("your token may not subscribe to {channel}"));
+            return self.error(&error, reference).await;
+        }
         let new = channels.iter().filter(|c| !self.subscription.is_subscribed(c)).count();
         let total = self.subscription.channels().count() + new;
         if total > self.ctx.config.max_channels {

@@ -110,6 +110,8 @@ http {{
         location / {{
             proxy_pass http://{upstream};
             proxy_http_version 1.1;
+            # The browser's Origin names the proxy: the upstream compares it with Host.
+            proxy_set_header Host $http_host;
             proxy_read_timeout 120s;
             {directives}
         }}

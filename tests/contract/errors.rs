@@ -14,7 +14,14 @@ crate::for_each_hub!(
 async fn publish_answers_201_with_position(hub: HubKind) {
     let app = spawn_app(hub).await;
     let before = now_micros();
-    let response = app.http.post(app.url("/channels/news/messages")).body(r#"{"text":"hi"}"#).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/channels/news/messages"))
+        .header("content-type", "application/json")
+        .body(r#"{"text":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["content-type"], "application/json");
     let answer: Value = response.json().await.unwrap();
@@ -36,7 +43,9 @@ async fn publish_answers_201_with_position(hub: HubKind) {
 async fn bad_bodies_get_json_errors_and_lose_nothing(hub: HubKind) {
     let app = spawn_app_with(hub, |c| c.max_body = 1024).await;
     app.publish("keep", json!({"first": true})).await;
-    let post = |body: reqwest::Body| app.http.post(app.url("/channels/keep/messages")).body(body).send();
+    let post = |body: reqwest::Body| {
+        app.http.post(app.url("/channels/keep/messages")).header("content-type", "application/json").body(body).send()
+    };
     for (body, status, code) in [
         ("not json", 400, "bad_json"),
         ("", 400, "bad_json"),

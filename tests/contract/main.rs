@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access;
 mod dashboard_api;
 mod errors;
 mod hub_contract;

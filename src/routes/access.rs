@@ -1,0 +1,181 @@
+//! Who may do what: the request's [`Access`] from its token, and the origin
+//! policy (API.md v1.1 "Access control" and "Origins").
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+
+use super::traffic_of;
+use crate::auth::{self, Access};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::stats::Traffic;
+use crate::transport::Transport;
+
+impl FromRequest for Access {
+    type Error = AppError;
+    type Future = Ready<Result<Access, AppError>>;
+
+    /// Everything when access control is off; otherwise what a valid token
+    /// grants, or `401 unauthorized`.
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verifier = req.app_data::<web::Data<AppState>>().and_then(|state| state.verifier.clone());
+        let Some(verifier) = verifier else { return ready(Ok(Access::Open)) };
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        ready(match auth::token(authorization, req.query_string()) {
+            None => Err(AppError::unauthorized(
+                "an access token is required: Authorization: Bearer <jwt>, or ?access_token=<jwt>",
+            )),
+            Some(token) => verifier
+                .verify(&token)
+                .map(|grant| Access::Granted(Arc::new(grant)))
+                .map_err(|e| AppError::unauthorized(e.0)),
+        })
+    }
+}
+
+/// The dashboard's controls need the `admin` claim.
+pub fn admin(access: &Access) -> Result<(), AppError> {
+    if access.is_admin() { Ok(()) } else { Err(AppError::forbidden("this needs a token with \"admin\": true")) }
+}
+
+/// Which cross-origin pages may use the server, besides its own.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    any: bool,
+    /// Lowercase `scheme://host[:port]`, without a trailing slash.
+    listed: Vec<String>,
+}
+
+impl Origins {
+    pub fn new(allowed: &[String]) -> Origins {
+        let any = allowed.iter().any(|o| o.trim() == "*");
+        let listed = allowed.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
+        Origins { any, listed }
+    }
+
+    /// Whether a request with this `Origin` may go on: the same origin
+    /// (host and port equal to `X-Forwarded-Host` or `Host`; the scheme is not
+    /// compared, as TLS often ends at a proxy), a listed one, or any with `*`.
+    pub fn allows(&self, origin: &str, headers: &HeaderMap) -> bool {
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        if self.any || self.listed.contains(&origin) {
+            return true;
+        }
+        let host = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.split(',').next().unwrap_or(h).trim().to_ascii_lowercase());
+        match (origin.split_once("://"), host) {
+            (Some((scheme, authority)), Some(host)) => without_default_port(scheme, authority) == strip_port(&host),
+            _ => false,
+        }
+    }
+}
+
+/// `host:80` for http and `host:443` for https name the same origin as `host`.
+fn without_default_port<'a>(scheme: &str, authority: &'a str) -> &'a str {
+    match (scheme, authority.rsplit_once(':')) {
+        ("http", Some((host, "80"))) | ("https", Some((host, "443"))) => host,
+        _ => authority,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    host.strip_suffix(":80").or_else(|| host.strip_suffix(":443")).unwrap_or(host)
+}
+
+/// Headers a cross-origin page may send (`Idempotency-Key` too, so retries work from a browser).
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key";
+
+/// Enforces the origin policy where a browser would not protect the server
+/// by itself (WebSocket upgrades and every POST), answers CORS preflights,
+/// and marks allowed cross-origin answers of the HTTP transports, publish and
+/// `/api/stats`. Requests without `Origin` (servers, curl) pass untouched.
+pub async fn origins(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    let allowed = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| origin.to_str().is_ok_and(|o| state.origins.allows(o, req.headers())));
+    let refuse =
+        |req: ServiceRequest, error: AppError| Ok(req.into_response(error.error_response()).map_into_right_body());
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        if !allowed {
+            return refuse(req, AppError::forbidden("this origin is not allowed"));
+        }
+        let response = HttpResponse::build(StatusCode::NO_CONTENT)
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .insert_header((header::VARY, "Origin"))
+            .finish();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let upgrade = req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !allowed && (upgrade || req.method() == Method::POST) {
+        return refuse(req, AppError::forbidden("this origin is not allowed"));
+    }
+    let cors = allowed && cors_route(req.match_pattern().as_deref());
+    let mut response = next.call(req).await?;
+    if cors {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Retry-After"));
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    Ok(response.map_into_left_body())
+}
+
+/// The routes a cross-origin page may read: HTTP transports, publish, stats.
+fn cors_route(route: Option<&str>) -> bool {
+    match traffic_of(route) {
+        Traffic::Stream(transport) => transport != Transport::WebSocket,
+        Traffic::Publish => true,
+        Traffic::Other => route == Some("/api/stats"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(host: &str, forwarded: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(f) = forwarded {
+            h.insert(header::HeaderName::from_static("x-forwarded-host"), HeaderValue::from_str(f).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_listed_or_any() {
+        let own = Origins::new(&[]);
+        assert!(own.allows("http://127.0.0.1:8080", &headers("127.0.0.1:8080", None)));
+        assert!(own.allows("https://app.example", &headers("app.example", None)), "scheme not compared");
+        assert!(own.allows("https://app.example", &headers("app.example:443", None)));
+        assert!(own.allows("https://pub.example", &headers("10.0.0.5:8080", Some("pub.example"))));
+        assert!(!own.allows("http://127.0.0.1:8080", &headers("10.0.0.5:8080", Some("pub.example"))));
+        assert!(!own.allows("http://evil.example", &headers("127.0.0.1:8080", None)));
+        assert!(!own.allows("null", &headers("127.0.0.1:8080", None)));
+        let listed = Origins::new(&["https://App.example/".into()]);
+        assert!(listed.allows("https://app.example", &headers("127.0.0.1:8080", None)));
+        assert!(!listed.allows("http://app.example", &headers("127.0.0.1:8080", None)));
+        assert!(Origins::new(&["*".into()]).allows("http://evil.example", &headers("x", None)));
+    }
+}
