@@ -134,14 +134,15 @@ pub fn redact(head: &[u8]) -> Vec<u8> {
                 b""
             });
         } else {
-            out.extend_from_slice(line);
+            // A `Referer` can carry a page's own `?access_token=`.
+            redact_token(line, &mut out);
         }
     }
     out
 }
 
-/// Copies a request line, replacing the value of `access_token=` (up to the
-/// next `&`, space or `#`).
+/// Copies a line, replacing the value of an `access_token=` query parameter
+/// (up to the next `&`, space, `#` or line end).
 fn redact_token(line: &[u8], out: &mut Vec<u8>) {
     const KEY: &[u8] = b"access_token=";
     let mut rest = line;
@@ -150,7 +151,7 @@ fn redact_token(line: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&rest[..at + KEY.len()]);
         rest = &rest[at + KEY.len()..];
         if starts_param {
-            let end = rest.iter().position(|&b| matches!(b, b'&' | b' ' | b'#')).unwrap_or(rest.len());
+            let end = rest.iter().position(|&b| matches!(b, b'&' | b' ' | b'#' | b'\r' | b'\n')).unwrap_or(rest.len());
             out.extend_from_slice(REDACTED);
             rest = &rest[end..];
         }
@@ -283,12 +284,14 @@ mod tests {
     #[test]
     fn credentials_are_redacted() {
         let head = b"GET /sse?channels=a&access_token=eyJ.x.y&client=p HTTP/1.1\r\nHost: h\r\n\
-Authorization: Bearer eyJ.x.y\r\ncookie: s=1\r\nProxy-Authorization: Basic Zm9v\r\nX-Seen: access_token=keep\r\n\r\n";
+Authorization: Bearer eyJ.x.y\r\ncookie: s=1\r\nProxy-Authorization: Basic Zm9v\r\nX-Seen: access_token=keep\r\n\
+Referer: http://h/?access_token=eyJ.x.y\r\n\r\n";
         let redacted = String::from_utf8(redact(head)).unwrap();
         assert_eq!(
             redacted,
             "GET /sse?channels=a&access_token=[redacted]&client=p HTTP/1.1\r\nHost: h\r\n\
-Authorization: [redacted]\r\ncookie: [redacted]\r\nProxy-Authorization: [redacted]\r\nX-Seen: access_token=keep\r\n\r\n"
+Authorization: [redacted]\r\ncookie: [redacted]\r\nProxy-Authorization: [redacted]\r\nX-Seen: access_token=keep\r\n\
+Referer: http://h/?access_token=[redacted]\r\n\r\n"
         );
         assert!(!redacted.contains("eyJ") && !redacted.contains("Zm9v"));
         assert_eq!(redact(b"GET /poll?my_access_token=1 HTTP/1.1\r\n"), b"GET /poll?my_access_token=1 HTTP/1.1\r\n");

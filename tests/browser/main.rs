@@ -132,3 +132,37 @@ async fn a_missing_transport_is_shown_as_unavailable_with_the_reason() {
     assert_eq!(text(&page, "#lane-websocket [data-field=status]").await.to_lowercase(), "unavailable");
     chromium.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_access_control_on_the_page_passes_its_token_on() {
+    let secret = "browser test secret";
+    let app = spawn_app_with(HubKind::Memory, |c| {
+        c.demo_rate = 20.0;
+        c.auth_secret = Some(secret.into());
+    })
+    .await;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = serde_json::json!({"exp": exp, "subscribe": ["*"], "publish": ["*"], "admin": true});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let chromium = Chromium::launch(1600, 1500).await;
+    let page = chromium.browser.new_page(app.url(&format!("/?access_token={token}"))).await.unwrap();
+    // Every lane gets data, and the byte counts (an admin-only endpoint) arrive.
+    let s = wait_for(&page, "five live lanes with byte counts", |s| {
+        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(3) && s[l]["bytesPerMessage"].is_number())
+    })
+    .await;
+    for lane in LANES {
+        assert_eq!((s[lane]["gaps"].as_u64(), s[lane]["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {s:#}");
+    }
+    // The teaching panel shows the request, but never the token.
+    let request = common::browser::eval_json(
+        &page,
+        "JSON.stringify(document.querySelector('[data-raw=\"sse-request\"]').textContent)",
+    )
+    .await;
+    let request = request.as_str().unwrap();
+    assert!(request.contains("access_token=[redacted]"), "{request}");
+    assert!(!request.contains(&token), "{request}");
+    chromium.close().await;
+}

@@ -2,7 +2,7 @@
 // page's connections, and switching channel. (The runners read the polling
 // inputs themselves, before each request.)
 import { allLanes } from "./lanes.js";
-import { $, autoId, clientId } from "./page.js";
+import { $, authHeaders, autoId, clientId } from "./page.js";
 import { currentChannel, startAll } from "./runners.js";
 
 /** Says what a control did, or why it did nothing. */
@@ -10,7 +10,7 @@ export const notice = (text) => ($("#notice").textContent = text);
 
 /** POSTs `body` as JSON; an error answer (API.md's `{error: {code, message}}`) throws. */
 async function post(path, body) {
-  const response = await fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body });
+  const response = await fetch(path, { method: "POST", headers: authHeaders({ "content-type": "application/json" }), body });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error ? `${answer.error.code}: ${answer.error.message}` : `HTTP ${response.status}`);
   return answer;

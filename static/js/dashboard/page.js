@@ -10,3 +10,16 @@ export const clientId = Array.from(crypto.getRandomValues(new Uint8Array(12)), (
 export const autoId = `${clientId}auto`;
 
 export const $ = (selector, root = document) => root.querySelector(selector);
+
+/**
+ * The page's own `?access_token=` (when the server checks tokens), passed on to
+ * every request: as a query parameter where the browser cannot set a header
+ * (WebSocket, EventSource) and on the polls, as `Authorization` on the rest.
+ */
+export const accessToken = new URLSearchParams(location.search).get("access_token");
+
+/** `&access_token=…` for a query string, or nothing. */
+export const tokenParam = () => (accessToken ? `&access_token=${encodeURIComponent(accessToken)}` : "");
+
+/** Headers for fetch: `Authorization: Bearer …` when the page has a token. */
+export const authHeaders = (headers = {}) => (accessToken ? { ...headers, authorization: `Bearer ${accessToken}` } : headers);

@@ -3,7 +3,7 @@
 // shows its transport as it is), and the auto lane runs the pushwire.js client.
 import { connect, util } from "/static/js/pushwire.mjs";
 import { auto, lanes } from "./lanes.js";
-import { $, autoId, clientId, config } from "./page.js";
+import { $, accessToken, autoId, clientId, config, tokenParam } from "./page.js";
 
 const { sleep } = util;
 // Equal jitter (at least half the delay) rather than the client's full jitter:
@@ -39,7 +39,7 @@ export function startAll(channel) {
 /** A raw lane's query: this page's tag (for /api/inspect) and the lane's own cursor. */
 function query(lane, extra = "") {
   const cursor = lane.cursor(state.channel);
-  return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${extra}`;
+  return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${extra}${tokenParam()}`;
 }
 
 function runWebSocket(lane, generation) {
@@ -153,7 +153,8 @@ async function runPolling(lane, generation, params, interval) {
 function runAuto() {
   auto.client?.close();
   Object.assign(auto, { lastSeq: null, epoch: null, transport: null });
-  const client = (auto.client = connect({ channels: [state.channel], params: { client: autoId } }));
+  const params = accessToken ? { client: autoId, access_token: accessToken } : { client: autoId };
+  const client = (auto.client = connect({ channels: [state.channel], params }));
   // Listeners of a replaced client (after a channel switch) must not touch the lane.
   const on = (type, listener) => client.on(type, (detail) => auto.client === client && listener(detail));
   on("transport", (t) => {
