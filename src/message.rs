@@ -528,6 +528,25 @@ mod tests {
         }
 
         #[test]
+        fn client_input_parsers_never_panic_and_say_what_was_wrong(
+            s in prop_oneof![".{0,300}", "[a-z0-9,:._-]{0,300}"],
+            max in 1usize..80,
+        ) {
+            if let Err(e) = ChannelName::parse_list(&s, max) {
+                prop_assert!(matches!(e.kind, Invalid::Channel | Invalid::TooMany), "{e:?}");
+                prop_assert!(!e.message.is_empty());
+            }
+            if let Ok(list) = ChannelName::parse_list(&s, max) {
+                prop_assert!(list.len() <= max);
+            }
+            if let Err(e) = s.parse::<Cursor>() {
+                prop_assert_eq!(e.kind, Invalid::Cursor);
+            }
+            let _ = s.parse::<Epoch>();
+            let _ = s.parse::<IdempotencyKey>();
+        }
+
+        #[test]
         fn compaction_preserves_the_value(v in proptest_json()) {
             let pretty = serde_json::to_string_pretty(&v).unwrap();
             let compact = compact_json(&pretty);

@@ -310,6 +310,27 @@ mod tests {
         assert_eq!((duplicate.error.code, duplicate.reference), (ErrorCode::BadRequest, Some(Value::from("dup"))));
     }
 
+    proptest::proptest! {
+        /// Any text, JSON-looking or not, gets a frame or an API.md error
+        /// code, and a `ref` is echoed only when it is a valid one.
+        #[test]
+        fn any_text_frame_parses_or_gets_an_error_code(
+            text in proptest::prop_oneof![
+                ".{0,200}",
+                r#"\{"type":"(subscribe|publish|ping|unsubscribe|x)","(channels|channel|ref|data|cursor|idempotency_key)":.{0,40}\}"#,
+            ],
+        ) {
+            let (reference, frame) = parse(&text);
+            if let Some(r) = &reference {
+                proptest::prop_assert!(valid_ref(r));
+            }
+            if let Err(e) = frame {
+                proptest::prop_assert!(!e.error.message.is_empty());
+                proptest::prop_assert!(!matches!(e.error.code, ErrorCode::Internal | ErrorCode::Unavailable));
+            }
+        }
+    }
+
     #[test]
     fn server_frames_encode() {
         let r = Value::from("4");

@@ -268,3 +268,57 @@ async fn a_stuck_websocket_is_closed_while_a_healthy_one_keeps_everything() {
     app.wait_stats("the stuck socket to be closed", |s| s["transports"]["websocket"]["connections_open"] == 1).await;
     assert_eq!(reader.await.unwrap(), (1..=total).collect::<Vec<_>>(), "the healthy subscriber lost nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_hub_forgets_channels_once_their_history_ages_out() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.history_age = Duration::from_millis(300)).await;
+    let mut ws = app.ws("?channels=kept").await;
+    ws.handshake(1).await;
+    for i in 0..500 {
+        app.publish(&format!("gone{i}"), json!(i)).await;
+    }
+    app.publish("kept", json!("x")).await;
+    let stats = app.stats().await;
+    assert!(stats["hub_channels"].as_u64() >= Some(501), "{stats}");
+    assert!(stats["hub_retained_bytes"].as_u64() > Some(0), "{stats}");
+    let stats = app
+        .wait_stats("the idle channels to be forgotten", |s| s["hub_channels"] == 1 && s["hub_retained_bytes"] == 0)
+        .await;
+    assert_eq!(stats["hub_channels"], 1, "the channel with a subscriber stays");
+    // A forgotten channel comes back at seq 1, and an old cursor is told so.
+    let (_, first) = app.get("/poll?channels=gone7&cursor=gone7:0").await;
+    let old_epoch = first["cursor"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    let again = app.publish("gone7", json!("again")).await;
+    assert_eq!(again["seq"], 1);
+    let (_, answer) = app.get(&format!("/poll?channels=gone7&cursor=gone7:1:{}", "stale1")).await;
+    assert_eq!(answer["resets"][0]["reason"], "epoch_changed", "{answer}");
+    // At 0 nothing was missed: no reset, just the message.
+    let (_, answer) = app.get(&format!("/poll?channels=gone7&cursor=gone7:0:{old_epoch}")).await;
+    assert_eq!(
+        (answer["resets"].as_array().unwrap().len(), seqs(answer["messages"].as_array().unwrap())),
+        (0, vec![1])
+    );
+    assert_eq!(ws.expect("message").await["seq"], 1, "the kept channel still delivers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_hub_holds_a_bounded_number_of_channels_and_bytes() {
+    let app = spawn_app_with(HubKind::Memory, |c| {
+        c.hub_max_channels = 100;
+        c.hub_max_bytes = 10_000; // about half of what is published below
+    })
+    .await;
+    for i in 0..100 {
+        app.publish(&format!("c{i}"), json!({"pad": "x".repeat(100)})).await;
+    }
+    let response = app.http.post(app.url("/channels/one-more/messages")).json(&json!(1)).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "overloaded");
+    assert_eq!(app.publish("c0", json!(2)).await["seq"], 2, "existing channels still take publishes");
+    let stats = app.stats().await;
+    assert!(stats["hub_retained_bytes"].as_u64() <= Some(10_000), "{stats}");
+    // The oldest messages went first: c0's first is gone, so resuming it from 0 says so.
+    let (_, answer) = app.get("/poll?channels=c0&cursor=c0:0").await;
+    assert_eq!(answer["resets"][0]["reason"], "history_trimmed", "{answer}");
+}

@@ -6,6 +6,7 @@ mod common;
 mod access;
 mod dashboard_api;
 mod errors;
+mod hostile;
 mod hub_contract;
 mod limits;
 mod long_poll;
