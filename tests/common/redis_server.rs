@@ -23,6 +23,19 @@ fn binary() -> &'static str {
     "redis-server"
 }
 
+/// Lets local clients run `DEBUG` (tests stall Redis with `DEBUG SLEEP`):
+/// off by default from Redis 7 on, and an unknown option before it.
+fn debug_command() -> &'static [&'static str] {
+    let version = Command::new(binary()).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+    // `Redis server v=7.0.15 sha=...`
+    let major: u32 = String::from_utf8_lossy(&version)
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("v="))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(0);
+    if major >= 7 { &["--enable-debug-command", "local"] } else { &[] }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -56,6 +69,7 @@ impl RedisServer {
         let child = Command::new(binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(aof)
+            .args(debug_command())
             .arg("--dir")
             .arg(&self.dir)
             .args(["--dbfilename", "dump.rdb", "--daemonize", "no", "--loglevel", "warning"])

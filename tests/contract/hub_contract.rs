@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushwire::hub::{HistoryLimits, Hub, Subscriber};
-use pushwire::message::ChannelName;
+use pushwire::message::{ChannelName, IdempotencyKey};
 use serde_json::value::RawValue;
 
 use crate::common::*;
@@ -18,6 +18,7 @@ crate::for_each_hub!(
     data_is_kept_unchanged,
     history_is_bounded_by_age,
     a_hub_that_lost_the_sequence_starts_a_new_epoch,
+    an_idempotency_key_publishes_once_per_channel,
 );
 
 fn channel(name: &str) -> ChannelName {
@@ -170,4 +171,30 @@ async fn a_hub_that_lost_the_sequence_starts_a_new_epoch(kind: HubKind) {
     let h = hub.history(channel("e"), 0, 10).await.unwrap();
     assert_eq!((h.epoch, h.head), (lost.epoch, 1));
     assert_eq!(h.messages.iter().map(|m| (m.seq, m.data())).collect::<Vec<_>>(), [(1, "1")]);
+}
+
+async fn an_idempotency_key_publishes_once_per_channel(kind: HubKind) {
+    let (hub, _redis) = hub(kind, 10).await;
+    let (subscriber, mut rx) = Subscriber::new(16);
+    hub.subscribe(channel("i"), subscriber).await.unwrap();
+    let key: IdempotencyKey = "order-1:a".parse().unwrap();
+    let first = hub.publish(channel("i"), data(r#"{"n":1}"#), Some(key.clone())).await.unwrap();
+    let again = hub.publish(channel("i"), data(r#"{"n":1}"#), Some(key.clone())).await.unwrap();
+    assert_eq!((again.seq, again.ts, &again.epoch), (first.seq, first.ts, &first.epoch), "answered as the first");
+    assert_eq!(again.data(), r#"{"n":1}"#);
+    let h = hub.history(channel("i"), 0, 10).await.unwrap();
+    assert_eq!((h.head, h.messages.len()), (1, 1), "published once");
+
+    let other = hub.publish(channel("i"), data("2"), Some("order-2".parse().unwrap())).await.unwrap();
+    assert_eq!(other.seq, 2, "another key publishes");
+    for seq in [1, 2] {
+        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message").unwrap();
+        assert_eq!(m.seq, seq, "the repeat was not live either");
+    }
+
+    // Keys are per channel: the same key elsewhere is a first publish there.
+    let elsewhere = hub.publish(channel("j"), data("1"), Some(key)).await.unwrap();
+    assert_eq!(elsewhere.seq, 1);
+    assert_eq!(hub.history(channel("j"), 0, 10).await.unwrap().head, 1);
+    assert_eq!(hub.history(channel("i"), 0, 10).await.unwrap().head, 2, "and leaves this one alone");
 }

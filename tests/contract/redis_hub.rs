@@ -1,9 +1,13 @@
 //! What only the Redis hub does: several instances serving one stream, and
 //! surviving Redis going away, on a private redis-server.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use pushwire::hub::HistoryLimits;
+use pushwire::hub::{HistoryLimits, Hub, HubError};
+use pushwire::message::ChannelName;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -308,4 +312,226 @@ async fn redis_killed_and_restarted_empty_gives_an_explicit_reset() {
     let (_, answer) = app.get(&format!("/poll?channels=e&cursor=e:5:{old_epoch}")).await;
     assert_eq!(answer["resets"][0]["reason"], "epoch_changed");
     assert_eq!(seqs(answer["messages"].as_array().unwrap()), [1]);
+}
+
+fn channel(name: &str) -> ChannelName {
+    name.parse().unwrap()
+}
+
+fn data(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_string()).unwrap()
+}
+
+async fn admin(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_on_another_instance_publishes_nothing() {
+    let redis = RedisServer::start().await;
+    let a = redis_hub(&redis.url(), limits()).await;
+    let b = redis_hub(&redis.url(), limits()).await;
+    let key = "pay-7".parse().unwrap();
+    let first = a.publish(channel("i"), data(r#"{"paid":7}"#), Some(key)).await.unwrap();
+    let retry = b.publish(channel("i"), data(r#"{"paid":7}"#), Some("pay-7".parse().unwrap())).await.unwrap();
+    assert_eq!((retry.seq, retry.ts, &retry.epoch), (first.seq, first.ts, &first.epoch));
+    assert_eq!(retry.json(), first.json(), "the same answer, byte for byte");
+    let h = b.history(channel("i"), 0, 10).await.unwrap();
+    assert_eq!(h.messages.iter().map(|m| (m.seq, m.data())).collect::<Vec<_>>(), [(1, r#"{"paid":7}"#)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_expires_and_publishing_refreshes_all_but_the_hub_epoch() {
+    let redis = RedisServer::start().await;
+    let hub = redis_hub(&redis.url(), limits()).await;
+    for n in 0..300 {
+        let key = (n % 3 == 0).then(|| format!("k{n}").parse().unwrap());
+        hub.publish(channel(&format!("t{n}")), data("1"), key).await.unwrap();
+    }
+    hub.history(channel("never"), 0, 10).await.unwrap();
+    let mut admin = admin(&redis).await;
+    let age = limits().max_age.as_millis() as i64;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut admin).await.unwrap();
+    let mut pttl = redis::pipe();
+    for key in &keys {
+        pttl.cmd("PTTL").arg(key);
+    }
+    let ttls: Vec<i64> = pttl.query_async(&mut admin).await.unwrap();
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, &ttl) in keys.iter().zip(&ttls) {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+        let (kind, at_most) = match key.rsplit(':').next() {
+            Some("meta") => ("meta", 2 * age),
+            Some("frames") => ("frames", age),
+            _ if key.contains(":idem:") => ("idem", 300_000),
+            _ => ("epoch", age),
+        };
+        assert!(ttl <= at_most, "{key}: {ttl} ms");
+        if kind == "meta" {
+            assert!(ttl > age, "{key}: a channel's sequence outlives its history ({ttl} ms)");
+        }
+        *kinds.entry(kind).or_default() += 1;
+    }
+    assert_eq!(kinds, BTreeMap::from([("epoch", 1), ("frames", 300), ("idem", 100), ("meta", 300)]), "{keys:?}");
+    assert!(keys.contains(&"pwtest:epoch".to_string()));
+
+    // A publish refreshes its channel's keys, not the hub's epoch.
+    let short: Vec<String> = ["pwtest:ch:t1:meta", "pwtest:ch:t1:frames", "pwtest:epoch"].map(String::from).into();
+    let mut expire = redis::pipe();
+    for key in &short {
+        expire.cmd("PEXPIRE").arg(key).arg(5_000).ignore();
+    }
+    let () = expire.query_async(&mut admin).await.unwrap();
+    hub.publish(channel("t1"), data("2"), None).await.unwrap();
+    hub.publish(channel("new"), data("1"), None).await.unwrap();
+    let mut pttl = redis::pipe();
+    for key in &short {
+        pttl.cmd("PTTL").arg(key);
+    }
+    let ttls: Vec<i64> = pttl.query_async(&mut admin).await.unwrap();
+    assert!(ttls[0] > age && ttls[1] > 5_000, "refreshed: {ttls:?}");
+    assert!(ttls[2] > 0 && ttls[2] <= 5_000, "the hub's epoch is not: {ttls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_keys_expired_starts_again_in_a_new_epoch() {
+    let redis = RedisServer::start().await;
+    let hub = redis_hub(&redis.url(), HistoryLimits { size: 10, max_age: Duration::from_millis(200) }).await;
+    hub.publish(channel("x"), data("1"), None).await.unwrap();
+    let before = hub.publish(channel("x"), data("2"), None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let forgotten = loop {
+        let h = hub.history(channel("x"), 0, 10).await.unwrap();
+        if h.head == 0 {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "x never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(forgotten.epoch, before.epoch, "the hub's epoch expired before the channel did");
+    let again = hub.publish(channel("x"), data("3"), None).await.unwrap();
+    assert_eq!(again.seq, 1);
+    assert_ne!(again.epoch, before.epoch, "never the epoch whose seqs clients hold");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_meta_was_lost_starts_in_a_new_epoch_and_resumes_are_reset() {
+    let redis = RedisServer::start().await;
+    let app = spawn_app_on(redis_hub(&redis.url(), limits()).await, |_| {}).await;
+    let old = app.publish_many("c", 3).await["epoch"].as_str().unwrap().to_string();
+    let mut admin = admin(&redis).await;
+    let hub_epoch: String = redis::cmd("GET").arg("pwtest:epoch").query_async(&mut admin).await.unwrap();
+    assert_eq!(hub_epoch, old, "c was created in the hub's epoch");
+    // Lost as by eviction: the frames and the hub's epoch survive.
+    let deleted: u64 = redis::cmd("DEL").arg("pwtest:ch:c:meta").query_async(&mut admin).await.unwrap();
+    assert_eq!(deleted, 1);
+    let cursor = format!("c:3:{old}");
+    let (_, answer) = app.get(&format!("/poll?channels=c&cursor={cursor}")).await;
+    assert_eq!(answer["resets"][0]["reason"], "epoch_changed", "{answer}");
+    assert_eq!(answer["messages"], json!([]), "frames of a lost sequence are not served");
+
+    let next = app.publish("c", json!("after")).await;
+    assert_eq!(next["seq"], 1);
+    assert_ne!(next["epoch"], old.as_str(), "a fresh epoch, though the hub's lives on");
+    let (_, answer) = app.get(&format!("/poll?channels=c&cursor={cursor}")).await;
+    assert_eq!(answer["resets"][0]["reason"], "epoch_changed", "{answer}");
+    assert_eq!(answer["resets"][0]["epoch"], next["epoch"]);
+    let messages = answer["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.iter().map(|m| (m["seq"].clone(), m["data"].clone())).collect::<Vec<_>>(),
+        [(json!(1), json!("after"))]
+    );
+    assert_eq!(app.publish("d", json!(1)).await["epoch"], old.as_str(), "new channels still use the hub's epoch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_cut_off_by_a_stalled_redis_is_uncertain_and_its_retry_lands_once() {
+    let redis = RedisServer::start().await;
+    let hub = redis_hub(&redis.url(), limits()).await;
+    let app = spawn_app_on(hub.clone(), |_| {}).await;
+    app.publish("warm", json!(0)).await; // the script is loaded: a publish is one EVALSHA
+
+    // Stall Redis for longer than the hub waits for an answer (2 s), and
+    // make sure it sleeps before publishing into it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut sleeper = client.get_multiplexed_async_connection_with_config(&patient).await.unwrap();
+    let mut probe = client.get_multiplexed_async_connection_with_config(&patient).await.unwrap();
+    let asleep =
+        tokio::spawn(async move { redis::cmd("DEBUG").arg("SLEEP").arg(4).query_async::<()>(&mut sleeper).await });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::timeout(Duration::from_millis(100), redis::cmd("PING").query_async::<()>(&mut probe))
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "redis never went to sleep");
+    }
+
+    let direct = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.publish(channel("v"), data("1"), Some("once".parse().unwrap())).await })
+    };
+    let response = app
+        .http
+        .post(app.url("/channels/u/messages"))
+        .header("idempotency-key", "once")
+        .json(&json!({"pay": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    let direct = direct.await.unwrap();
+    assert!(matches!(direct, Err(HubError::Uncertain(_))), "{direct:?}");
+    tokio::time::timeout(PATIENCE, asleep).await.expect("redis woke up").unwrap().unwrap();
+
+    // Both publishes were sent: they land once Redis wakes, and their
+    // retries with the same key publish nothing more.
+    for name in ["u", "v"] {
+        wait_head(&hub, name, 1).await;
+    }
+    let response = app
+        .http
+        .post(app.url("/channels/u/messages"))
+        .header("idempotency-key", "once")
+        .json(&json!({"pay": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let retried: Value = response.json().await.unwrap();
+    assert_eq!(retried["seq"], 1);
+    let again = hub.publish(channel("v"), data("1"), Some("once".parse().unwrap())).await.unwrap();
+    assert_eq!(again.seq, 1);
+    let (_, answer) = app.get("/poll?channels=u,v&cursor=u:0,v:0").await;
+    let mut got: Vec<(String, u64, Value)> = answer["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["channel"].as_str().unwrap().to_string(), m["seq"].as_u64().unwrap(), m["data"].clone()))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected = [("u".to_string(), 1, json!({"pay": 1})), ("v".to_string(), 1, json!(1))];
+    assert_eq!(got, expected, "each exactly once: {answer}");
+    let ts_of = |name: &str| {
+        answer["messages"].as_array().unwrap().iter().find(|m| m["channel"] == name).unwrap()["ts"].clone()
+    };
+    assert_eq!((&retried["ts"], again.ts), (&ts_of("u"), ts_of("v").as_u64().unwrap()), "answered as stored");
+}
+
+/// Waits until the channel's head is `head`.
+async fn wait_head(hub: &Arc<dyn Hub>, name: &str, head: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(h) = hub.history(channel(name), 0, 0).await
+            && h.head == head
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} never reached seq {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,8 +1,15 @@
 -- A channel's position and retained frames, read at one instant.
 -- KEYS: meta, frames, global epoch. ARGV: after, limit, max age (µs),
--- candidate epoch. Returns epoch, head, oldest retained seq and the frames
--- after `after` (seqs are contiguous, so the first one's index is known).
-local epoch = redis.call('HGET', KEYS[1], 'epoch') or global_epoch(KEYS[3], ARGV[4])
+-- candidate epoch, global epoch TTL (ms). Returns epoch, head, oldest
+-- retained seq and the frames after `after` (seqs are contiguous, so the
+-- first one's index is known).
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  -- Never published, or forgotten: seq 0 in the hub's epoch. Frames left
+  -- without their metadata belong to a lost sequence; the next publish
+  -- drops them.
+  return {global_epoch(KEYS[3], ARGV[4], ARGV[5]), '0', '1', {}}
+end
 local head = tonumber(redis.call('HGET', KEYS[1], 'head') or '0')
 local t = redis.call('TIME')
 trim_age(KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[3]))

@@ -1,13 +1,68 @@
 //! The Redis hub: several pushwire instances share one stream.
 //!
-//! # Keys
-//! Per channel, `{prefix}:ch:{name}:meta` is a hash of `epoch` and `head`
-//! (the last seq assigned), and `{prefix}:ch:{name}:frames` a list of the
-//! retained messages, oldest first, seqs contiguous, which expires with the
-//! age limit (refreshed on publish). `{prefix}:epoch` is the epoch a channel
-//! gets at its first publish; it vanishes with a flush, so a flushed Redis
-//! gives every channel a new epoch and clients an explicit `reset`. A
-//! message goes live on `{prefix}:live:{name}`.
+//! # Keys and their TTLs
+//! Every key expires; none outlives what it is needed for. `A` below is the
+//! history age (`--history-age`, [`HistoryLimits::max_age`]).
+//! - `{prefix}:ch:{name}:meta`, a hash of `epoch` and `head` (the last seq
+//!   assigned): the channel's sequence. TTL 2·A, refreshed on publish, so a
+//!   quiet channel keeps its sequence for one more history age after its
+//!   last message could have aged out. Subscribers do not keep it: a
+//!   channel silent for 2·A is forgotten (see Epochs for what they see).
+//! - `{prefix}:ch:{name}:frames`, a list of the retained messages, oldest
+//!   first, seqs contiguous up to `head`. TTL A, refreshed on publish: it
+//!   always expires before the meta of the same channel.
+//! - `{prefix}:ch:{name}:idem:{key}`, the record of a publish made with an
+//!   idempotency key: `epoch seq ts`. TTL 5 minutes
+//!   ([`IDEMPOTENCY_WINDOW`](super::IDEMPOTENCY_WINDOW)) from that publish,
+//!   not refreshed by repeats.
+//! - `{prefix}:epoch`, the hub's epoch: the one a new channel is created in,
+//!   and that a channel without meta reads in (at seq 0). TTL A, set when it
+//!   is created and never refreshed, so that it rotates (see Epochs).
+//!
+//! A message goes live on `{prefix}:live:{name}` (a pub/sub channel, no key).
+//!
+//! # Epochs
+//! A channel's seqs mean something only with its epoch, so a channel whose
+//! sequence is lost must never start again in the epoch it had, or a client
+//! resuming from `c:N:E` would take new seqs for the ones it has (API.md:
+//! it gets `epoch_changed` instead). The ways a sequence is lost:
+//! - **Expiry.** A channel created at time t in hub epoch G has a meta that
+//!   lives until at least t + 2·A. G was set at some time g ≤ t and, not
+//!   being refreshed, expires at g + A ≤ t + A. So by the time the meta
+//!   can have expired, G is gone, and the channel is created again in
+//!   whichever epoch the hub has then: a fresh random one. A client still
+//!   holding a position past 0 in the old epoch gets `epoch_changed`.
+//! - **A flush** (or a Redis restarted empty): the hub's epoch goes with
+//!   everything else; the next read or publish makes a fresh one.
+//! - **Meta evicted or deleted while the frames survive** (frames expire
+//!   first, so this is never expiry): the publish script finds frames and no
+//!   meta, drops the frames (their seqs are lost) and creates the channel in
+//!   a fresh random epoch, not the hub's, which may be the one they had.
+//!
+//! Not detected: meta and frames both deleted (or evicted) while the hub
+//! epoch the channel was created in still lives, or meta alone with a
+//! history size of 0 (no frames). The channel then starts again at seq 1 in
+//! that same epoch; a client ahead of the new head still gets
+//! `epoch_changed`, one behind it does not.
+//!
+//! A channel never published, or forgotten, reads at seq 0 in the hub's
+//! epoch. As the hub's epoch rotates, such a read may name a new epoch each
+//! history age; a position at 0 continues into any epoch (see
+//! `transport::position`), so pollers of quiet channels see no reset.
+//!
+//! # Idempotency
+//! The publish script checks the record of the publish's key first: if it
+//! exists, the script answers it and does nothing else (no history append,
+//! no `PUBLISH`); the hub returns a message with the first publish's seq, ts
+//! and epoch and this call's data. Otherwise the script publishes and
+//! writes the record, in the same atomic step, so two instances retrying
+//! the same key at once publish it once.
+//!
+//! A publish whose outcome is unknown (its answer timed out, its connection
+//! broke in flight) fails with [`HubError::Uncertain`]: it may have been
+//! stored, and a retry with the same key answers what it stored, if it did.
+//! Only a publish that Redis answered with an error, or whose connection was
+//! refused, is [`HubError::Unavailable`] (`storage::may_have_run` says why).
 //!
 //! # Frames
 //! A message is stored and published as one frame, `epoch seq ts json`: a
@@ -22,9 +77,11 @@
 //! new name keeps this version from reading entries of the old format.
 //!
 //! # Guarantees
-//! - A publish is one Lua script (`publish.lua`): next seq, append, trim by
-//!   size and by age, `PUBLISH`, all atomic in Redis. Its reply is the frame
-//!   it stored, decoded like any other, so a message is encoded once.
+//! - A publish is one Lua script (`publish.lua`): idempotency check, next
+//!   seq, append, trim by size and by age, TTLs, idempotency record,
+//!   `PUBLISH`, all atomic in Redis. Its reply is the frame it stored,
+//!   decoded like any other, so a message is encoded once (or, for a
+//!   repeated key, the record's `epoch seq ts`).
 //! - A history read is one script (`history.lua`): position and frames at
 //!   one instant.
 //! - Each instance holds one pub/sub connection, subscribed to exactly the
@@ -103,9 +160,9 @@ impl Hub for RedisHub {
         &self,
         channel: ChannelName,
         data: Box<RawValue>,
-        _key: Option<IdempotencyKey>,
+        key: Option<IdempotencyKey>,
     ) -> HubFuture<'_, Arc<Message>> {
-        Box::pin(async move { self.storage.publish(channel, &data).await.map(Arc::new) })
+        Box::pin(async move { self.storage.publish(channel, &data, key.as_ref()).await.map(Arc::new) })
     }
 
     fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {

@@ -1,17 +1,35 @@
--- One publish, atomically: next seq, append and trim history, PUBLISH.
--- KEYS: meta, frames, global epoch. ARGV: channel, data (compact JSON),
--- history size, max age (µs), candidate epoch, live channel, frames TTL (ms).
--- Returns the frame, the very bytes stored and published.
+-- One publish, atomically: idempotency check, next seq, append and trim
+-- history, TTLs, PUBLISH.
+-- KEYS: meta, frames, global epoch, and the idempotency record when the
+-- publish has a key. ARGV: channel, data (compact JSON), history size, max
+-- age (µs), candidate epoch, live channel, history TTL (ms), meta TTL (ms),
+-- idempotency TTL (ms).
+-- Returns {frame, 0}: the frame, the very bytes stored and published; or
+-- {header, 1}: a repeated key, nothing done, and the first publish's
+-- `epoch seq ts`.
+if KEYS[4] then
+  local first = redis.call('GET', KEYS[4])
+  if first then return {first, 1} end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = global_epoch(KEYS[3], ARGV[5])
+  if redis.call('DEL', KEYS[2]) == 1 then
+    -- Frames outlived their metadata (evicted or deleted): their sequence is
+    -- lost, and their epoch may well be the hub's, whose seqs clients hold.
+    -- The channel starts over without them, in a fresh epoch.
+    epoch = ARGV[5]
+  else
+    epoch = global_epoch(KEYS[3], ARGV[5], ARGV[7])
+  end
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
 local t = redis.call('TIME')
 local ts = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+local header = epoch .. ' ' .. seq .. ' ' .. ts
 local json = '{"type":"message","channel":"' .. ARGV[1] .. '","seq":' .. seq .. ',"ts":' .. ts .. ',"data":' .. ARGV[2] .. '}'
-local frame = epoch .. ' ' .. seq .. ' ' .. ts .. ' ' .. json
+local frame = header .. ' ' .. json
 local size = tonumber(ARGV[3])
 if size > 0 then
   redis.call('RPUSH', KEYS[2], frame)
@@ -19,5 +37,8 @@ if size > 0 then
   trim_age(KEYS[2], tonumber(ts), tonumber(ARGV[4]))
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
+if KEYS[4] then
+  redis.call('SET', KEYS[4], header, 'PX', ARGV[9])
+end
 redis.call('PUBLISH', ARGV[6], frame)
-return frame
+return {frame, 0}

@@ -14,10 +14,12 @@ local function trim_age(key, now, max_age)
   end
 end
 
--- The epoch of a channel that has none: the hub's, which a fresh (or
--- flushed) Redis does not have yet, so the candidate becomes it.
-local function global_epoch(key, candidate)
+-- The hub's epoch, which a channel without metadata reads in and is created
+-- in. A fresh or flushed Redis has none, nor has one whose epoch expired:
+-- then the candidate becomes it, for ttl_ms, never refreshed, so that it
+-- rotates (the module doc says why that keeps expired channels out of it).
+local function global_epoch(key, candidate, ttl_ms)
   local g = redis.call('GET', key)
-  if not g then g = candidate; redis.call('SET', key, g) end
+  if not g then g = candidate; redis.call('SET', key, g, 'PX', ttl_ms) end
   return g
 end

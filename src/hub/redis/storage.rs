@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError, Script};
 use serde_json::value::RawValue;
 
 use super::unavailable;
-use crate::hub::{History, HistoryLimits, HubError};
-use crate::message::{ChannelName, Epoch, Message};
+use crate::hub::{History, HistoryLimits, HubError, IDEMPOTENCY_WINDOW};
+use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 
 const PUBLISH: &str = concat!(include_str!("shared.lua"), include_str!("publish.lua"));
 const HISTORY: &str = concat!(include_str!("shared.lua"), include_str!("history.lua"));
@@ -34,6 +35,11 @@ impl Keys {
     }
     fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
+    }
+    /// The record of a publish with this key (channel names hold no `:`,
+    /// so the key may).
+    fn idempotency(&self, channel: &ChannelName, key: &IdempotencyKey) -> String {
+        format!("{}:ch:{channel}:idem:{}", self.prefix, key.as_str())
     }
     pub(super) fn live(&self, channel: &ChannelName) -> String {
         format!("{}:live:{channel}", self.prefix)
@@ -59,27 +65,41 @@ impl Storage {
         Storage { keys, limits, commands, ready, publish: Script::new(PUBLISH), history: Script::new(HISTORY) }
     }
 
-    pub(super) async fn publish(&self, channel: ChannelName, data: &RawValue) -> Result<Message, HubError> {
-        let data = Message::compact(data);
-        let ttl_ms = u64::try_from(self.limits.max_age.as_millis()).unwrap_or(u64::MAX).max(1);
-        let frame: String = self.check(
-            self.publish
-                .key(self.keys.meta(&channel))
-                .key(self.keys.frames(&channel))
-                .key(self.keys.epoch())
-                .arg(channel.as_str())
-                .arg(data.as_ref())
-                .arg(self.limits.size)
-                .arg(self.max_age_micros())
-                // A fresh proposal each time: after a flush, a reused one could
-                // bring back the old epoch and hide the loss.
-                .arg(Epoch::random().as_str())
-                .arg(self.keys.live(&channel))
-                .arg(ttl_ms)
-                .invoke_async(&mut self.commands.clone())
-                .await,
-        )?;
-        decode(channel, frame).ok_or_else(|| unavailable("the publish script answered a malformed frame"))
+    /// Runs one publish. With a key seen within [`IDEMPOTENCY_WINDOW`] the
+    /// script does nothing and answers the first publish's position, which
+    /// is returned with this call's data, as the memory hub does.
+    pub(super) async fn publish(
+        &self,
+        channel: ChannelName,
+        data: &RawValue,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Message, HubError> {
+        let compact = Message::compact(data);
+        let mut script = self.publish.key(self.keys.meta(&channel));
+        script.key(self.keys.frames(&channel)).key(self.keys.epoch());
+        if let Some(key) = key {
+            script.key(self.keys.idempotency(&channel, key));
+        }
+        script
+            .arg(channel.as_str())
+            .arg(compact.as_ref())
+            .arg(self.limits.size)
+            .arg(self.max_age_micros())
+            // A fresh proposal each time: after a flush, a reused one could
+            // bring back the old epoch and hide the loss.
+            .arg(Epoch::random().as_str())
+            .arg(self.keys.live(&channel))
+            .arg(self.history_ttl_ms())
+            .arg(self.meta_ttl_ms())
+            .arg(millis(IDEMPOTENCY_WINDOW));
+        let result = script.invoke_async(&mut self.commands.clone()).await;
+        let (reply, repeated): (String, bool) = result.map_err(|e| self.publish_failed(e))?;
+        let message = if repeated {
+            decode_header(&reply).map(|(epoch, seq, ts)| Message::new(channel, seq, ts, epoch, data))
+        } else {
+            decode(channel, reply)
+        };
+        message.ok_or_else(|| unavailable("the publish script answered a malformed frame"))
     }
 
     pub(super) async fn history(&self, channel: ChannelName, after: u64, limit: usize) -> Result<History, HubError> {
@@ -92,6 +112,7 @@ impl Storage {
                 .arg(limit)
                 .arg(self.max_age_micros())
                 .arg(Epoch::random().as_str())
+                .arg(self.history_ttl_ms())
                 .invoke_async(&mut self.commands.clone())
                 .await,
         )?;
@@ -114,15 +135,72 @@ impl Storage {
         u64::try_from(self.limits.max_age.as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// The TTL of a channel's frames and of the hub's epoch: the history age.
+    fn history_ttl_ms(&self) -> u64 {
+        millis(self.limits.max_age)
+    }
+
+    /// The TTL of a channel's metadata: twice the history age, so that a
+    /// quiet channel keeps its sequence a while after its history aged out,
+    /// and in any case longer than the epoch it was created in lives.
+    fn meta_ttl_ms(&self) -> u64 {
+        self.history_ttl_ms().saturating_mul(2).min(MAX_TTL_MS)
+    }
+
+    /// Maps a failed publish to the error that tells the caller whether it
+    /// may have been stored.
+    fn publish_failed(&self, e: RedisError) -> HubError {
+        self.note_failure(&e);
+        if may_have_run(&e) { HubError::Uncertain(e.to_string()) } else { unavailable(e) }
+    }
+
     /// Marks the hub unready when a command failed for want of Redis.
     fn check<T>(&self, result: redis::RedisResult<T>) -> Result<T, HubError> {
         result.map_err(|e| {
-            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-                self.ready.store(false, Ordering::Relaxed);
-            }
+            self.note_failure(&e);
             unavailable(e)
         })
     }
+
+    fn note_failure(&self, e: &RedisError) {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.ready.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether a publish script that failed with `e` may nonetheless have run.
+///
+/// Two outcomes are known. Redis answered with an error: nothing was stored,
+/// since Redis refuses a script (OOM, BUSY, LOADING, ...) before it writes,
+/// and on keys of the hub's making the script raises nothing once it has
+/// begun writing. The connection was refused: nothing was sent. Any
+/// other I/O error, `is_timeout` and `is_connection_dropped` included (both
+/// are I/O kinds), may have come after the script was sent, even after it
+/// ran: its answer timed out, or the connection broke with it in flight; so
+/// may an answer redis-rs could not parse. redis-rs reports a command that
+/// never left (a reconnect that timed out, a connection already known to be
+/// closed) with these same kinds, so those count as uncertain too: a retry
+/// with the same idempotency key is right either way, a blind retry is not.
+fn may_have_run(e: &RedisError) -> bool {
+    !e.is_connection_refusal() && (e.is_io_error() || e.kind() == ErrorKind::Parse)
+}
+
+/// Redis refuses an expiry that overflows its millisecond clock; no history
+/// age needs more than these two thousand years.
+const MAX_TTL_MS: u64 = 1 << 46;
+
+/// A duration as a TTL in milliseconds that Redis accepts (at least 1).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
+}
+
+/// Reads a frame's header, `epoch seq ts`, alone: what an idempotency
+/// record holds.
+fn decode_header(header: &str) -> Option<(Epoch, u64, u64)> {
+    let mut fields = header.split(' ');
+    let parsed = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    fields.next().is_none().then_some(parsed)
 }
 
 /// Reads a frame, `epoch seq ts json`, of a message on `channel`: a history
@@ -167,5 +245,39 @@ mod tests {
         ] {
             assert!(decode(c(), bad.to_string()).is_none(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn an_idempotency_record_is_a_header_alone() {
+        let (epoch, seq, ts) = decode_header("k3j2 7 1763900000123456").unwrap();
+        assert_eq!((epoch.as_str(), seq, ts), ("k3j2", 7, 1763900000123456));
+        for bad in ["k3j2 7", "k3j2 7 1 {}", "k3j2 x 1", ""] {
+            assert!(decode_header(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_publish_is_uncertain_unless_redis_answered_or_refused_the_connection() {
+        use std::io;
+        let io = |kind: io::ErrorKind| RedisError::from(io::Error::from(kind));
+        for (e, uncertain) in [
+            (io(io::ErrorKind::TimedOut), true),
+            (io(io::ErrorKind::BrokenPipe), true),
+            (io(io::ErrorKind::ConnectionReset), true),
+            (io(io::ErrorKind::UnexpectedEof), true),
+            (RedisError::from((ErrorKind::Io, "driver gone")), true),
+            (io(io::ErrorKind::ConnectionRefused), false),
+            (RedisError::from((ErrorKind::Server(redis::ServerErrorKind::BusyLoading), "loading")), false),
+            (RedisError::from((ErrorKind::Server(redis::ServerErrorKind::ResponseError), "OOM")), false),
+        ] {
+            assert_eq!(may_have_run(&e), uncertain, "{e}");
+        }
+    }
+
+    #[test]
+    fn ttls_are_whole_milliseconds_redis_accepts() {
+        assert_eq!(millis(Duration::from_secs(600)), 600_000);
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::MAX), MAX_TTL_MS);
     }
 }
