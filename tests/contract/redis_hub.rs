@@ -236,7 +236,9 @@ async fn redis_killed_mid_stream_and_restarted_with_its_data_loses_nothing() {
 async fn publish_retrying(http: &reqwest::Client, url: &str, i: u64) -> (u64, u32) {
     let mut refused = 0;
     loop {
-        let response = http.post(url).json(&json!({"i": i})).send().await.unwrap();
+        // The same key on every retry: a publish whose answer was lost is not stored twice.
+        let response =
+            http.post(url).header("idempotency-key", format!("retry-{i}")).json(&json!({"i": i})).send().await.unwrap();
         match response.status().as_u16() {
             201 => return (response.json::<Value>().await.unwrap()["seq"].as_u64().unwrap(), refused),
             503 => {
