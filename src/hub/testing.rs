@@ -18,15 +18,17 @@ pub struct Faults {
     pub drop_live: AtomicBool,
 }
 
-/// A [`MemoryHub`] with [`Faults`].
+/// A [`MemoryHub`] with [`Faults`], which also records its history reads.
 pub struct FaultyHub {
     pub store: Arc<MemoryHub>,
     pub faults: Arc<Faults>,
+    /// `(limit asked, bytes of messages returned)` of every history read.
+    pub reads: std::sync::Mutex<Vec<(usize, usize)>>,
 }
 
 impl Default for FaultyHub {
     fn default() -> Self {
-        FaultyHub { store: MemoryHub::new(HistoryLimits::default()), faults: Arc::default() }
+        FaultyHub { store: MemoryHub::new(HistoryLimits::default()), faults: Arc::default(), reads: Default::default() }
     }
 }
 
@@ -58,7 +60,10 @@ impl Hub for FaultyHub {
             if self.faults.fail_reads.load(Ordering::Relaxed) {
                 return Err(HubError::Unavailable("injected".into()));
             }
-            self.store.history(channel, after, limit).await
+            let history = self.store.history(channel, after, limit).await?;
+            let bytes = history.messages.iter().map(|m| m.json().len()).sum();
+            self.reads.lock().unwrap_or_else(|e| e.into_inner()).push((limit, bytes));
+            Ok(history)
         })
     }
 

@@ -456,6 +456,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn catching_up_many_channels_of_large_messages_reads_a_bounded_amount_at_a_time() {
+        let (hub, _) = setup();
+        let names: Vec<ChannelName> = (0..8).map(|i| format!("big{i}").parse().unwrap()).collect();
+        let big = format!("\"{}\"", "x".repeat(60_000));
+        for name in &names {
+            for _ in 0..30 {
+                hub.publish(name.clone(), RawValue::from_string(big.clone()).unwrap(), None).await.unwrap();
+            }
+        }
+        let reads = Reads { page: 10, budget: 100_000 };
+        let mut s = Subscription::once(hub.clone(), reads);
+        let cursor: Cursor = names.iter().map(|n| format!("{n}:0")).collect::<Vec<_>>().join(",").parse().unwrap();
+        s.subscribe(&names, &cursor).await.unwrap();
+        let at_subscribe = hub.reads.lock().unwrap().clone();
+        let read_pages = at_subscribe.iter().filter(|(limit, _)| *limit > 0).count();
+        assert!(read_pages <= 2, "pages are read at subscribe only within the budget: {at_subscribe:?}");
+        let mut delivered = 0;
+        while let Ok(Some(_)) = s.next_ready().await {
+            delivered += 1;
+            let held: usize = s.pending_bytes();
+            assert!(held <= 10 * 60_100 + 100_000, "never more than a page beyond the budget held: {held}");
+        }
+        assert_eq!(delivered, 8 * 30, "and still everything, page by page");
+        assert!(hub.reads.lock().unwrap().iter().all(|(limit, _)| *limit <= 10), "no read asks for more than a page");
+    }
+
+    #[tokio::test]
     async fn a_dropped_subscribe_unregisters() {
         let (hub, faults) = setup();
         let mut s = Subscription::live(hub.clone(), 16, Reads { page: 100, budget: 1 << 20 });
