@@ -100,6 +100,14 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// PEM certificate chain: serve HTTPS and WSS (HTTP/2 by ALPN) on the bound port.
+    #[arg(long, env = "PUSHWIRE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PUSHWIRE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// HS256 secret that signs access tokens (JWT); switches access control on.
     #[arg(long, env = "PUSHWIRE_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,

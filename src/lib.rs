@@ -17,7 +17,7 @@
 //! - `state`: `AppState`, what routes share.
 //! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; per-transport counters.
 //! - `limits`: connection caps and the publish rate, per client address.
-//! - [`server`]: builds the HTTP service around metered sockets.
+//! - [`server`]: builds the HTTP service around metered sockets; `tls`: HTTPS, HTTP/2 by ALPN.
 //! - `shutdown`: the one signal every session listens to.
 //! - `demo`: the built-in demo publisher, adjustable at run time.
 //! - `inspect`: per-page captures for the dashboard's teaching panel.
@@ -36,6 +36,7 @@ pub mod server;
 mod shutdown;
 mod state;
 mod stats;
+mod tls;
 mod transport;
 mod wire;
 

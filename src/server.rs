@@ -1,30 +1,35 @@
-//! Building and starting the HTTP server. Sockets are wrapped in
+//! Building and starting the HTTP server. Sockets are admitted within the
+//! connection limits, go through TLS when it is on, and are wrapped in
 //! [`MeteredStream`] before HTTP parsing, which is why the server is built
 //! from actix-http's service rather than `HttpServer`.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_http::Extensions;
 use actix_http::error::DispatchError;
 use actix_http::{HttpService, Protocol};
 use actix_server::ServerHandle;
-use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, boxed, fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::Hub;
-use crate::limits::{self, Connections, PublishRate};
+use crate::limits::{self, Connections, Permit, PublishRate};
 use crate::routes::{self, Origins};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
+use crate::tls;
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 
@@ -63,6 +68,10 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let factory_state = state.clone();
     let factory_config = config.clone();
     let server = actix_server::Server::build()
@@ -91,40 +100,86 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             // crate-private constructor; its public twin is doc-hidden (made
             // for actix-test). Without it the app would believe it listens on
             // localhost:8080, which the default `AppConfig` claims.
-            let app_config = AppConfig::__priv_test_new(false, addr.to_string(), addr);
-            let http = HttpService::build()
-                .keep_alive(config.keep_alive)
-                // MeteredStream times every request head, the first included;
-                // actix's own timer (first request only) reads a clock cached
-                // for 500 ms, so short timeouts would fire at once.
-                .client_request_timeout(std::time::Duration::ZERO)
-                .on_connect_ext(|io: &MeteredStream<TcpStream>, ext| {
-                    ext.insert(io.meter().clone());
-                })
-                .finish(map_config(app, move |()| app_config.clone()));
+            let app_config = AppConfig::__priv_test_new(tls.is_some(), addr.to_string(), addr);
+            let app = map_config(app, move |()| app_config.clone());
+            // MeteredStream times every request head, the first included;
+            // actix's own timer (first request only) reads a clock cached for
+            // 500 ms, so short timeouts would fire at once: it is off (zero).
+            let keep_alive = config.keep_alive;
             let connections = connections.clone();
-            fn_service(move |io: TcpStream| {
-                let stats = stats.clone();
-                let connections = connections.clone();
-                async move {
-                    let peer = io.peer_addr().ok();
-                    let permit = match connections.admit(peer.map(|p| p.ip())) {
-                        Ok(permit) => permit,
-                        Err(refusal) => {
-                            actix_web::rt::spawn(limits::refuse(io, refusal));
-                            return Err(DispatchError::Io(io::Error::other("refused: connection limit")));
+            match tls.clone() {
+                None => boxed::factory(
+                    fn_service(move |io: TcpStream| {
+                        let (stats, connections) = (stats.clone(), connections.clone());
+                        async move {
+                            let (io, peer, permit) = admit(io, &connections)?;
+                            let meter = Arc::new(ConnMeter::new(stats));
+                            Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), Protocol::Http1, peer))
                         }
-                    };
-                    // Notifications are small and latency matters more than packet count.
-                    let _ = io.set_nodelay(true);
-                    let io = MeteredStream::new(io, Arc::new(ConnMeter::new(stats)), timeouts, Some(permit));
-                    Ok((io, Protocol::Http1, peer))
-                }
-            })
-            .and_then(http)
+                    })
+                    .and_then(
+                        HttpService::build()
+                            .keep_alive(keep_alive)
+                            .client_request_timeout(Duration::ZERO)
+                            .on_connect_ext(remember_meter::<TcpStream>)
+                            .finish(app),
+                    )
+                    .map_err(|_| ())
+                    .map_init_err(|_| ()),
+                ),
+                Some(acceptor) => boxed::factory(
+                    fn_service(move |io: TcpStream| {
+                        let (stats, connections, acceptor) = (stats.clone(), connections.clone(), acceptor.clone());
+                        async move {
+                            let (io, peer, permit) = admit(io, &connections)?;
+                            let Some((io, protocol)) = tls::accept(&acceptor, io, timeouts.request).await else {
+                                return Err(DispatchError::Io(io::Error::other("no TLS handshake")));
+                            };
+                            let meter = match protocol {
+                                Protocol::Http2 => ConnMeter::multiplexed(stats),
+                                _ => ConnMeter::new(stats),
+                            };
+                            Ok((MeteredStream::new(io, Arc::new(meter), timeouts, Some(permit)), protocol, peer))
+                        }
+                    })
+                    .and_then(
+                        HttpService::build()
+                            .keep_alive(keep_alive)
+                            .client_request_timeout(Duration::ZERO)
+                            .on_connect_ext(remember_meter::<TlsStream<TcpStream>>)
+                            .finish(app),
+                    )
+                    .map_err(|_| ())
+                    .map_init_err(|_| ()),
+                ),
+            }
         })?
         .run();
     Ok(Running { addr, handle: server.handle(), state, server })
+}
+
+/// Admits a connection within the limits, or hands it to be refused.
+fn admit(
+    io: TcpStream,
+    connections: &Arc<Connections>,
+) -> Result<(TcpStream, Option<SocketAddr>, Permit), DispatchError> {
+    let peer = io.peer_addr().ok();
+    match connections.admit(peer.map(|p| p.ip())) {
+        Ok(permit) => {
+            // Notifications are small and latency matters more than packet count.
+            let _ = io.set_nodelay(true);
+            Ok((io, peer, permit))
+        }
+        Err(refusal) => {
+            actix_web::rt::spawn(limits::refuse(io, refusal));
+            Err(DispatchError::Io(io::Error::other("refused: connection limit")))
+        }
+    }
+}
+
+/// Gives every request of a connection its byte meter.
+fn remember_meter<T>(io: &MeteredStream<T>, extensions: &mut Extensions) {
+    extensions.insert(io.meter().clone());
 }
 
 /// The token verifier the flags ask for, if any; a key that cannot be read

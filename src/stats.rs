@@ -19,16 +19,20 @@ pub enum Traffic {
     Publish,
     /// Pages, static files, stats, health.
     Other,
+    /// The bytes of HTTP/2 connections, whose frames interleave requests of
+    /// every kind (their requests are still counted per transport).
+    Http2,
 }
 
 impl Traffic {
-    pub const ALL: [Traffic; 6] = [
+    pub const ALL: [Traffic; 7] = [
         Traffic::Stream(Transport::WebSocket),
         Traffic::Stream(Transport::Sse),
         Traffic::Stream(Transport::LongPoll),
         Traffic::Stream(Transport::Poll),
         Traffic::Publish,
         Traffic::Other,
+        Traffic::Http2,
     ];
 
     /// Its key in `/api/stats` and label in `/metrics`.
@@ -37,6 +41,7 @@ impl Traffic {
             Traffic::Stream(transport) => transport.name(),
             Traffic::Publish => "publish",
             Traffic::Other => "other",
+            Traffic::Http2 => "http2",
         }
     }
 
@@ -45,6 +50,7 @@ impl Traffic {
             Traffic::Stream(transport) => transport.index(),
             Traffic::Publish => 4,
             Traffic::Other => 5,
+            Traffic::Http2 => 6,
         }
     }
 
@@ -112,7 +118,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
-    transports: [Counters; 6],
+    transports: [Counters; 7],
 }
 
 impl Default for Stats {

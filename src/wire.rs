@@ -44,6 +44,9 @@ pub struct ConnMeter {
     /// Whether the head being read is kept (its request line tags a page).
     keeping_head: AtomicBool,
     capture: Mutex<Capture>,
+    /// An HTTP/2 connection: its frames interleave many requests, so its bytes
+    /// are counted as [`Traffic::Http2`], not per transport, and not captured.
+    multiplexed: bool,
 }
 
 /// The teaching panel's view of this connection.
@@ -57,16 +60,28 @@ struct Capture {
 
 impl ConnMeter {
     pub fn new(stats: Arc<Stats>) -> ConnMeter {
+        Self::with(stats, false)
+    }
+
+    /// The meter of an HTTP/2 connection (see `multiplexed`). Its requests
+    /// are still counted per transport; its heads are HTTP/2's to time.
+    pub fn multiplexed(stats: Arc<Stats>) -> ConnMeter {
+        Self::with(stats, true)
+    }
+
+    fn with(stats: Arc<Stats>, multiplexed: bool) -> ConnMeter {
+        let traffic = if multiplexed { Traffic::Http2 } else { Traffic::Other };
         ConnMeter {
             stats,
-            current: AtomicU8::new(Traffic::Other.index() as u8),
-            in_request: AtomicBool::new(false),
-            // A new connection owes its first request: its time runs from the accept.
-            reading_head: AtomicBool::new(true),
+            current: AtomicU8::new(traffic.index() as u8),
+            in_request: AtomicBool::new(multiplexed),
+            // A new HTTP/1 connection owes its first request: its time runs from the accept.
+            reading_head: AtomicBool::new(!multiplexed),
             unclaimed_in: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
             capture: Mutex::default(),
+            multiplexed,
         }
     }
 
@@ -82,6 +97,9 @@ impl ConnMeter {
     /// inspected client and a transport, that lane gets the request head and
     /// this connection's bytes until the next request.
     pub fn begin(&self, traffic: Traffic, client: Option<Arc<Inspected>>) {
+        if self.multiplexed {
+            return;
+        }
         self.current.store(traffic.index() as u8, Ordering::Relaxed);
         self.in_request.store(true, Ordering::Relaxed);
         self.reading_head.store(false, Ordering::Relaxed);
@@ -107,6 +125,9 @@ impl ConnMeter {
 
     /// The request has been read; bytes read from now on belong to the next one.
     pub fn end(&self) {
+        if self.multiplexed {
+            return;
+        }
         self.in_request.store(false, Ordering::Relaxed);
     }
 

@@ -147,6 +147,7 @@ fn cors_route(route: Option<&str>) -> bool {
         Traffic::Stream(transport) => transport != Transport::WebSocket,
         Traffic::Publish => true,
         Traffic::Other => route == Some("/api/stats"),
+        Traffic::Http2 => false,
     }
 }
 

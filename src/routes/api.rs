@@ -122,6 +122,10 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "hub": ctx.hub.kind(),
         "hub_ready": ctx.hub.is_ready(),
         "uptime_secs": ctx.stats.uptime_secs(),
+        // Bytes are HTTP's (headers, chunking, WebSocket frame headers), counted
+        // before TLS encrypts them: the same figures with TLS on or off.
+        "tls": ctx.config.tls_cert.is_some(),
+        "bytes_counted": "before_tls",
         "hub_channels": ctx.hub.channel_count(),
         "hub_retained_bytes": ctx.hub.retained_bytes(),
         "transports": transports,

@@ -166,3 +166,37 @@ async fn with_access_control_on_the_page_passes_its_token_on() {
     assert!(!request.contains(&token), "{request}");
     chromium.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_lanes_run_on_http2_and_websocket_on_http1() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("pushwire-https-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let app = spawn_app_with(HubKind::Memory, move |c| {
+        c.demo_rate = 20.0;
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    })
+    .await;
+    let chromium = Chromium::launch(1600, 1500).await;
+    let page = chromium.browser.new_page(format!("https://{}/", app.addr)).await.unwrap();
+    let s = wait_for(&page, "five live lanes over HTTPS, each with its protocol", |s| {
+        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(5))
+            && ["long-poll", "poll"].iter().all(|l| s[l]["protocol"] == "h2")
+    })
+    .await;
+    for lane in LANES {
+        assert_eq!((s[lane]["gaps"].as_u64(), s[lane]["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {s:#}");
+    }
+    assert_eq!(s["websocket"]["protocol"], "http/1.1", "{s:#}");
+    assert_eq!(s["sse"]["protocol"], "h2", "{s:#}");
+    assert_eq!(s["auto"]["transport"], "websocket", "wss works through the client too");
+    assert_eq!(text(&page, "#lane-poll [data-field=protocol]").await, "HTTP/2");
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-https.png");
+    page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot).await.unwrap();
+    chromium.close().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

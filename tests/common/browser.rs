@@ -40,6 +40,8 @@ impl Chromium {
                 "disable-background-networking",
                 "disable-component-update",
                 "disable-sync",
+                // The HTTPS tests serve a self-signed certificate made at test time.
+                "ignore-certificate-errors",
             ])
             .build()
             .unwrap();

@@ -16,4 +16,5 @@ mod resets;
 mod server;
 mod short_poll;
 mod sse;
+mod tls;
 mod websocket;

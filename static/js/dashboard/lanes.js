@@ -19,6 +19,7 @@ export class Lane {
     this.bytes = null; // from /api/inspect
     this.status = "starting";
     this.reason = "";
+    this.protocol = null; // "http/1.1" or "h2", as the browser reports it
   }
 
   /** Where the lane starts (the head when it subscribed), without counting a gap. */
@@ -66,16 +67,18 @@ export class Lane {
     return { p50: at(0.5), p95: at(0.95), p99: at(0.99) };
   }
 
-  /** Bytes on the wire per message, both counted at the same moment. */
+  /** Bytes on the wire per message, both counted at the same moment. Over
+   * HTTP/2 a request's bytes are interleaved with others' on one connection:
+   * the server counts them per connection, not per lane. */
   bytesPerMessage() {
-    if (!this.bytes || !this.bytes.received) return null;
+    if (!this.bytes || !this.bytes.received || this.protocol === "h2") return null;
     return (this.bytes.bytes_sent + this.bytes.bytes_received) / this.bytes.received;
   }
 
   summary() {
     const { p50, p95, p99 } = this.percentiles();
-    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, transport } = this;
-    return { id, status, reason, transport, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage() };
+    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, transport, protocol } = this;
+    return { id, status, reason, transport, protocol, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage() };
   }
 
   render() {
@@ -90,7 +93,9 @@ export class Lane {
     if (this.transport) field("transport").textContent = this.transport;
     for (const k of ["p50", "p95", "p99"]) field(k).textContent = fmt(s[k], s[k] !== null && s[k] < 10 ? 1 : 0);
     for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects"]) field(k).textContent = s[k];
-    field("bytesPerMessage").textContent = s.bytesPerMessage === null ? "–" : Math.round(s.bytesPerMessage);
+    field("bytesPerMessage").textContent =
+      s.bytesPerMessage !== null ? Math.round(s.bytesPerMessage) : s.protocol === "h2" ? "n/a on HTTP/2" : "–";
+    field("protocol").textContent = s.protocol === "h2" ? "HTTP/2" : s.protocol === "http/1.1" ? "HTTP/1.1" : s.protocol || "–";
     field("gaps").dataset.bad = s.gaps > 0;
     field("dups").dataset.bad = s.dups > 0;
     field("recent").replaceChildren(
@@ -111,3 +116,16 @@ export const auto = new Lane({ id: "auto", title: "Auto" });
 
 /** Every lane, the auto lane last (the order of the summary). */
 export const allLanes = [...lanes, auto];
+
+// Which HTTP version each lane's requests really used, as the browser saw it
+// (a finished request's resource timing). A stream that is still open has no
+// entry yet: until it does, it shares the page's own connection's protocol.
+const pageProtocol = performance.getEntriesByType("navigation")[0]?.nextHopProtocol || null;
+for (const lane of lanes) lane.protocol = lane.id === "websocket" ? null : pageProtocol;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const path = new URL(entry.name).pathname;
+    const lane = lanes.find((l) => l.path === path);
+    if (lane && entry.nextHopProtocol) lane.protocol = entry.nextHopProtocol;
+  }
+}).observe({ type: "resource", buffered: true });

@@ -56,6 +56,8 @@ function runWebSocket(lane, generation) {
       const m = JSON.parse(event.data);
       if (m.type === "welcome") {
         welcomed = true;
+        // A WebSocket always upgrades an HTTP/1.1 connection of its own (no RFC 8441 here).
+        lane.protocol = "http/1.1";
         attempt = 0;
         lane.setStatus("live", `session ${m.session}, protocol ping every ${m.heartbeat_ms / 1000} s`);
       } else if (m.type === "subscribed") lane.start(m.seq, m.epoch);
