@@ -48,6 +48,17 @@ fn base36(mut i: usize) -> String {
     }
 }
 
+/// `n` admitted connections (each proven so by an answer), holding their places.
+async fn hold(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+        assert!(exchange(&mut tcp, &get(app, "/healthz")).await.starts_with("HTTP/1.1 200"));
+        held.push(tcp);
+    }
+    held
+}
+
 fn get(app: &TestApp, path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr)
 }
@@ -86,20 +97,8 @@ async fn a_stalled_body_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_an_upgrade_gets_503_before_101() {
     let app = spawn_app_with(HubKind::Memory, |c| c.max_connections = Some(3)).await;
-    // Three admitted connections (each proven so by an answer) hold the places.
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-        assert!(exchange(&mut tcp, &get(&app, "/healthz")).await.starts_with("HTTP/1.1 200"));
-        held.push(tcp);
-    }
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-    let upgrade = format!(
-        "GET /ws?channels=a HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        app.addr
-    );
-    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut held = hold(&app, 3).await;
+    let (mut tcp, _) = app.raw_upgrade("/ws?channels=a").await;
     let answer =
         String::from_utf8_lossy(&read_to_close(&mut tcp, "the refused connection stayed open").await).into_owned();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
@@ -120,12 +119,7 @@ async fn past_the_connection_cap_an_upgrade_gets_503_before_101() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_per_address_cap_a_client_gets_429() {
     let app = spawn_app_with(HubKind::Memory, |c| c.max_connections_per_ip = 2).await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-        assert!(exchange(&mut tcp, &get(&app, "/healthz")).await.starts_with("HTTP/1.1 200"));
-        held.push(tcp);
-    }
+    let _held = hold(&app, 2).await;
     let mut tcp = TcpStream::connect(app.addr).await.unwrap();
     tcp.write_all(get(&app, "/healthz").as_bytes()).await.unwrap();
     let answer = String::from_utf8_lossy(&read_to_close(&mut tcp, "refused connection stayed open").await).into_owned();
@@ -249,14 +243,8 @@ async fn a_stuck_websocket_is_closed_while_a_healthy_one_keeps_everything() {
     .await;
     let mut healthy = app.ws("?channels=s").await;
     healthy.handshake(1).await;
-    // A client that upgrades, subscribes, sends a frame with a large ref, and never reads.
-    let mut stuck = TcpStream::connect(app.addr).await.unwrap();
-    let upgrade = format!(
-        "GET /ws?channels=s HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        app.addr
-    );
-    stuck.write_all(upgrade.as_bytes()).await.unwrap();
+    // A client that upgrades, subscribes, and never reads.
+    let (_stuck, _) = app.raw_upgrade("/ws?channels=s").await;
     app.wait_stats("two websockets", |s| s["transports"]["websocket"]["connections_open"] == 2).await;
     let total = 3000u64;
     // The healthy subscriber reads as it goes, as healthy clients do.
