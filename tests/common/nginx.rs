@@ -45,34 +45,56 @@ impl Proxy {
 pub struct Nginx {
     pub port: u16,
     dir: PathBuf,
-    upstream: SocketAddr,
+    /// The server behind a proxy of [`Nginx::start`]; `None` for a site's own upstreams.
+    upstream: Option<SocketAddr>,
     child: Option<Child>,
 }
 
 impl Nginx {
     pub async fn start(upstream: SocketAddr, mode: Proxy) -> Nginx {
+        let mut nginx = Nginx::prepare(Some(upstream));
+        nginx.write_config(mode);
+        nginx.spawn();
+        nginx.wait_for(mode).await;
+        nginx
+    }
+
+    /// Starts nginx on `site`, a configuration of the `http` block (upstreams
+    /// and a server) made for the port it is given, as a deployment ships it.
+    /// The main configuration around it is the test's own: private paths.
+    pub async fn start_site(site: impl FnOnce(u16) -> String) -> Nginx {
+        let mut nginx = Nginx::prepare(None);
+        std::fs::write(nginx.dir.join("site.conf"), site(nginx.port)).unwrap();
+        nginx.write_main(&format!("include {}/site.conf;", nginx.dir.display()));
+        nginx.spawn();
+        nginx.wait_until("the site", |response| response.status().is_success()).await;
+        nginx
+    }
+
+    /// A private prefix directory and a free port.
+    fn prepare(upstream: Option<SocketAddr>) -> Nginx {
         if Command::new("nginx").arg("-v").output().is_err() {
             panic!("nginx is not installed: run `apt-get install -y nginx` (Debian) to run the proxy tests");
         }
         let dir = std::env::temp_dir().join(format!("pushwire-nginx-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut nginx = Nginx { port, dir, upstream, child: None };
-        nginx.write_config(mode);
+        Nginx { port, dir, upstream, child: None }
+    }
+
+    fn spawn(&mut self) {
         let child = Command::new("nginx")
             .arg("-p")
-            .arg(&nginx.dir)
+            .arg(&self.dir)
             .arg("-c")
-            .arg(nginx.dir.join("nginx.conf"))
+            .arg(self.dir.join("nginx.conf"))
             .arg("-e")
-            .arg(nginx.dir.join("error.log"))
+            .arg(self.dir.join("error.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        nginx.child = Some(child);
-        nginx.wait_for(mode).await;
-        nginx
+        self.child = Some(child);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -88,6 +110,30 @@ impl Nginx {
     }
 
     fn write_config(&self, mode: Proxy) {
+        let server = format!(
+            r#"map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen 127.0.0.1:{port};
+        add_header X-Proxy-Mode {name} always;
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            # The browser's Origin names the proxy: the upstream compares it with Host.
+            proxy_set_header Host $http_host;
+            proxy_read_timeout 120s;
+            {directives}
+        }}
+    }}"#,
+            port = self.port,
+            name = mode.name(),
+            upstream = self.upstream.expect("a proxy of Nginx::start"),
+            directives = mode.directives(),
+        );
+        self.write_main(&server);
+    }
+
+    /// Writes nginx.conf: private paths, and `http` holding `http_body`.
+    fn write_main(&self, http_body: &str) {
         let dir = self.dir.display();
         let config = format!(
             r#"worker_processes 1;
@@ -103,41 +149,31 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    server {{
-        listen 127.0.0.1:{port};
-        add_header X-Proxy-Mode {name} always;
-        location / {{
-            proxy_pass http://{upstream};
-            proxy_http_version 1.1;
-            # The browser's Origin names the proxy: the upstream compares it with Host.
-            proxy_set_header Host $http_host;
-            proxy_read_timeout 120s;
-            {directives}
-        }}
-    }}
+    {http_body}
 }}
-"#,
-            port = self.port,
-            name = mode.name(),
-            upstream = self.upstream,
-            directives = mode.directives(),
+"#
         );
         std::fs::write(self.dir.join("nginx.conf"), config).unwrap();
     }
 
     /// Waits until nginx answers with `mode`'s configuration.
     async fn wait_for(&self, mode: Proxy) {
+        let name = mode.name();
+        self.wait_until(name, |response| response.headers().get("x-proxy-mode").is_some_and(|v| v == name)).await
+    }
+
+    /// Waits until nginx's answer to `/healthz` satisfies `check`.
+    async fn wait_until(&self, what: &str, check: impl Fn(&reqwest::Response) -> bool) {
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
             if let Ok(response) = http.get(self.url("/healthz")).send().await
-                && response.headers().get("x-proxy-mode").is_some_and(|v| v == mode.name())
+                && check(&response)
             {
                 return;
             }
             let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
-            assert!(tokio::time::Instant::now() < deadline, "nginx did not come up as {}:\n{log}", mode.name());
+            assert!(tokio::time::Instant::now() < deadline, "nginx did not come up as {what}:\n{log}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
