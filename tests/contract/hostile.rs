@@ -236,6 +236,9 @@ async fn under_attack_honest_clients_lose_nothing_and_memory_stays_bounded() {
         "120s",
         "--poll-max-bytes",
         "262144",
+        // A quiet moment of an honest stream still carries a heartbeat well within PATIENCE.
+        "--sse-heartbeat",
+        "2s",
     ])
     .await;
     let addr = server.addr;
