@@ -42,22 +42,44 @@ impl Proxy {
     }
 }
 
+/// Where the proxy mounts the server: `location {at} { proxy_pass http://upstream{to}; }`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mount {
+    /// The location's prefix, ending in `/`.
+    pub at: &'static str,
+    /// The URI part of `proxy_pass`: what replaces `at` on the way to the
+    /// server (`/pushwire/` keeps the prefix, `/` strips it); empty passes the
+    /// request's URI unchanged.
+    pub to: &'static str,
+}
+
+impl Mount {
+    /// `location / { proxy_pass http://upstream; }`: the whole site.
+    pub const ROOT: Mount = Mount { at: "/", to: "" };
+}
+
 pub struct Nginx {
     pub port: u16,
     dir: PathBuf,
     upstream: SocketAddr,
+    mount: Mount,
     child: Option<Child>,
 }
 
 impl Nginx {
     pub async fn start(upstream: SocketAddr, mode: Proxy) -> Nginx {
+        Nginx::start_at(upstream, mode, Mount::ROOT).await
+    }
+
+    /// A proxy that serves the server only under `mount.at`, as a path-based gateway does.
+    pub async fn start_at(upstream: SocketAddr, mode: Proxy, mount: Mount) -> Nginx {
         if Command::new("nginx").arg("-v").output().is_err() {
             panic!("nginx is not installed: run `apt-get install -y nginx` (Debian) to run the proxy tests");
         }
         let dir = std::env::temp_dir().join(format!("pushwire-nginx-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut nginx = Nginx { port, dir, upstream, child: None };
+        let mut nginx = Nginx { port, dir, upstream, mount, child: None };
         nginx.write_config(mode);
         let child = Command::new("nginx")
             .arg("-p")
@@ -107,8 +129,8 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         add_header X-Proxy-Mode {name} always;
-        location / {{
-            proxy_pass http://{upstream};
+        location {at} {{
+            proxy_pass http://{upstream}{to};
             proxy_http_version 1.1;
             # The browser's Origin names the proxy: the upstream compares it with Host.
             proxy_set_header Host $http_host;
@@ -121,6 +143,8 @@ http {{
             port = self.port,
             name = mode.name(),
             upstream = self.upstream,
+            at = self.mount.at,
+            to = self.mount.to,
             directives = mode.directives(),
         );
         std::fs::write(self.dir.join("nginx.conf"), config).unwrap();
@@ -131,7 +155,7 @@ http {{
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
-            if let Ok(response) = http.get(self.url("/healthz")).send().await
+            if let Ok(response) = http.get(self.url(&format!("{}healthz", self.mount.at))).send().await
                 && response.headers().get("x-proxy-mode").is_some_and(|v| v == mode.name())
             {
                 return;

@@ -76,7 +76,8 @@ async fn with_a_base_path_every_route_is_under_it_and_none_at_the_root() {
     }
     let page = app.http.get(format!("http://{}{BASE}", app.addr)).send().await.unwrap();
     assert_eq!(page.url().path(), "/pushwire/");
-    assert!(page.text().await.unwrap().contains(r#"id="pushwire-config""#));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"src="static/js/dashboard.js""#) && !html.contains(r#"="/static"#), "relative links");
 
     // All four transports and publish, under the prefix.
     let mut ws = app.ws("?channels=bp").await;

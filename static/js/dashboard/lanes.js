@@ -1,6 +1,6 @@
 // The lane model: one transport's counters and figures, whatever the
 // transport, and this page's lanes (the server's four, then the auto lane).
-import { util } from "/static/js/pushwire.mjs";
+import { util } from "../pushwire.mjs";
 import { serverNowUs } from "./clock.js";
 import { config } from "./page.js";
 
