@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::base_path::BasePath;
 use crate::demo;
 use crate::hub::HistoryLimits;
 use crate::hub::memory::Bounds;
@@ -18,6 +19,10 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "PUSHWIRE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+
+    /// Path prefix every route is served under (e.g. /pushwire), for a gateway that mounts pushwire at a path.
+    #[arg(long, env = "PUSHWIRE_BASE_PATH", default_value = "/")]
+    pub base_path: BasePath,
 
     /// Worker threads serving connections (default: one per CPU core).
     #[arg(long, env = "PUSHWIRE_WORKERS")]
@@ -237,11 +242,16 @@ mod tests {
             &["pushwire", "--demo-channel", "no spaces"],
             &["pushwire", "--ws-ping-interval", "0s"],
             &["pushwire", "--queue-size", "0"],
+            &["pushwire", "--base-path", "pushwire"],
+            &["pushwire", "--base-path", "/pushwire/"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?} accepted");
         }
         let config = Config::try_parse_from(["pushwire", "--history-age", "90s", "--bind", "0.0.0.0:9000"]).unwrap();
         assert_eq!(config.history_age, Duration::from_secs(90));
         assert!(Config::try_parse_from(["pushwire", "--history-age", "soon"]).is_err());
+        assert!(Config::defaults().base_path.is_root());
+        let config = Config::try_parse_from(["pushwire", "--base-path", "/pushwire"]).unwrap();
+        assert_eq!(config.base_path.prefix(), "/pushwire");
     }
 }

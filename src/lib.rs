@@ -3,7 +3,8 @@
 //! `docs/API.md`.
 //!
 //! # Layout
-//! - [`config`]: command-line flags with environment equivalents, validated as they parse.
+//! - [`config`]: command-line flags with environment equivalents, validated as they parse;
+//!   [`base_path`], the path prefix the routes are served under.
 //! - [`message`]: channel names, epochs, cursors, messages (encoded once).
 //! - `protocol`: WebSocket client and server frames; close codes and the disconnect catalogue.
 //! - `error`: the error codes of API.md and `AppError`, the error every client sees.
@@ -23,6 +24,7 @@
 //! - `inspect`: per-page captures for the dashboard's teaching panel.
 
 mod auth;
+pub mod base_path;
 pub mod config;
 mod demo;
 mod error;

@@ -43,8 +43,9 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(
         hub = ctx.hub.kind(),
         demo_rate = config.demo_rate,
-        "pushwire listening: open http://{}/ in a browser",
-        running.addr
+        "pushwire listening: open http://{}{}/ in a browser",
+        running.addr,
+        config.base_path.prefix()
     );
 
     // The server future processes the stop command below, so it runs as its own task.

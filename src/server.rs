@@ -85,15 +85,14 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let state = factory_state.clone();
             let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
-            let static_dir = state.ctx.config.static_dir.clone();
+            let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
             let data = web::Data::new(state);
             let app = App::new()
                 .app_data(data)
                 .wrap(from_fn(routes::origins))
                 .wrap(from_fn(routes::meter))
                 .wrap(TracingLogger::default())
-                .service(routes::static_files(&static_dir))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, &base, &static_dir))
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());
             // actix-web's own server builds this per-connection config with a

@@ -11,7 +11,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 
-use super::traffic_of;
+use super::{STATS, route_of, traffic_of};
 use crate::auth::{self, Access};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -130,7 +130,7 @@ pub async fn origins(
     if !allowed && (upgrade || req.method() == Method::POST) {
         return refuse(req, AppError::forbidden("this origin is not allowed"));
     }
-    let cors = allowed && cors_route(req.match_pattern().as_deref());
+    let cors = allowed && cors_route(route_of(&req).as_deref());
     let mut response = next.call(req).await?;
     if cors {
         let headers = response.headers_mut();
@@ -141,12 +141,13 @@ pub async fn origins(
     Ok(response.map_into_left_body())
 }
 
-/// The routes a cross-origin page may read: HTTP transports, publish, stats.
+/// The routes (without the base path) a cross-origin page may read: HTTP
+/// transports, publish, stats.
 fn cors_route(route: Option<&str>) -> bool {
     match traffic_of(route) {
         Traffic::Stream(transport) => transport != Transport::WebSocket,
         Traffic::Publish => true,
-        Traffic::Other => route == Some("/api/stats"),
+        Traffic::Other => route == Some(STATS),
         Traffic::Http2 => false,
     }
 }

@@ -8,6 +8,7 @@ mod streams;
 
 pub use access::{Origins, origins};
 
+use std::path::Path;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -16,6 +17,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
+use crate::base_path::BasePath;
 use crate::error::{AppError, ErrorCode};
 use crate::inspect::{Inspected, client_param};
 use crate::state::AppState;
@@ -25,9 +27,24 @@ use crate::wire::ConnMeter;
 
 /// The publish route.
 const PUBLISH: &str = "/channels/{channel}/messages";
+/// The counters, readable cross-origin (CORS).
+pub(crate) const STATS: &str = "/api/stats";
 
-/// Registers every route of API.md (static files: [`static_files`]).
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts every route of API.md and the static files under `base` (see
+/// [`BasePath`]); any other path is a JSON 404. Routes are registered with
+/// their own paths inside one scope, so the prefix is added in one place and
+/// removed in one place ([`route_of`]).
+pub fn configure(cfg: &mut web::ServiceConfig, base: &BasePath, static_dir: &Path) {
+    let mut scope = web::scope(base.prefix()).service(static_files(static_dir)).configure(routes);
+    if !base.is_root() {
+        // `{base}` alone: the dashboard's relative links need `{base}/`.
+        scope = scope.service(get_or_head("", pages::to_root));
+    }
+    cfg.service(scope).default_service(web::to(not_found));
+}
+
+/// Every route, relative to the base path.
+fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(only(Method::GET, Transport::WebSocket.path(), streams::websocket))
         .service(only(Method::GET, Transport::Sse.path(), streams::sse))
         .service(only(Method::GET, Transport::LongPoll.path(), streams::long_poll))
@@ -35,7 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(only(Method::POST, PUBLISH, api::publish))
         .service(get_or_head("/healthz", api::healthz))
         .service(get_or_head("/readyz", api::readyz))
-        .service(get_or_head("/api/stats", api::stats))
+        .service(get_or_head(STATS, api::stats))
         .service(get_or_head("/metrics", api::metrics))
         .service(only(Method::GET, "/api/time", api::time))
         .service(only(Method::GET, "/api/inspect/{client}", api::inspect))
@@ -50,7 +67,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// What a request is counted as, from the route the router matched.
+/// The route the router matched for `req`, as [`routes`] registers it (the
+/// base path taken off the matched pattern): what the byte meter and the
+/// CORS policy go by.
+pub(crate) fn route_of(req: &ServiceRequest) -> Option<String> {
+    let pattern = req.match_pattern()?;
+    let state = req.app_data::<web::Data<AppState>>()?;
+    state.ctx.config.base_path.route(&pattern).map(str::to_owned)
+}
+
+/// What a request is counted as, from its [`route_of`].
 pub(crate) fn traffic_of(route: Option<&str>) -> Traffic {
     let Some(route) = route else { return Traffic::Other };
     if route == PUBLISH {
@@ -60,7 +86,7 @@ pub(crate) fn traffic_of(route: Option<&str>) -> Traffic {
 }
 
 /// Serves the dashboard's static files from `dir` under `/static`.
-pub fn static_files(dir: &std::path::Path) -> actix_files::Files {
+fn static_files(dir: &Path) -> actix_files::Files {
     actix_files::Files::new("/static", dir)
 }
 
@@ -107,7 +133,7 @@ pub async fn meter(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let traffic = traffic_of(req.match_pattern().as_deref());
+    let traffic = traffic_of(route_of(&req).as_deref());
     let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let client = match (&state, traffic) {

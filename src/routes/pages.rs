@@ -1,6 +1,7 @@
 //! HTML pages, rendered with askama from `templates/`.
 
-use actix_web::web;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use askama_web::WebTemplate;
 use serde::Serialize;
@@ -54,6 +55,18 @@ struct DashboardPage {
 
 pub async fn index(state: web::Data<AppState>) -> impl actix_web::Responder {
     DashboardPage::new(&state)
+}
+
+/// `GET {base}` without the trailing slash: redirected to `{base}/`, where
+/// the dashboard's relative links resolve under the prefix. The location is
+/// relative too, so it holds behind a gateway that adds a prefix of its own.
+pub async fn to_root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let segment = state.ctx.config.base_path.last_segment();
+    let location = match req.query_string() {
+        "" => format!("{segment}/"),
+        query => format!("{segment}/?{query}"),
+    };
+    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish()
 }
 
 impl DashboardPage {

@@ -4,7 +4,8 @@
 // works, and resumes every reconnect from its cursor so the application sees
 // each message once, in order. No dependencies. A plain script: load it with
 // <script src="/static/js/pushwire.js"> and call `pushwire.connect`, or import
-// the ES module /static/js/pushwire.mjs.
+// the ES module /static/js/pushwire.mjs. Loaded from a pushwire server (under
+// its path prefix, if any), it connects to that server unless told a `url`.
 //
 //   import { connect } from "/static/js/pushwire.mjs";
 //   const client = connect({ channels: ["demo"] });
@@ -13,9 +14,23 @@
 
 const ORDER = ["websocket", "sse", "long-poll", "poll"];
 
+/**
+ * The server a script at `scriptUrl` was loaded from: the root above its
+ * `static/js/` (`https://host/pushwire/static/js/pushwire.js` gives
+ * `https://host/pushwire`), so that the client works under a path prefix. The
+ * page's origin when the script does not sit where a pushwire server serves it.
+ */
+function serverRoot(scriptUrl) {
+  const served = /^(.*)\/static\/js\/pushwire\.m?js(?:[?#].*)?$/.exec(scriptUrl || "");
+  if (served) return served[1];
+  return typeof location === "undefined" ? "" : location.origin;
+}
+
 /** Options (all optional but `channels`); times in milliseconds. */
 const DEFAULTS = {
-  url: typeof location === "undefined" ? "" : location.origin,
+  // The server: where this script came from. A classic script knows its own
+  // URL only while it runs; as a module (pushwire.mjs) it is told `import.meta.url`.
+  url: serverRoot(typeof document === "undefined" ? "" : document.currentScript?.src),
   channels: [],
   transports: ORDER,
   cursor: "",
@@ -34,7 +49,14 @@ const DEFAULTS = {
 };
 
 function connect(options) {
-  return new Client({ ...DEFAULTS, ...options });
+  const merged = { ...DEFAULTS, ...options };
+  return new Client({ ...merged, url: absolute(merged.url) });
+}
+
+/** `url` made absolute against the page (a WebSocket URL may not be relative), without a trailing slash. */
+function absolute(url) {
+  const page = typeof location === "undefined" ? null : location.href;
+  return (url && page ? new URL(url, page).href : url).replace(/\/+$/, "");
 }
 
 // Helpers the dashboard shares (as `pushwire.util`). One object, so that the
@@ -59,6 +81,9 @@ const util = {
       const [channel, seq, epoch] = entry.split(":");
       return { channel, seq: Number(seq), epoch };
     }),
+
+  /** The server a script or module at `scriptUrl` belongs to (see the default `url`). */
+  serverRoot,
 
   /** One poll or long-poll request: its answer (`{messages, resets, cursor}`), or an error carrying `retryAfter`. */
   async fetchAnswer(url, signal) {

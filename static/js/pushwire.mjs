@@ -3,4 +3,12 @@
 // `util` holds the helpers the dashboard shares with it (sleep, backoff, cursors, poll answers).
 import "./pushwire.js";
 
-export const { connect, util } = globalThis.pushwire;
+const { connect: connectTo, util } = globalThis.pushwire;
+
+/** The server this module was loaded from (under its path prefix, if any): the default `url`. */
+const server = util.serverRoot(import.meta.url);
+
+/** As pushwire.js's `connect`, with `url` defaulting to this module's server. */
+export const connect = (options = {}) => connectTo({ ...options, url: options.url ?? server });
+
+export { util };

@@ -38,6 +38,8 @@ pub struct TestApp {
     /// The Redis server behind a Redis hub, stopped with the app.
     pub redis: Option<RedisServer>,
     pub addr: SocketAddr,
+    /// `--base-path` as a prefix (`""` or `/pushwire`): [`TestApp::url`] adds it.
+    pub base: String,
     pub handle: actix_server::ServerHandle,
     pub state: pushwire::AppState,
     pub http: reqwest::Client,
@@ -77,9 +79,10 @@ pub async fn spawn_app_on(hub: Arc<dyn Hub>, configure: impl FnOnce(&mut Config)
 
 fn start_app(config: Config, hub: Arc<dyn Hub>, redis: Option<RedisServer>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = config.base_path.prefix().to_owned();
     let Running { addr, state, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
     tokio::spawn(server);
-    TestApp { redis, addr, handle, state, http: reqwest::Client::new() }
+    TestApp { redis, addr, base, handle, state, http: reqwest::Client::new() }
 }
 
 pub async fn spawn_app(kind: HubKind) -> TestApp {
@@ -97,12 +100,13 @@ pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) 
 }
 
 impl TestApp {
+    /// A route's URL, under the server's base path.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}{}", self.addr, self.base, path)
     }
 
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        format!("ws://{}{}{}", self.addr, self.base, path)
     }
 
     /// Publishes over HTTP; returns the answer (`channel`, `seq`, `ts`, `epoch`).
@@ -157,7 +161,8 @@ impl TestApp {
     /// Connects and writes a hand-made WebSocket upgrade for `path_and_query`
     /// with [`WS_SAMPLE_KEY`], for tests that must count every byte or never
     /// answer a ping, which a WebSocket library would hide or do by itself.
-    /// Returns the connection and the exact request sent.
+    /// Returns the connection and the exact request sent. `path_and_query`
+    /// goes on the wire as given: no base path is added.
     pub async fn raw_upgrade(&self, path_and_query: &str) -> (TcpStream, String) {
         let request = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",

@@ -42,17 +42,40 @@ impl Proxy {
     }
 }
 
+/// Where the proxy mounts the server: `location {at} { proxy_pass http://upstream{to}; }`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mount {
+    /// The location's prefix, ending in `/`.
+    pub at: &'static str,
+    /// The URI part of `proxy_pass`: what replaces `at` on the way to the
+    /// server (`/pushwire/` keeps the prefix, `/` strips it); empty passes the
+    /// request's URI unchanged.
+    pub to: &'static str,
+}
+
+impl Mount {
+    /// `location / { proxy_pass http://upstream; }`: the whole site.
+    pub const ROOT: Mount = Mount { at: "/", to: "" };
+}
+
 pub struct Nginx {
     pub port: u16,
     dir: PathBuf,
     /// The server behind a proxy of [`Nginx::start`]; `None` for a site's own upstreams.
     upstream: Option<SocketAddr>,
+    mount: Mount,
     child: Option<Child>,
 }
 
 impl Nginx {
     pub async fn start(upstream: SocketAddr, mode: Proxy) -> Nginx {
+        Nginx::start_at(upstream, mode, Mount::ROOT).await
+    }
+
+    /// A proxy that serves the server only under `mount.at`, as a path-based gateway does.
+    pub async fn start_at(upstream: SocketAddr, mode: Proxy, mount: Mount) -> Nginx {
         let mut nginx = Nginx::prepare(Some(upstream));
+        nginx.mount = mount;
         nginx.write_config(mode);
         nginx.spawn();
         nginx.wait_for(mode).await;
@@ -79,7 +102,7 @@ impl Nginx {
         let dir = std::env::temp_dir().join(format!("pushwire-nginx-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Nginx { port, dir, upstream, child: None }
+        Nginx { port, dir, upstream, mount: Mount::ROOT, child: None }
     }
 
     fn spawn(&mut self) {
@@ -115,8 +138,8 @@ impl Nginx {
     server {{
         listen 127.0.0.1:{port};
         add_header X-Proxy-Mode {name} always;
-        location / {{
-            proxy_pass http://{upstream};
+        location {at} {{
+            proxy_pass http://{upstream}{to};
             proxy_http_version 1.1;
             # The browser's Origin names the proxy: the upstream compares it with Host.
             proxy_set_header Host $http_host;
@@ -127,6 +150,8 @@ impl Nginx {
             port = self.port,
             name = mode.name(),
             upstream = self.upstream.expect("a proxy of Nginx::start"),
+            at = self.mount.at,
+            to = self.mount.to,
             directives = mode.directives(),
         );
         self.write_main(&server);
@@ -162,12 +187,12 @@ http {{
         self.wait_until(name, |response| response.headers().get("x-proxy-mode").is_some_and(|v| v == name)).await
     }
 
-    /// Waits until nginx's answer to `/healthz` satisfies `check`.
+    /// Waits until nginx's answer to the mount's `healthz` satisfies `check`.
     async fn wait_until(&self, what: &str, check: impl Fn(&reqwest::Response) -> bool) {
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
-            if let Ok(response) = http.get(self.url("/healthz")).send().await
+            if let Ok(response) = http.get(self.url(&format!("{}healthz", self.mount.at))).send().await
                 && check(&response)
             {
                 return;

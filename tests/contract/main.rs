@@ -4,6 +4,7 @@
 mod common;
 
 mod access;
+mod base_path;
 mod dashboard_api;
 mod errors;
 mod hostile;

@@ -171,7 +171,8 @@ async fn index_page_renders(hub: HubKind) {
     for lane in ["lane-websocket", "lane-sse", "lane-long-poll", "lane-poll"] {
         assert!(html.contains(lane), "{lane}");
     }
-    assert!(html.contains(r#"<script type="module" src="/static/js/dashboard.js">"#));
+    // Relative: the page's links hold under a path prefix (`--base-path`, or a gateway's).
+    assert!(html.contains(r#"<script type="module" src="static/js/dashboard.js">"#));
     for (path, kind) in [
         ("/static/css/site.css", "text/css"),
         ("/static/css/dashboard.css", "text/css"),

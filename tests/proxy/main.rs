@@ -1,10 +1,13 @@
 //! The fallback client (static/js/pushwire.js) in headless Chromium behind a
 //! real nginx: it settles on the best transport the proxy lets through, and a
 //! steady stream reaches it with no gap and no duplicate, across fallbacks
-//! and an upgrade after the proxy is reconfigured.
+//! and an upgrade after the proxy is reconfigured. `base_path`: everything
+//! behind a gateway that mounts the server under a path.
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod base_path;
 
 use chromiumoxide::Page;
 use serde_json::Value;

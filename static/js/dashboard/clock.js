@@ -1,6 +1,6 @@
 // The server's clock as seen from this page. A message's `ts` is server time,
 // so a latency measured against the local clock needs the offset between them.
-import { $ } from "./page.js";
+import { $, href } from "./page.js";
 
 const clock = { offsetUs: 0, rttMs: null };
 
@@ -9,7 +9,7 @@ export async function measureClock() {
   let best = null;
   for (let i = 0; i < 5; i++) {
     const t0 = Date.now() * 1000;
-    const response = await fetch("/api/time", { cache: "no-store" });
+    const response = await fetch(href("/api/time"), { cache: "no-store" });
     const { now } = await response.json();
     const t1 = Date.now() * 1000;
     if (!best || t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: now - (t0 + t1) / 2 };

@@ -2,15 +2,15 @@
 // page's connections, and switching channel. (The runners read the polling
 // inputs themselves, before each request.)
 import { allLanes } from "./lanes.js";
-import { $, authHeaders, autoId, clientId } from "./page.js";
+import { $, authHeaders, autoId, clientId, href } from "./page.js";
 import { currentChannel, startAll } from "./runners.js";
 
 /** Says what a control did, or why it did nothing. */
 export const notice = (text) => ($("#notice").textContent = text);
 
-/** POSTs `body` as JSON; an error answer (API.md's `{error: {code, message}}`) throws. */
-async function post(path, body) {
-  const response = await fetch(path, { method: "POST", headers: authHeaders({ "content-type": "application/json" }), body });
+/** POSTs `body` as JSON to a server route; an error answer (API.md's `{error: {code, message}}`) throws. */
+async function post(route, body) {
+  const response = await fetch(href(route), { method: "POST", headers: authHeaders({ "content-type": "application/json" }), body });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error ? `${answer.error.code}: ${answer.error.message}` : `HTTP ${response.status}`);
   return answer;

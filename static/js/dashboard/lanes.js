@@ -1,8 +1,8 @@
 // The lane model: one transport's counters and figures, whatever the
 // transport, and this page's lanes (the server's four, then the auto lane).
-import { util } from "/static/js/pushwire.mjs";
+import { util } from "../pushwire.mjs";
 import { serverNowUs } from "./clock.js";
-import { config } from "./page.js";
+import { config, href } from "./page.js";
 
 const WINDOW_MS = 30_000; // rolling window of the latency figures
 const CHART_MS = 60_000; // samples kept: the latency chart's span
@@ -125,7 +125,7 @@ for (const lane of lanes) lane.protocol = lane.id === "websocket" ? null : pageP
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     const path = new URL(entry.name).pathname;
-    const lane = lanes.find((l) => l.path === path);
+    const lane = lanes.find((l) => new URL(href(l.path)).pathname === path);
     if (lane && entry.nextHopProtocol) lane.protocol = entry.nextHopProtocol;
   }
 }).observe({ type: "resource", buffered: true });

@@ -1,9 +1,9 @@
 // What feeds the lanes: each raw lane runs its transport with the browser's own
 // WebSocket, EventSource or fetch (no client library in between, so a lane
 // shows its transport as it is), and the auto lane runs the pushwire.js client.
-import { connect, util } from "/static/js/pushwire.mjs";
+import { connect, util } from "../pushwire.mjs";
 import { auto, lanes } from "./lanes.js";
-import { $, accessToken, autoId, clientId, config, tokenParam } from "./page.js";
+import { $, accessToken, autoId, clientId, config, href, tokenParam, wsHref } from "./page.js";
 
 const { sleep } = util;
 // Equal jitter (at least half the delay) rather than the client's full jitter:
@@ -47,8 +47,7 @@ function runWebSocket(lane, generation) {
   let attempt = 0;
   const open = () => {
     if (generation !== state.generation) return;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}${lane.path}?${query(lane)}`);
+    const ws = new WebSocket(`${wsHref(lane.path)}?${query(lane)}`);
     let welcomed = false;
     lane.requests++;
     lane.connection = ws;
@@ -82,7 +81,7 @@ function runSse(lane, generation) {
   let opened = 0;
   const open = () => {
     if (generation !== state.generation) return;
-    const es = new EventSource(`${lane.path}?${query(lane)}`);
+    const es = new EventSource(`${href(lane.path)}?${query(lane)}`);
     lane.connection = es;
     es.onopen = () => {
       lane.requests++;
@@ -128,7 +127,7 @@ async function runPolling(lane, generation, params, interval) {
     const started = Date.now();
     try {
       lane.requests++;
-      const answer = await util.fetchAnswer(`${lane.path}?${query(lane, params())}`, state.aborter.signal);
+      const answer = await util.fetchAnswer(`${href(lane.path)}?${query(lane, params())}`, state.aborter.signal);
       if (generation !== state.generation) return;
       const [{ channel, seq, epoch }] = util.parseCursor(answer.cursor);
       // The first answer of a lane with no cursor starts at the head; its

@@ -1,7 +1,7 @@
 // The "what went over the wire" panel: what the server saw and sent on this
 // page's connections (/api/inspect), and the bytes it counted per lane.
 import { allLanes, auto, lanes } from "./lanes.js";
-import { $, authHeaders, autoId, clientId } from "./page.js";
+import { $, authHeaders, autoId, clientId, href } from "./page.js";
 
 const byId = (id) => lanes.find((lane) => lane.id === id);
 
@@ -20,11 +20,11 @@ export function bindTabs() {
 export async function refreshInspection() {
   // Messages received when the server's byte counts were read.
   const counted = Object.fromEntries(allLanes.map((lane) => [lane.id, lane.received]));
-  const response = await fetch(`/api/inspect/${clientId}`, { cache: "no-store", headers: authHeaders() });
+  const response = await fetch(href(`/api/inspect/${clientId}`), { cache: "no-store", headers: authHeaders() });
   if (!response.ok) return;
   const report = await response.json();
   for (const lane of lanes) lane.bytes = { ...report.transports[lane.name], received: counted[lane.id] };
-  const autoReport = await fetch(`/api/inspect/${autoId}`, { cache: "no-store", headers: authHeaders() }).then((r) => (r.ok ? r.json() : null));
+  const autoReport = await fetch(href(`/api/inspect/${autoId}`), { cache: "no-store", headers: authHeaders() }).then((r) => (r.ok ? r.json() : null));
   if (autoReport) {
     // The client may have used several transports: its bytes are all of theirs.
     const all = Object.values(autoReport.transports);
