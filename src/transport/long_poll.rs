@@ -8,9 +8,10 @@ use super::{Context, StreamRequest, Transport};
 use crate::hub::HubError;
 
 pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Answer, HubError> {
-    let _open = ctx.stats.open(Transport::LongPoll);
     let mut subscription = ctx.live_subscription();
     subscription.subscribe(&request.channels, &request.cursor).await?;
+    // Counted as held from here: whatever is published from now on reaches it.
+    let _open = ctx.stats.open(Transport::LongPoll);
     let mut answer = Answer::default();
     collect(&mut subscription, &mut answer, &ctx.config).await;
     if answer.is_empty() && !timeout.is_zero() {
