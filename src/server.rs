@@ -19,9 +19,9 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::demo::{DemoControl, DemoSettings};
-use crate::hub::Hub;
+use crate::hub::{Counted, Hub};
 use crate::limits::{self, Connections, PublishRate};
-use crate::routes::{self, Origins};
+use crate::routes::{self, Origins, RequestSpan};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
@@ -49,11 +49,12 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         config.max_connections_per_ip,
     );
     let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
+    let stats = Arc::new(Stats::default());
     let ctx = Context {
         publish_rate: Arc::new(PublishRate::new(config.publish_rate)),
         config: Arc::new(config),
-        hub,
-        stats: Arc::new(Stats::default()),
+        hub: Arc::new(Counted::new(hub, stats.hub_counts())),
+        stats,
         shutdown: Shutdown::default(),
     };
     let verifier = verifier(&ctx.config)?.map(Arc::new);
@@ -82,7 +83,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                 .app_data(data)
                 .wrap(from_fn(routes::origins))
                 .wrap(from_fn(routes::meter))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .service(routes::static_files(&static_dir))
                 .configure(routes::configure)
                 .into_factory()
@@ -111,6 +112,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                     let permit = match connections.admit(peer.map(|p| p.ip())) {
                         Ok(permit) => permit,
                         Err(refusal) => {
+                            stats.rejected(refusal.into());
                             actix_web::rt::spawn(limits::refuse(io, refusal));
                             return Err(DispatchError::Io(io::Error::other("refused: connection limit")));
                         }
