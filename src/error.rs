@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::hub::HubError;
 use crate::message::{Invalid, ParseError};
+use crate::stats::Rejection;
 
 /// Error codes of API.md, shared by HTTP JSON errors and WebSocket `error` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,13 +45,29 @@ pub struct AppError {
     pub allow: Option<&'static str>,
     /// A status more precise than the code's (415 for a `bad_request` body type).
     pub status: Option<StatusCode>,
+    /// The limit or access rule that refused the request, counted in `/metrics`
+    /// wherever the error is answered (`routes::meter`, a WebSocket `error` frame).
+    pub rejection: Option<Rejection>,
 }
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
         let retry_after =
             matches!(code, ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable).then_some(1);
-        AppError { code, message: message.into(), retry_after, allow: None, status: None }
+        let rejection = match code {
+            ErrorCode::Unauthorized => Some(Rejection::Unauthorized),
+            ErrorCode::Forbidden => Some(Rejection::Forbidden),
+            // Connections over the per-address cap are refused before HTTP (`limits::refuse`).
+            ErrorCode::RateLimited => Some(Rejection::PublishRate),
+            ErrorCode::RequestTimeout => Some(Rejection::RequestTimeout),
+            _ => None,
+        };
+        AppError { code, message: message.into(), retry_after, allow: None, status: None, rejection }
+    }
+
+    /// The same error, counted as refused by `rejection`.
+    pub fn rejected_by(self, rejection: Rejection) -> AppError {
+        AppError { rejection: Some(rejection), ..self }
     }
 
     pub fn bad_request(message: impl Into<String>) -> AppError {
@@ -144,7 +161,9 @@ impl ResponseError for AppError {
 
 impl From<ParseError> for AppError {
     fn from(e: ParseError) -> AppError {
-        AppError::new(e.kind.into(), e.message)
+        let too_many = e.kind == Invalid::TooMany;
+        let error = AppError::new(e.kind.into(), e.message);
+        if too_many { error.rejected_by(Rejection::Channels) } else { error }
     }
 }
 

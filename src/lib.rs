@@ -10,13 +10,18 @@
 //! - `error`: the error codes of API.md and `AppError`, the error every client sees.
 //! - `auth`: access tokens (JWT) and what they grant; the origin policy is `routes/access.rs`.
 //! - [`hub`]: the `Hub` trait and its contract; the local fan-out; the memory
-//!   hub (`hub/memory.rs`) and the Redis hub (`hub/redis/`).
+//!   hub (`hub/memory.rs`) and the Redis hub (`hub/redis/`); `hub/counted.rs`,
+//!   the wrapper that counts publishes and history reads for `/metrics`.
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
 //!   `short_poll`), what they share (`subscription`, its pure judgement in
-//!   `position`, the poll answer in `poll`), and the `Transport` identity.
-//! - `routes`: HTTP wiring; handlers validate, then hand over to a transport.
+//!   `position`, the poll answer in `poll`, a connection's counted and logged
+//!   life in `connection`), and the `Transport` identity.
+//! - `routes`: HTTP wiring; handlers validate, then hand over to a transport;
+//!   `routes/span.rs`, the request span of the logs (tokens redacted).
 //! - `state`: `AppState`, what routes share.
-//! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; per-transport counters.
+//! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; the
+//!   server's counters (`stats/mod.rs`), the latency histogram (`stats/latency.rs`)
+//!   and their Prometheus exposition at scrape time (`stats/prometheus.rs`).
 //! - `limits`: connection caps and the publish rate, per client address.
 //! - [`server`]: builds the HTTP service around metered sockets; `tls`: HTTPS, HTTP/2 by ALPN.
 //! - `shutdown`: the one signal every session listens to.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stats::Rejection;
+
 /// Open client connections, counted from accept to close. Shared as `Arc`.
 #[derive(Debug)]
 pub struct Connections {
@@ -28,6 +30,15 @@ pub enum Refusal {
     Overloaded,
     /// `--max-connections-per-ip` reached for this address: 429 `rate_limited`.
     TooManyFromAddress,
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Rejection {
+        match refusal {
+            Refusal::Overloaded => Rejection::Connections,
+            Refusal::TooManyFromAddress => Rejection::ConnectionsPerIp,
+        }
+    }
 }
 
 /// One admitted connection; dropping it frees its place.

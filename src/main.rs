@@ -24,12 +24,16 @@ async fn run() -> anyhow::Result<()> {
     // Flags are validated as they parse; clap exits with 2 and a message.
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    // Lines go to stdout from a thread of their own: a reader that falls
+    // behind (a full pipe) costs log lines, never a stalled worker. The guard
+    // flushes what is queued when `main` returns.
+    let (stdout, _flush) = tracing_appender::non_blocking(std::io::stdout());
     match config.log_format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init()
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(stdout).init()
         }
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(stdout).init(),
     }
 
     let hub: Arc<dyn Hub> = match &config.redis_url {

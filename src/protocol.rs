@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Invalid, ParseError};
+use crate::stats::{Ending, Rejection};
 
 /// WebSocket close codes and what a client should do on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,49 +45,78 @@ impl CloseCode {
     }
 }
 
-/// Why the server ends a WebSocket session: one table of close code, reason
-/// and whether the client should come back (as centrifuge's `disconnect.go`).
+/// Why the server ends a WebSocket session: one table of close code, reason,
+/// whether the client should come back (as centrifuge's `disconnect.go`),
+/// and the ending it is counted as in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnect {
     pub code: CloseCode,
     pub reason: &'static str,
     /// Whether reconnecting (and resuming from the cursor) makes sense.
     pub reconnect: bool,
+    pub ending: Ending,
 }
 
 impl Disconnect {
     /// The client closed; we answer its close.
-    pub const BYE: Disconnect = Disconnect { code: CloseCode::Normal, reason: "bye", reconnect: false };
-    pub const SHUTDOWN: Disconnect =
-        Disconnect { code: CloseCode::Restarting, reason: "server restarting", reconnect: true };
+    pub const BYE: Disconnect =
+        Disconnect { code: CloseCode::Normal, reason: "bye", reconnect: false, ending: Ending::Normal };
+    pub const SHUTDOWN: Disconnect = Disconnect {
+        code: CloseCode::Restarting,
+        reason: "server restarting",
+        reconnect: true,
+        ending: Ending::Shutdown,
+    };
     /// An operator cut the page's connections (the dashboard's "drop connections").
-    pub const DROPPED: Disconnect =
-        Disconnect { code: CloseCode::Restarting, reason: "dropped from the dashboard; reconnect", reconnect: true };
+    pub const DROPPED: Disconnect = Disconnect {
+        code: CloseCode::Restarting,
+        reason: "dropped from the dashboard; reconnect",
+        reconnect: true,
+        ending: Ending::Dropped,
+    };
     /// Its queue overflowed: the client cannot keep up with the stream.
     pub const TOO_SLOW: Disconnect = Disconnect {
         code: CloseCode::TryAgainLater,
         reason: "too slow to keep up; resume from your cursor",
         reconnect: true,
+        ending: Ending::Slow,
     };
     /// Pings went unanswered: the peer or the path to it is gone or stalled.
     /// Not 1000: the client did nothing wrong and should come back, after a
     /// backoff, as from any other path that cannot keep up.
-    pub const NO_PONG: Disconnect =
-        Disconnect { code: CloseCode::TryAgainLater, reason: "no pong in time", reconnect: true };
-    pub const TOO_BIG: Disconnect = Disconnect { code: CloseCode::TooBig, reason: "frame too big", reconnect: true };
-    pub const PROTOCOL: Disconnect =
-        Disconnect { code: CloseCode::ProtocolError, reason: "protocol error", reconnect: false };
+    pub const NO_PONG: Disconnect = Disconnect {
+        code: CloseCode::TryAgainLater,
+        reason: "no pong in time",
+        reconnect: true,
+        ending: Ending::NoPong,
+    };
+    pub const TOO_BIG: Disconnect =
+        Disconnect { code: CloseCode::TooBig, reason: "frame too big", reconnect: true, ending: Ending::TooBig };
+    pub const PROTOCOL: Disconnect = Disconnect {
+        code: CloseCode::ProtocolError,
+        reason: "protocol error",
+        reconnect: false,
+        ending: Ending::ProtocolError,
+    };
     pub const HUB_FAILURE: Disconnect =
-        Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true };
+        Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true, ending: Ending::HubFailure };
     /// A frame could not be written within `--write-timeout`.
-    pub const WRITE_TIMEOUT: Disconnect =
-        Disconnect { code: CloseCode::TryAgainLater, reason: "not reading; resume from your cursor", reconnect: true };
+    pub const WRITE_TIMEOUT: Disconnect = Disconnect {
+        code: CloseCode::TryAgainLater,
+        reason: "not reading; resume from your cursor",
+        reconnect: true,
+        ending: Ending::WriteTimeout,
+    };
     /// The access token reached its `exp` (API.md v1.1): come back with a fresh one.
     pub const TOKEN_EXPIRED: Disconnect =
-        Disconnect { code: CloseCode::Policy, reason: "token expired", reconnect: true };
+        Disconnect { code: CloseCode::Policy, reason: "token expired", reconnect: true, ending: Ending::TokenExpired };
     /// A text frame was not valid UTF-8 (RFC 6455 wants 1007).
-    pub const INVALID_UTF8: Disconnect =
-        Disconnect { code: CloseCode::InvalidData, reason: "text frame is not UTF-8", reconnect: false };
+    pub const INVALID_UTF8: Disconnect = Disconnect {
+        code: CloseCode::InvalidData,
+        reason: "text frame is not UTF-8",
+        reconnect: false,
+        ending: Ending::InvalidUtf8,
+    };
 }
 
 /// A frame from a WebSocket client, after the envelope (`type`, `ref`) was read.
@@ -158,7 +188,8 @@ impl ClientFrame {
     ) -> (Option<Value>, Result<ClientFrame, FrameError>) {
         if reference.as_ref().is_some_and(|r| !valid_ref(r)) {
             let message = format!("\"ref\" must be a string or number of at most {MAX_REF} bytes");
-            return (None, Err(FrameError { error: AppError::bad_request(message), reference: None }));
+            let error = AppError::bad_request(message).rejected_by(Rejection::Ref);
+            return (None, Err(FrameError { error, reference: None }));
         }
         let result = result.map_err(|error| FrameError { error, reference: reference.clone() });
         (reference, result)

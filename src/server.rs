@@ -23,9 +23,9 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::demo::{DemoControl, DemoSettings};
-use crate::hub::Hub;
+use crate::hub::{Counted, Hub};
 use crate::limits::{self, Connections, Permit, PublishRate};
-use crate::routes::{self, Origins};
+use crate::routes::{self, Origins, RequestSpan};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
@@ -54,11 +54,12 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         config.max_connections_per_ip,
     );
     let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
+    let stats = Arc::new(Stats::default());
     let ctx = Context {
         publish_rate: Arc::new(PublishRate::new(config.publish_rate)),
         config: Arc::new(config),
-        hub,
-        stats: Arc::new(Stats::default()),
+        hub: Arc::new(Counted::new(hub, stats.hub_counts())),
+        stats,
         shutdown: Shutdown::default(),
     };
     let verifier = verifier(&ctx.config)?.map(Arc::new);
@@ -91,7 +92,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                 .app_data(data)
                 .wrap(from_fn(routes::origins))
                 .wrap(from_fn(routes::meter))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .configure(|cfg| routes::configure(cfg, &base, &static_dir))
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());
@@ -111,7 +112,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                     fn_service(move |io: TcpStream| {
                         let (stats, connections) = (stats.clone(), connections.clone());
                         async move {
-                            let (io, peer, permit) = admit(io, &connections)?;
+                            let (io, peer, permit) = admit(io, &connections, &stats)?;
                             let meter = Arc::new(ConnMeter::new(stats));
                             Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), Protocol::Http1, peer))
                         }
@@ -130,7 +131,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                     fn_service(move |io: TcpStream| {
                         let (stats, connections, acceptor) = (stats.clone(), connections.clone(), acceptor.clone());
                         async move {
-                            let (io, peer, permit) = admit(io, &connections)?;
+                            let (io, peer, permit) = admit(io, &connections, &stats)?;
                             let Some((io, protocol)) = tls::accept(&acceptor, io, timeouts.request).await else {
                                 return Err(DispatchError::Io(io::Error::other("no TLS handshake")));
                             };
@@ -161,6 +162,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
 fn admit(
     io: TcpStream,
     connections: &Arc<Connections>,
+    stats: &Stats,
 ) -> Result<(TcpStream, Option<SocketAddr>, Permit), DispatchError> {
     let peer = io.peer_addr().ok();
     match connections.admit(peer.map(|p| p.ip())) {
@@ -170,6 +172,7 @@ fn admit(
             Ok((io, peer, permit))
         }
         Err(refusal) => {
+            stats.rejected(refusal.into());
             actix_web::rt::spawn(limits::refuse(io, refusal));
             Err(DispatchError::Io(io::Error::other("refused: connection limit")))
         }

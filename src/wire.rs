@@ -26,7 +26,7 @@ use tokio::time::{Sleep, sleep};
 
 use crate::inspect::{CAPTURE, Inspected};
 use crate::limits::Permit;
-use crate::stats::{Counters, Stats, Traffic};
+use crate::stats::{Counters, Rejection, Stats, Traffic};
 use crate::transport::Transport;
 
 /// One connection's byte accounting; shared by its stream and its requests.
@@ -47,6 +47,9 @@ pub struct ConnMeter {
     /// An HTTP/2 connection: its frames interleave many requests, so its bytes
     /// are counted as [`Traffic::Http2`], not per transport, and not captured.
     multiplexed: bool,
+    /// This connection's own totals, for the log line a session ends with.
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 /// The teaching panel's view of this connection.
@@ -82,6 +85,8 @@ impl ConnMeter {
             keeping_head: AtomicBool::new(false),
             capture: Mutex::default(),
             multiplexed,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }
     }
 
@@ -134,6 +139,7 @@ impl ConnMeter {
     /// Counts bytes read; true when they start the head of a new request.
     fn read(&self, bytes: &[u8]) -> bool {
         let n = bytes.len() as u64;
+        Counters::add(&self.received, n);
         if self.in_request.load(Ordering::Relaxed) {
             Counters::add(&self.stats.get(self.current()).bytes_received, n);
             if self.inspected.load(Ordering::Relaxed)
@@ -163,11 +169,35 @@ impl ConnMeter {
 
     fn wrote(&self, bytes: &[u8]) {
         Counters::add(&self.stats.get(self.current()).bytes_sent, bytes.len() as u64);
+        Counters::add(&self.sent, bytes.len() as u64);
         if self.inspected.load(Ordering::Relaxed)
             && let Some((client, transport)) = &self.capture().client
         {
             client.lane(*transport).wrote(bytes, *transport == Transport::Sse);
         }
+    }
+}
+
+/// A connection's byte totals at one instant, to tell what a session carried since.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    meter: Arc<ConnMeter>,
+    sent: u64,
+    received: u64,
+}
+
+impl Mark {
+    pub fn now(meter: Arc<ConnMeter>) -> Mark {
+        let sent = meter.sent.load(Ordering::Relaxed);
+        let received = meter.received.load(Ordering::Relaxed);
+        Mark { meter, sent, received }
+    }
+
+    /// Bytes `(sent, received)` on the connection since the mark.
+    pub fn since(&self) -> (u64, u64) {
+        let sent = self.meter.sent.load(Ordering::Relaxed);
+        let received = self.meter.received.load(Ordering::Relaxed);
+        (sent - self.sent, received - self.received)
     }
 }
 
@@ -245,6 +275,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for MeteredStream<T> {
             if let Poll::Ready(Ok(n)) = this.inner.poll_write(cx, REQUEST_TIMEOUT) {
                 this.meter.wrote(&REQUEST_TIMEOUT[..n]);
             }
+            this.meter.stats.rejected(Rejection::RequestTimeout);
             return Poll::Ready(Err(timed_out("request head not received in time")));
         }
         result
@@ -261,6 +292,7 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
                 this.meter.wrote(&buf[..n]);
             }
             Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+                this.meter.stats.rejected(Rejection::WriteTimeout);
                 return Poll::Ready(Err(timed_out("the client did not read in time")));
             }
             _ => {}
@@ -288,6 +320,7 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
                 }
             }
             Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+                this.meter.stats.rejected(Rejection::WriteTimeout);
                 return Poll::Ready(Err(timed_out("the client did not read in time")));
             }
             _ => {}

@@ -30,6 +30,7 @@
 //!
 //! The hub knows nothing of HTTP or of transports.
 
+mod counted;
 mod fanout;
 pub mod memory;
 pub mod redis;
@@ -42,6 +43,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+pub use counted::{Counted, HubCounts};
 pub use fanout::{Fanout, Subscriber};
 pub use memory::MemoryHub;
 pub use redis::RedisHub;
@@ -63,6 +65,19 @@ pub enum HubError {
     /// have been stored. A retry with the same idempotency key is safe.
     #[error("publish outcome unknown: {0}")]
     Uncertain(String),
+}
+
+impl HubError {
+    /// The `kind` label of each variant in `/metrics`, in the order of [`HubError::kind_index`].
+    pub const ALL_KINDS: [&'static str; 3] = ["unavailable", "full", "uncertain"];
+
+    pub fn kind_index(&self) -> usize {
+        match self {
+            HubError::Unavailable(_) => 0,
+            HubError::Full(_) => 1,
+            HubError::Uncertain(_) => 2,
+        }
+    }
 }
 
 /// A channel's state and the retained messages after some position.
@@ -122,4 +137,16 @@ pub trait Hub: Send + Sync + 'static {
 
     /// Bytes of history held in this process (0 when it lives elsewhere).
     fn retained_bytes(&self) -> usize;
+
+    /// Times the hub's backing store came back after being unreachable
+    /// (0 for a hub without one).
+    fn reconnects(&self) -> u64 {
+        0
+    }
+
+    /// Channels this process is subscribed to on the backing store's pub/sub
+    /// (0 for a hub without one).
+    fn pubsub_channels(&self) -> usize {
+        0
+    }
 }

@@ -9,13 +9,13 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
 use super::{STATS, route_of, traffic_of};
 use crate::auth::{self, Access};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::stats::Traffic;
+use crate::stats::{Rejection, Traffic};
 use crate::transport::Transport;
 
 impl FromRequest for Access {
@@ -109,13 +109,16 @@ pub async fn origins(
     let allowed = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| origin.to_str().is_ok_and(|o| state.origins.allows(o, req.headers())));
-    let refuse =
-        |req: ServiceRequest, error: AppError| Ok(req.into_response(error.error_response()).map_into_right_body());
+    // Answered with the error itself, so that `meter` counts the refusal.
+    let refuse = |req: ServiceRequest| {
+        let error = AppError::forbidden("this origin is not allowed").rejected_by(Rejection::Origin);
+        Ok(req.error_response(error).map_into_right_body())
+    };
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
         if !allowed {
-            return refuse(req, AppError::forbidden("this origin is not allowed"));
+            return refuse(req);
         }
         let response = HttpResponse::build(StatusCode::NO_CONTENT)
             .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
@@ -128,7 +131,7 @@ pub async fn origins(
     }
     let upgrade = req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if !allowed && (upgrade || req.method() == Method::POST) {
-        return refuse(req, AppError::forbidden("this origin is not allowed"));
+        return refuse(req);
     }
     let cors = allowed && cors_route(route_of(&req).as_deref());
     let mut response = next.call(req).await?;

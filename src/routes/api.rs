@@ -134,7 +134,10 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let ctx = &state.ctx;
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(ctx.stats.prometheus(ctx.hub.is_ready()))
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(ctx.stats.prometheus(ctx.hub.as_ref()))
 }
 
 /// `GET /api/time`: the server's clock, for estimating a client's clock offset.

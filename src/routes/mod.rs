@@ -4,9 +4,11 @@
 mod access;
 mod api;
 mod pages;
+mod span;
 mod streams;
 
 pub use access::{Origins, origins};
+pub use span::RequestSpan;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -150,6 +152,16 @@ pub async fn meter(
         meter.begin(traffic, client);
     }
     let response = next.call(req).await;
+    // A refusal answered with an `AppError` (from the handler, an extractor or
+    // the origin check) is counted by the limit or rule that refused it.
+    let error = match &response {
+        Ok(response) => response.response().error(),
+        Err(error) => Some(error),
+    };
+    let rejection = error.and_then(|e| e.as_error::<AppError>()?.rejection);
+    if let (Some(state), Some(rejection)) = (&state, rejection) {
+        state.ctx.stats.rejected(rejection);
+    }
     let upgraded = matches!(&response, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);
     if let Some(meter) = meter.filter(|_| !upgraded) {
         meter.end();

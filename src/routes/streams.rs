@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::inspected;
 use crate::auth::Access;
@@ -13,6 +14,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::{self, StreamRequest};
+use crate::wire::{ConnMeter, Mark};
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -49,7 +51,8 @@ fn stream_request(
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>()?;
     let dropped = inspected(req).map(|client| Box::pin(client.dropped()) as _);
     let cut = transport::cut(dropped, access.expires());
-    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut })
+    let wire = req.conn_data::<std::sync::Arc<ConnMeter>>().cloned().map(Mark::now);
+    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut, wire })
 }
 
 pub async fn websocket(
@@ -72,7 +75,9 @@ pub async fn websocket(
     let request = stream_request(&state, &req, access, &query(&req)?, false)?;
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
-    actix_web::rt::spawn(transport::websocket::run(state.ctx.clone(), session, stream, request));
+    // In the request's span, so that what the session logs says whose it is.
+    let session = transport::websocket::run(state.ctx.clone(), session, stream, request);
+    actix_web::rt::spawn(session.instrument(tracing::Span::current()));
     Ok(response)
 }
 

@@ -4,20 +4,25 @@
 use std::time::Duration;
 
 use super::poll::{Answer, collect};
-use super::{Context, StreamRequest, Transport};
+use super::{Connection, Context, CutReason, StreamRequest, Transport};
 use crate::hub::HubError;
+use crate::stats::Ending;
 
 pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Answer, HubError> {
     let mut subscription = ctx.live_subscription();
     subscription.subscribe(&request.channels, &request.cursor).await?;
     // Counted as held from here: whatever is published from now on reaches it.
-    let _open = ctx.stats.open(Transport::LongPoll);
+    // No byte counts in its log line: its answer is written after it ends.
+    let mut connection = Connection::open(&ctx.stats, Transport::LongPoll, request.channels.len(), None);
     let mut answer = Answer::default();
     collect(&mut subscription, &mut answer, &ctx.config).await;
     if answer.is_empty() && !timeout.is_zero() {
         let shutdown = ctx.shutdown.clone();
         tokio::select! {
-            _ = request.cut => {}
+            why = request.cut => connection.end(match why {
+                CutReason::Dropped => Ending::Dropped,
+                CutReason::TokenExpired => Ending::TokenExpired,
+            }),
             event = subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);
@@ -25,10 +30,12 @@ pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Res
                 }
             }
             () = tokio::time::sleep(timeout) => {}
-            () = shutdown.wait() => {}
+            () = shutdown.wait() => connection.end(Ending::Shutdown),
         }
     }
     answer.cursor = subscription.cursor().to_string();
     answer.count(&ctx.stats, Transport::LongPoll);
+    connection.delivered(answer.messages.len());
+    connection.end(Ending::Normal);
     Ok(answer)
 }

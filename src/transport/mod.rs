@@ -1,9 +1,11 @@
 //! The four transports. Each `run` takes a validated request from
 //! `routes` and serves it until the client leaves, the subscription ends or
 //! the server shuts down. What they share: following a subscription from a
-//! cursor ([`subscription`], with its pure judgement in [`position`]) and the
-//! poll answer ([`poll`]).
+//! cursor ([`subscription`], with its pure judgement in [`position`]), the
+//! poll answer ([`poll`]), and a connection's counted and logged life
+//! ([`connection`]).
 
+pub mod connection;
 pub mod long_poll;
 pub mod poll;
 pub mod position;
@@ -12,6 +14,7 @@ pub mod sse;
 pub mod subscription;
 pub mod websocket;
 
+pub use connection::Connection;
 pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
 
 use std::net::IpAddr;
@@ -26,6 +29,7 @@ use crate::limits::PublishRate;
 use crate::message::{ChannelName, Cursor};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::wire::Mark;
 
 /// One of the four ways to receive the stream: its route, its name in
 /// `/api/stats` and `/metrics`, and its id in the client and on the dashboard.
@@ -133,7 +137,14 @@ impl Context {
 impl StreamRequest {
     /// A request for `channels` from their heads, never cut.
     pub(crate) fn for_tests(channels: Vec<ChannelName>) -> StreamRequest {
-        StreamRequest { channels, cursor: Cursor::default(), peer: None, access: Access::Open, cut: never() }
+        StreamRequest {
+            channels,
+            cursor: Cursor::default(),
+            peer: None,
+            access: Access::Open,
+            cut: never(),
+            wire: None,
+        }
     }
 }
 
@@ -149,6 +160,8 @@ pub struct StreamRequest {
     /// Resolves when the connection must end early: its token expired, or an
     /// operator cut it (the dashboard's "drop connections").
     pub cut: Cut,
+    /// Its connection's byte totals when it was routed, for its log line.
+    pub wire: Option<Mark>,
 }
 
 /// Why a session is ended from outside.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Event, Subscription, Transport};
 use crate::config::Config;
-use crate::message::{Message, Reset};
+use crate::message::{Message, Reset, now_micros};
 use crate::stats::{Counters, Stats};
 
 /// A poll answer: `{"messages":[...],"resets":[...],"cursor":"..."}`.
@@ -51,9 +51,13 @@ impl Answer {
         out
     }
 
+    /// Counts the answer as delivered now, when it is built.
     pub fn count(&self, stats: &Stats, transport: Transport) {
+        let now = now_micros();
+        for message in &self.messages {
+            stats.delivered(transport, message.ts, now);
+        }
         let counters = stats.get(transport);
-        Counters::add(&counters.messages_delivered, self.messages.len() as u64);
         Counters::add(&counters.resets_delivered, self.resets.len() as u64);
         if self.messages.is_empty() {
             Counters::add(&counters.empty_polls, 1);

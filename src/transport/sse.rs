@@ -10,11 +10,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
-use super::{Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
+use super::{Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
 use crate::hub::HubError;
-use crate::message::sse_event;
+use crate::message::{now_micros, sse_event};
 use crate::protocol::ServerFrame;
-use crate::stats::{Counters, OpenGuard};
+use crate::stats::{Counters, Ending};
 
 /// Most bytes gathered into one chunk from events that are ready together.
 const CHUNK: usize = 16 * 1024;
@@ -34,7 +34,7 @@ pub async fn open(
     let state = SseStream {
         single: request.channels.len() == 1,
         cut: request.cut,
-        _open: ctx.stats.open(Transport::Sse),
+        connection: Connection::open(&ctx.stats, Transport::Sse, request.channels.len(), request.wire),
         ctx,
         subscription,
         heartbeat,
@@ -55,7 +55,8 @@ struct SseStream {
     preamble: Option<Bytes>,
     single: bool,
     done: bool,
-    _open: OpenGuard,
+    /// Counted open until the stream is dropped; logs how it ended.
+    connection: Connection,
 }
 
 fn preamble(ctx: &Context, subscription: &Subscription, subscribed: &[Subscribed]) -> Bytes {
@@ -80,11 +81,13 @@ impl SseStream {
         }
         let shutdown = self.ctx.shutdown.clone();
         let first = tokio::select! {
-            () = shutdown.wait() => return self.finish(": server restarting; reconnect\n\n"),
-            why = &mut self.cut => return self.finish(match why {
-                CutReason::Dropped => ": dropped from the dashboard; reconnect\n\n",
-                CutReason::TokenExpired => ": token expired; reconnect with a fresh one\n\n",
-            }),
+            () = shutdown.wait() => return self.finish(Ending::Shutdown, ": server restarting; reconnect\n\n"),
+            why = &mut self.cut => return match why {
+                CutReason::Dropped => self.finish(Ending::Dropped, ": dropped from the dashboard; reconnect\n\n"),
+                CutReason::TokenExpired => {
+                    self.finish(Ending::TokenExpired, ": token expired; reconnect with a fresh one\n\n")
+                }
+            },
             _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             event = self.subscription.next() => event,
         };
@@ -95,7 +98,7 @@ impl SseStream {
                 Ok(Some(event)) => self.encode(event, &mut chunk),
                 Ok(None) => break,
                 Err(Ended::Lagged) => {
-                    Counters::add(&self.ctx.stats.get(Transport::Sse).slow_disconnects, 1);
+                    self.connection.end(Ending::Slow);
                     self.done = true;
                     chunk.put_slice(b": too slow to keep up; reconnect\n\n");
                     break;
@@ -112,27 +115,30 @@ impl SseStream {
         Some(chunk.freeze())
     }
 
-    fn finish(&mut self, comment: &'static str) -> Option<Bytes> {
+    fn finish(&mut self, ending: Ending, comment: &'static str) -> Option<Bytes> {
+        self.connection.end(ending);
         self.done = true;
         Some(Bytes::from_static(comment.as_bytes()))
     }
 
-    fn encode(&self, event: Event, chunk: &mut BytesMut) {
-        let counters = self.ctx.stats.get(Transport::Sse);
+    fn encode(&mut self, event: Event, chunk: &mut BytesMut) {
+        let stats = &self.ctx.stats;
         match event {
-            Event::Message(message) if self.single => {
-                chunk.put(message.sse_single());
-                Counters::add(&counters.messages_delivered, 1);
-            }
             Event::Message(message) => {
-                chunk.put(sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()));
-                Counters::add(&counters.messages_delivered, 1);
+                if self.single {
+                    chunk.put(message.sse_single());
+                } else {
+                    chunk.put(sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()));
+                }
+                // The chunk is handed to the socket as soon as it is gathered.
+                stats.delivered(Transport::Sse, message.ts, now_micros());
+                self.connection.delivered(1);
             }
             Event::Reset(reset) => {
                 // unwrap: a Reset holds only strings and numbers.
                 let json = serde_json::to_string(&reset).unwrap();
                 chunk.put(sse_event("reset", Some(&self.subscription.cursor().to_string()), &json));
-                Counters::add(&counters.resets_delivered, 1);
+                Counters::add(&stats.get(Transport::Sse).resets_delivered, 1);
             }
         }
     }

@@ -10,20 +10,21 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageS
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use super::{Context, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
+use super::{Connection, Context, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
-use crate::message::{ChannelName, Cursor, Message};
+use crate::message::{ChannelName, Cursor, Message, now_micros};
 use crate::protocol::{ClientFrame, Disconnect, FrameError, ServerFrame};
-use crate::stats::Counters;
+use crate::stats::{Counters, Ending, Rejection};
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves one WebSocket session to its end.
-pub async fn run(ctx: Context, session: Session, stream: MessageStream, request: StreamRequest) {
-    let _open = ctx.stats.open(Transport::WebSocket);
+pub async fn run(ctx: Context, session: Session, stream: MessageStream, mut request: StreamRequest) {
+    let mut connection =
+        Connection::open(&ctx.stats, Transport::WebSocket, request.channels.len(), request.wire.take());
     let stream = stream
         .max_frame_size(ctx.config.max_frame)
         .aggregate_continuations()
@@ -32,14 +33,27 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, request:
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
-    let mut ws =
-        WsSession { subscription, subscriber, ctx, session, id, peer: request.peer, access: request.access.clone() };
+    let mut ws = WsSession {
+        subscription,
+        subscriber,
+        ctx,
+        session,
+        id,
+        peer: request.peer,
+        access: request.access.clone(),
+        delivered: 0,
+    };
     let stop = ws.serve(stream, request).await;
-    tracing::debug!(session = %ws.id, ?stop, "websocket session ended");
+    connection.set_channels(ws.subscription.channels().count());
+    connection.delivered(ws.delivered);
+    match &stop {
+        Stop::Gone => connection.end(Ending::ClientGone),
+        Stop::Close(disconnect) => connection.close(disconnect.code.code(), disconnect.ending),
+    }
+    // Counted closed (and logged) now: a client that stopped reading may hold
+    // the close frame for the whole grace below.
+    drop(connection);
     if let Stop::Close(disconnect) = stop {
-        if disconnect == Disconnect::TOO_SLOW {
-            Counters::add(&ws.ctx.stats.get(Transport::WebSocket).slow_disconnects, 1);
-        }
         let reason = CloseReason { code: disconnect.code.code().into(), description: Some(disconnect.reason.into()) };
         let _ = tokio::time::timeout(CLOSE_GRACE, ws.session.close(Some(reason))).await;
     }
@@ -53,6 +67,8 @@ struct WsSession {
     id: String,
     peer: Option<IpAddr>,
     access: Access,
+    /// Messages delivered, for the session's log line.
+    delivered: usize,
 }
 
 /// Why a session stops.
@@ -196,7 +212,8 @@ impl WsSession {
         let total = self.subscription.channels().count() + new;
         if total > self.ctx.config.max_channels {
             let error =
-                AppError::bad_request(format!("at most {} channels per connection", self.ctx.config.max_channels));
+                AppError::bad_request(format!("at most {} channels per connection", self.ctx.config.max_channels))
+                    .rejected_by(Rejection::Channels);
             return self.error(&error, reference).await;
         }
         match self.subscription.subscribe(&channels, cursor).await {
@@ -223,7 +240,8 @@ impl WsSession {
                     sent = send => sent?,
                     () = self.subscriber.lagged() => return Err(Disconnect::TOO_SLOW.into()),
                 }
-                Counters::add(&counters.messages_delivered, 1);
+                stats.delivered(Transport::WebSocket, message.ts, now_micros());
+                self.delivered += 1;
             }
             Event::Reset(reset) => {
                 // unwrap: a Reset holds only strings and numbers.
@@ -247,6 +265,9 @@ impl WsSession {
     /// An `error` frame with the same code and client-facing text as the
     /// HTTP error would have.
     async fn error(&mut self, error: &AppError, reference: Option<&Value>) -> Outcome {
+        if let Some(rejection) = error.rejection {
+            self.ctx.stats.rejected(rejection);
+        }
         self.send(ServerFrame::Error { code: error.code, message: &error.message, reference }.to_json()).await
     }
 

@@ -11,6 +11,7 @@ mod hostile;
 mod hub_contract;
 mod limits;
 mod long_poll;
+mod metrics;
 mod process;
 mod redis_hub;
 mod resets;

@@ -156,7 +156,7 @@ async fn metrics_are_prometheus_text(hub: HubKind) {
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    assert!(text.contains("# TYPE pushwire_bytes_sent_total counter"));
+    assert!(text.contains("# TYPE pushwire_sent_bytes_total counter"));
     assert!(text.contains("pushwire_requests_total{transport=\"publish\"} 1"), "{text}");
     assert!(text.contains("pushwire_hub_ready 1"));
 }

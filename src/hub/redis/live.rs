@@ -3,7 +3,7 @@
 //! and the health watch that pokes every subscriber when Redis is back.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ pub(super) async fn track_interest(
     mut pubsub: ConnectionManager,
     keys: Keys,
     fanout: Arc<Fanout>,
+    // The size of `subscribed`, for `/metrics`.
+    held: Arc<AtomicUsize>,
 ) {
     let mut subscribed: HashSet<ChannelName> = HashSet::new();
     while let Some(change) = changes.recv().await {
@@ -108,6 +110,7 @@ pub(super) async fn track_interest(
                 }
             }
         }
+        held.store(subscribed.len(), Ordering::Relaxed);
     }
 }
 
@@ -126,6 +129,7 @@ pub(super) async fn watch_health(hub: Weak<RedisHub>, mut pubsub: ConnectionMana
             tracing::info!("redis is reachable again; subscribers catch up from history");
             hub.fanout.poke_all();
             hub.ready.store(true, Ordering::Relaxed);
+            hub.reconnects.fetch_add(1, Ordering::Relaxed);
         } else if !up && was {
             tracing::warn!("redis is unreachable");
             hub.ready.store(false, Ordering::Relaxed);

@@ -96,7 +96,7 @@ mod live;
 mod storage;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -116,6 +116,10 @@ pub struct RedisHub {
     fanout: Arc<Fanout>,
     interest: mpsc::UnboundedSender<Interest>,
     ready: Arc<AtomicBool>,
+    /// Times Redis came back after being unreachable.
+    reconnects: AtomicU64,
+    /// Channels the pub/sub connection is subscribed to.
+    pubsub_channels: Arc<AtomicUsize>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> HubError {
@@ -147,9 +151,12 @@ impl RedisHub {
             fanout: fanout.clone(),
             interest,
             ready: ready.clone(),
+            reconnects: AtomicU64::new(0),
+            pubsub_channels: Arc::default(),
         });
         tokio::spawn(live::receive(push_rx, keys.clone(), fanout.clone(), ready));
-        tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), pubsub.clone(), keys, fanout));
+        let held = hub.pubsub_channels.clone();
+        tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), pubsub.clone(), keys, fanout, held));
         tokio::spawn(live::watch_health(Arc::downgrade(&hub), pubsub));
         Ok(hub)
     }
@@ -203,5 +210,13 @@ impl Hub for RedisHub {
 
     fn retained_bytes(&self) -> usize {
         0
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn pubsub_channels(&self) -> usize {
+        self.pubsub_channels.load(Ordering::Relaxed)
     }
 }
