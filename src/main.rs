@@ -2,15 +2,22 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use pushwire::config::{Config, LogFormat};
+use pushwire::config::{Cli, Command, Config, LogFormat};
 use pushwire::hub::{Hub, MemoryHub, RedisHub};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    // Flags are validated as they parse; clap exits with 2 and a message.
+    let cli = Cli::parse_or_exit();
+    if let Some(Command::Bench(args)) = cli.command {
+        // The bench's table owns stdout; only warnings are logged, to stderr.
+        init_tracing(cli.config.log_format, "warn", true);
+        return pushwire::bench::main(args, cli.config).await;
+    }
+    init_tracing(cli.config.log_format, "info,actix_server=warn", false);
+    match run(cli.config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line naming the cause (a bad key file, a busy port), no backtrace.
@@ -20,18 +27,24 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    // Flags are validated as they parse; clap exits with 2 and a message.
-    let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    match config.log_format {
-        LogFormat::Text => {
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init()
-        }
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+/// Logs filtered by `RUST_LOG`, else by `default`.
+fn init_tracing(format: LogFormat, default: &str, to_stderr: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (format, to_stderr) {
+        (LogFormat::Text, false) => builder.with_ansi(ansi).init(),
+        (LogFormat::Text, true) => builder.with_ansi(ansi).with_writer(std::io::stderr).init(),
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).init(),
     }
+}
 
+async fn run(config: Config) -> anyhow::Result<()> {
     let hub: Arc<dyn Hub> = match &config.redis_url {
         None => MemoryHub::bounded(config.history_limits(), config.memory_bounds()),
         Some(url) => connect_redis(url, &config).await?,

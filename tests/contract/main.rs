@@ -4,6 +4,7 @@
 mod common;
 
 mod access;
+mod bench;
 mod dashboard_api;
 mod errors;
 mod hostile;
