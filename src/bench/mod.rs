@@ -180,7 +180,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     let transports = unique(&args.transports);
     let connections = args.clients * transports.len();
     for path in [&args.json, &args.svg].into_iter().flatten() {
-        std::fs::File::create(path).map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))?;
+        writable(path)?;
     }
     let files = crate::limits::raise_open_file_limit();
     // In-process, each connection is two descriptors: the client's and the server's.
@@ -214,6 +214,10 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     let mut clients = connect(&lanes, &shared, args.clients, head + 1, &bar).await;
 
     usage.iter_mut().for_each(Usage::connected);
+    // The clients' own CPU, apart from a remote server's: on a shared machine
+    // a saturated load generator inflates every latency it measures.
+    let own = Probe::this_process();
+    let own_start = own.cpu_seconds();
     let plan = Plan {
         channel: shared.channel.clone(),
         rate: args.rate,
@@ -229,6 +233,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     let tallies = join(&mut clients, lanes.len(), drain, &stop_tx).await;
     bar.finish_and_clear();
     let server_usage = usage.and_then(|u| u.finish(connections));
+    let bench_cpu_seconds = own.cpu_seconds().zip(own_start).map(|(end, start)| end - start);
     if let Some(local) = &local {
         local.state.ctx.shutdown.trigger();
         local.handle.stop(false).await;
@@ -263,12 +268,26 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
         published: published.seqs.len() as u64,
         publish_errors: published.errors,
         publish_seconds: published.elapsed.as_secs_f64(),
+        publish_connections: published.connections,
+        publish_delay_us: Latency::of(&published.delay),
         publish_wire_bytes: publish_meter.written() + publish_meter.read(),
         setup_wire_bytes: setup.written() + setup.read(),
         transports: rows.collect(),
         server_usage,
+        bench_cpu_seconds: bench_cpu_seconds.filter(|_| local.is_none()),
         notes,
     })
+}
+
+/// Fails now, not after the run, when an output file cannot be written;
+/// leaves nothing behind.
+fn writable(path: &std::path::Path) -> Result<(), Error> {
+    let existed = path.exists();
+    let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
+    if !existed && opened.is_ok() {
+        let _ = std::fs::remove_file(path);
+    }
+    opened.map(drop).map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))
 }
 
 /// The transports asked for, each once, in the order given.

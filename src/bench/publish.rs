@@ -3,25 +3,32 @@
 //! `payload` bytes, `{"n":N,"pad":"xxx…"}`. The seqs the server answers are
 //! the reference that clients' deliveries are judged against.
 //!
-//! Message `n` is due at `(n − 1) / rate` after the start; a few connections
-//! take turns, so one slow answer delays only its own connection's messages,
-//! and a late message is sent at once (the stream catches up rather than
-//! thinning out).
+//! Message `n` is due at `(n − 1) / rate` after the start and is sent then,
+//! on an idle connection of a pool that grows while every connection waits
+//! for an answer (a server that fans out inside the publish request answers
+//! slowly under load; the stream keeps its rate instead of thinning out).
+//!
+//! Each publish's delay is measured from when it was due to when it was
+//! answered: a server that lets publishes queue before it stamps their `ts`
+//! looks fast on publish → receive latency alone, and slow here.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use hyper::Method;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::net::{HttpClient, Meter, Target};
 
-/// Connections publishing in turn.
-const CONNECTIONS: u64 = 4;
+/// Publishes in flight at most (and so connections in the pool).
+const MAX_IN_FLIGHT: usize = 256;
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -39,9 +46,9 @@ impl Plan {
 }
 
 /// What publishing achieved.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Published {
-    /// The seqs the server answered, in no particular order.
+    /// The seqs the server answered, in order.
     pub seqs: Vec<u64>,
     pub errors: u64,
     /// The first failure, and whether it stopped publishing: a `4xx` will not
@@ -49,7 +56,10 @@ pub struct Published {
     pub first_error: Option<String>,
     pub refused: bool,
     pub elapsed: Duration,
-    pub requests: u64,
+    /// Connections the pool needed to keep the rate.
+    pub connections: usize,
+    /// Due → answered, in µs, of every publish answered `201`.
+    pub delay: Histogram<u64>,
 }
 
 #[derive(Deserialize)]
@@ -59,52 +69,75 @@ struct Answered {
 
 /// Publishes `plan`; `done` counts messages published so far (for progress).
 pub async fn run(target: Arc<Target>, plan: &Plan, meter: Arc<Meter>, done: Arc<AtomicU64>) -> Published {
-    let total = plan.messages();
     let period = Duration::from_secs_f64(1.0 / plan.rate);
-    let start = Instant::now();
+    let path: Arc<str> = format!("/channels/{}/messages", plan.channel).into();
+    let idle: Arc<Mutex<Vec<HttpClient>>> = Arc::default();
+    let opened = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let refused = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for worker in 0..CONNECTIONS.min(total) {
-        let (target, meter, done, refused) = (target.clone(), meter.clone(), done.clone(), refused.clone());
-        let (plan, path) = (plan.clone(), format!("/channels/{}/messages", plan.channel));
-        workers.push(tokio::spawn(async move {
-            let mut http = HttpClient::new(target.clone(), worker as usize, meter);
-            let mut out = Published::default();
-            for n in (worker + 1..=total).step_by(CONNECTIONS as usize) {
-                if refused.load(Ordering::Relaxed) {
-                    break;
+    let mut sends = JoinSet::new();
+    let start = Instant::now();
+    for n in 1..=plan.messages() {
+        let due = start + period.mul_f64((n - 1) as f64);
+        sleep_until(due).await;
+        // unwrap: the semaphore is never closed.
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        if refused.load(Ordering::Relaxed) {
+            break;
+        }
+        let (target, meter, path, body) = (target.clone(), meter.clone(), path.clone(), body(n, plan.payload));
+        let (idle, opened, done, refused) = (idle.clone(), opened.clone(), done.clone(), refused.clone());
+        sends.spawn(async move {
+            let taken = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut http = taken.unwrap_or_else(|| {
+                let index = opened.fetch_add(1, Ordering::Relaxed) as usize;
+                HttpClient::new(target.clone(), index, meter)
+            });
+            let result = publish(&mut http, &target, &path, body).await.map(|seq| (seq, due.elapsed()));
+            idle.lock().unwrap_or_else(|e| e.into_inner()).push(http);
+            drop(permit);
+            match &result {
+                Ok(_) => {
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
-                sleep_until(start + period.mul_f64((n - 1) as f64)).await;
-                out.requests += 1;
-                match publish(&mut http, &target, &path, body(n, plan.payload)).await {
-                    Ok(seq) => {
-                        out.seqs.push(seq);
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err((message, client_error)) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(message);
-                        if client_error {
-                            refused.store(true, Ordering::Relaxed);
-                        }
+                Err((_, client_error)) => {
+                    if *client_error {
+                        refused.store(true, Ordering::Relaxed);
                     }
                 }
             }
-            out
-        }));
+            result
+        });
     }
-    let mut published = Published::default();
-    for worker in workers {
-        let Ok(out) = worker.await else { continue };
-        published.seqs.extend(out.seqs);
-        published.errors += out.errors;
-        published.requests += out.requests;
-        if published.first_error.is_none() {
-            published.first_error = out.first_error;
+    let mut published = Published {
+        seqs: Vec::new(),
+        errors: 0,
+        first_error: None,
+        refused: false,
+        elapsed: Duration::ZERO,
+        connections: 0,
+        // unwrap: valid bounds (1 µs to an hour).
+        delay: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+    };
+    while let Some(sent) = sends.join_next().await {
+        match sent {
+            Ok(Ok((seq, delay))) => {
+                published.seqs.push(seq);
+                published.delay.saturating_record(delay.as_micros() as u64);
+            }
+            Ok(Err((message, _))) => {
+                published.errors += 1;
+                published.first_error.get_or_insert(message);
+            }
+            Err(e) => {
+                published.errors += 1;
+                published.first_error.get_or_insert(e.to_string());
+            }
         }
     }
     published.refused = refused.load(Ordering::Relaxed);
     published.elapsed = start.elapsed();
+    published.connections = opened.load(Ordering::Relaxed) as usize;
     published.seqs.sort_unstable();
     published
 }

@@ -16,6 +16,10 @@ pub struct Report {
     pub published: u64,
     pub publish_errors: u64,
     pub publish_seconds: f64,
+    /// Connections publishing took to keep the rate.
+    pub publish_connections: usize,
+    /// From when each publish was due to its answer.
+    pub publish_delay_us: Latency,
     /// Bytes of the publishing connections, both directions.
     pub publish_wire_bytes: u64,
     /// Bytes of the one `GET /poll` that found the channel's head (a server
@@ -23,6 +27,9 @@ pub struct Report {
     pub setup_wire_bytes: u64,
     pub transports: Vec<TransportRow>,
     pub server_usage: Option<ServerUsage>,
+    /// CPU time of the bench itself over the same window (driving a server
+    /// elsewhere; in-process it is part of `server_usage`).
+    pub bench_cpu_seconds: Option<f64>,
     /// Caveats that apply to this run's figures.
     pub notes: Vec<String>,
 }
@@ -133,8 +140,15 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "published {} in {:.1} s ({} errors)\n",
-            self.published, self.publish_seconds, self.publish_errors
+            "published {} in {:.1} s ({:.0} msg/s, {} errors, {} connections); due → answered: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+            self.published,
+            self.publish_seconds,
+            self.published as f64 / self.publish_seconds.max(f64::EPSILON),
+            self.publish_errors,
+            self.publish_connections,
+            self.publish_delay_us.p50 as f64 / 1000.0,
+            self.publish_delay_us.p99 as f64 / 1000.0,
+            self.publish_delay_us.max as f64 / 1000.0,
         );
         let header = [
             "transport",
@@ -197,6 +211,9 @@ impl Report {
                 u.rss_per_connection_bytes / 1024.0,
                 mib(u.rss_peak_bytes),
             );
+        }
+        if let Some(cpu) = self.bench_cpu_seconds {
+            let _ = writeln!(out, "bench (its clients and publisher): {cpu:.2} s CPU over the same time");
         }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");

@@ -133,10 +133,13 @@ async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
     // A port nothing listens on: bound, then let go.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let unreachable = format!("http://{free}");
-    let cases: [(&[&str], &str); 5] = [
+    let json = temp("never-written.json");
+    let json_arg = format!("--json={}", json.display());
+    let cases: [(&[&str], &str); 6] = [
         (&["--transports", "ws,pigeon"], "unknown transport 'pigeon'"),
         (&["--clients", "0"], "--clients"),
-        (&["--url", &unreachable], "cannot reach"),
+        (&["--url", &unreachable, &json_arg], "cannot reach"),
+        (&["--json", "/no/such/dir/run.json"], "cannot write /no/such/dir/run.json"),
         (&["--url", "ftp://example.com"], "--url"),
         (&["--no-such-flag"], "--no-such-flag"),
     ];
@@ -148,6 +151,7 @@ async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
         assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
     }
+    assert!(!json.exists(), "a failed run leaves no empty report behind");
 }
 
 #[test]
