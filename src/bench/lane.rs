@@ -42,9 +42,7 @@ impl Lane {
             resets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            // unwrap: valid bounds. Up to an hour; `saturating_record` clamps
-            // to the bounds (it does not resize, as `record` would).
-            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap()),
+            latency: Mutex::new(histogram()),
         }
     }
 
@@ -64,6 +62,14 @@ impl Lane {
     pub fn latency(&self) -> Histogram<u64> {
         self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// A histogram of µs from 1 µs to an hour, 3 significant figures. Record
+/// with `saturating_record`, which clamps to these bounds (it does not
+/// resize, as `record` would: `Histogram::new`'s bounds are tiny).
+pub fn histogram() -> Histogram<u64> {
+    // unwrap: valid bounds.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap()
 }
 
 /// Microseconds since the Unix epoch, the unit of a message's `ts`.

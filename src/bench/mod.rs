@@ -130,7 +130,11 @@ const CONNECTING_AT_ONCE: usize = 200;
 /// and exit code 2 for bad input.
 pub async fn main(args: BenchArgs, server: Config) -> ExitCode {
     let result = match run(&args, server).await {
-        Ok(report) => write(&args, &report).map(|()| print!("{}", report.table())),
+        Ok(report) => {
+            // The table first: a file that cannot be written loses nothing.
+            print!("{}", report.table());
+            write(&args, &report)
+        }
         Err(e) => Err(e),
     };
     match result {

@@ -116,8 +116,7 @@ pub async fn run(target: Arc<Target>, plan: &Plan, meter: Arc<Meter>, done: Arc<
         refused: false,
         elapsed: Duration::ZERO,
         connections: 0,
-        // unwrap: valid bounds (1 µs to an hour).
-        delay: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+        delay: super::lane::histogram(),
     };
     while let Some(sent) = sends.join_next().await {
         match sent {
