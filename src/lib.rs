@@ -27,9 +27,13 @@
 //! - `shutdown`: the one signal every session listens to.
 //! - `demo`: the built-in demo publisher, adjustable at run time.
 //! - `inspect`: per-page captures for the dashboard's teaching panel.
+//! - [`bench`]: `pushwire bench`, the load tool that measures the transports side
+//!   by side (its own clients over byte-counting sockets, the publish stream,
+//!   `/proc` probes of the server, and the table, JSON and SVG report).
 
 mod auth;
 pub mod base_path;
+pub mod bench;
 pub mod config;
 mod demo;
 mod error;

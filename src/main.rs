@@ -2,15 +2,23 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use pushwire::config::{Config, LogFormat};
+use pushwire::config::{Cli, Command, Config, LogFormat};
 use pushwire::hub::{Hub, MemoryHub, RedisHub};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    // Flags are validated as they parse; clap exits with 2 and a message.
+    let cli = Cli::parse_or_exit();
+    if let Some(Command::Bench(args)) = cli.command {
+        // The bench's table owns stdout; only warnings are logged, to stderr.
+        let _flush = init_tracing(cli.config.log_format, "warn", true);
+        return pushwire::bench::main(args, cli.config).await;
+    }
+    // The guard flushes what is queued when `main` returns.
+    let _flush = init_tracing(cli.config.log_format, "info,actix_server=warn", false);
+    match run(cli.config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line naming the cause (a bad key file, a busy port), no backtrace.
@@ -20,22 +28,25 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    // Flags are validated as they parse; clap exits with 2 and a message.
-    let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
-    // Lines go to stdout from a thread of their own: a reader that falls
-    // behind (a full pipe) costs log lines, never a stalled worker. The guard
-    // flushes what is queued when `main` returns.
-    let (stdout, _flush) = tracing_appender::non_blocking(std::io::stdout());
-    match config.log_format {
-        LogFormat::Text => {
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(stdout).init()
-        }
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(stdout).init(),
+/// Logs filtered by `RUST_LOG`, else by `default`. Lines are written from a
+/// thread of their own: a reader that falls behind (a full pipe) costs log
+/// lines, never a stalled worker.
+fn init_tracing(format: LogFormat, default: &str, to_stderr: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (ansi, (writer, guard)) = if to_stderr {
+        (std::io::IsTerminal::is_terminal(&std::io::stderr()), tracing_appender::non_blocking(std::io::stderr()))
+    } else {
+        (std::io::IsTerminal::is_terminal(&std::io::stdout()), tracing_appender::non_blocking(std::io::stdout()))
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().init(),
     }
+    guard
+}
 
+async fn run(config: Config) -> anyhow::Result<()> {
     let hub: Arc<dyn Hub> = match &config.redis_url {
         None => MemoryHub::bounded(config.history_limits(), config.memory_bounds()),
         Some(url) => connect_redis(url, &config).await?,

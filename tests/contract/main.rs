@@ -5,6 +5,7 @@ mod common;
 
 mod access;
 mod base_path;
+mod bench;
 mod dashboard_api;
 mod errors;
 mod hostile;

@@ -1,0 +1,421 @@
+//! One client loop per transport, as an ordinary client of API.md would
+//! run it: WebSocket and SSE hold one stream, long polling asks again as
+//! soon as it is answered, short polling asks every `--poll-interval`. Every
+//! client starts from the channel's position before the first publish, so a
+//! late connection catches up instead of missing messages, and a lost one
+//! resumes from its cursor. A client ends once it holds the last published
+//! seq, or when told to stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::lane::{Lane, Tally};
+use super::net::{HttpClient, Target};
+use crate::transport::Transport;
+
+/// When clients end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Publishing goes on.
+    Running,
+    /// Publishing is over and this was the last seq published: a client
+    /// that holds it has everything it will get.
+    After(u64),
+    /// The drain time is over.
+    Now,
+}
+
+impl Stop {
+    fn reached(self, last: u64) -> bool {
+        match self {
+            Stop::Running => false,
+            Stop::After(seq) => last >= seq,
+            Stop::Now => true,
+        }
+    }
+}
+
+/// What every client of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub target: Arc<Target>,
+    pub channel: String,
+    /// The channel's position before the first publish: every client starts there.
+    pub cursor: String,
+    pub poll_interval: Duration,
+    pub stop: watch::Receiver<Stop>,
+}
+
+/// A client's first word to the run: subscribed (or connected, for polls), or why not.
+pub type Ready = Result<(), String>;
+
+/// Runs client `index` of `lane` until it is told to stop; returns what it received.
+pub async fn run(
+    lane: Arc<Lane>,
+    shared: Arc<Shared>,
+    index: usize,
+    base: u64,
+    ready: mpsc::UnboundedSender<Ready>,
+) -> Tally {
+    let mut client = Client {
+        stop: shared.stop.clone(),
+        cursor: shared.cursor.clone(),
+        epoch: None,
+        lane,
+        shared,
+        index,
+        tally: Tally::new(base),
+        ready: Some(ready),
+    };
+    loop {
+        let result = match client.lane.transport {
+            Transport::WebSocket => client.websocket().await,
+            Transport::Sse => client.sse().await,
+            Transport::LongPoll => client.poll(true).await,
+            Transport::Poll => client.poll(false).await,
+        };
+        match result {
+            Ok(()) => break,
+            Err(e) if client.ready.is_some() => {
+                client.announce(Err(e));
+                break;
+            }
+            Err(_) if client.stopped() => break,
+            Err(_) => {
+                // Lost mid-run: resume from the cursor, as a real client would.
+                Lane::count(&client.lane.reconnects);
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    client.tally
+}
+
+struct Client {
+    lane: Arc<Lane>,
+    shared: Arc<Shared>,
+    index: usize,
+    tally: Tally,
+    stop: watch::Receiver<Stop>,
+    /// Where to resume: the start position, then what the server handed out.
+    cursor: String,
+    /// The channel's epoch, from `subscribed` (WebSocket builds its own cursor).
+    epoch: Option<String>,
+    ready: Option<mpsc::UnboundedSender<Ready>>,
+}
+
+/// A server frame, as far as the bench reads it (`data` is skipped).
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: Kind,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    ts: u64,
+    #[serde(default)]
+    epoch: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Message,
+    Reset,
+    Subscribed,
+    #[serde(other)]
+    Other,
+}
+
+/// A poll or long-poll answer.
+#[derive(Deserialize)]
+struct Answer {
+    messages: Vec<Frame>,
+    #[serde(default)]
+    resets: Vec<IgnoredAny>,
+    cursor: String,
+}
+
+impl Client {
+    fn stopped(&self) -> bool {
+        self.stop.borrow().reached(self.tally.last)
+    }
+
+    /// Waits for the stop signal to change; true when this client should end.
+    async fn stop_changed(&mut self) -> bool {
+        self.stop.changed().await.is_err() || self.stopped()
+    }
+
+    fn announce(&mut self, ready: Ready) {
+        if let Some(tx) = self.ready.take() {
+            self.tally.connected = ready.is_ok();
+            let _ = tx.send(ready);
+        }
+    }
+
+    fn query(&self) -> String {
+        format!("?channels={}&cursor={}", self.shared.channel, self.cursor)
+    }
+
+    /// Counts one frame of a stream.
+    fn frame(&mut self, json: &str) {
+        let Ok(frame) = serde_json::from_str::<Frame>(json) else {
+            Lane::count(&self.lane.errors);
+            return;
+        };
+        match frame.kind {
+            Kind::Message => self.lane.delivered(&mut self.tally, frame.seq, frame.ts),
+            Kind::Subscribed => {
+                self.epoch = frame.epoch;
+                self.announce(Ok(()));
+            }
+            Kind::Reset => {
+                self.epoch = frame.epoch;
+                Lane::count(&self.lane.resets);
+            }
+            Kind::Other => {}
+        }
+    }
+
+    async fn websocket(&mut self) -> Result<(), String> {
+        if let Some(epoch) = &self.epoch {
+            // Resuming: everything up to the last seq received is here.
+            self.cursor = format!("{}:{}:{epoch}", self.shared.channel, self.tally.last);
+        }
+        let target = &self.shared.target;
+        let io = target.connect(self.index, &self.lane.meter).await.map_err(|e| e.to_string())?;
+        let url = format!("ws://{}/ws{}", target.authority, self.query());
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        if let Some(authorization) = target.authorization() {
+            let value = authorization.parse().map_err(|_| "the token is not a valid header value".to_string())?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config()))
+            .await
+            .map_err(|e| e.to_string())?;
+        Lane::count(&self.lane.requests);
+        loop {
+            if self.stopped() {
+                // A clean close, so that both ends count the same bytes.
+                let _ = ws.close(None).await;
+                let _ = timeout(Duration::from_secs(1), async { while ws.next().await.is_some() {} }).await;
+                return Ok(());
+            }
+            tokio::select! {
+                end = self.stop_changed() => if end { continue },
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => self.frame(&text),
+                    Some(Ok(WsMessage::Close(close))) => return Err(format!("closed by the server: {close:?}")),
+                    Some(Ok(_)) => {} // pings are answered by tungstenite
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("connection ended".into()),
+                },
+            }
+        }
+    }
+
+    async fn sse(&mut self) -> Result<(), String> {
+        let mut http = HttpClient::new(self.shared.target.clone(), self.index, self.lane.meter.clone());
+        let mut request = self.shared.target.request(Method::GET, &format!("/sse{}", self.query()), Bytes::new());
+        // unwrap: a constant, valid header value.
+        request.headers_mut().insert("accept", "text/event-stream".parse().unwrap());
+        let response = http.send(request).await?;
+        Lane::count(&self.lane.requests);
+        if !response.status().is_success() {
+            Lane::count(&self.lane.errors);
+            return Err(format!("/sse answered {}", response.status()));
+        }
+        let mut body = response.into_body();
+        let mut events = SseParser::default();
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            tokio::select! {
+                end = self.stop_changed() => if end { continue },
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        events.feed(&data, |event| {
+                            self.frame(event.data);
+                            if let Some(id) = event.id {
+                                self.cursor.clear();
+                                self.cursor.push_str(id);
+                            }
+                        });
+                    }
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("stream ended".into()),
+                },
+            }
+        }
+    }
+
+    /// Long polling (`long`) or short polling, on one keep-alive connection.
+    async fn poll(&mut self, long: bool) -> Result<(), String> {
+        let mut http = HttpClient::new(self.shared.target.clone(), self.index, self.lane.meter.clone());
+        http.open().await.map_err(|e| e.to_string())?;
+        self.announce(Ok(()));
+        let path = if long { "/long-poll" } else { "/poll" };
+        // Short polls start at a random phase, so that clients do not ask all at once.
+        let interval = self.shared.poll_interval;
+        let mut tick = interval_at(Instant::now() + interval.mul_f64(fastrand::f64()), interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            if !long {
+                tokio::select! {
+                    end = self.stop_changed() => if end { return Ok(()) } else { continue },
+                    _ = tick.tick() => {}
+                }
+            }
+            let request = self.shared.target.request(Method::GET, &format!("{path}{}", self.query()), Bytes::new());
+            let answer = http.send(request);
+            tokio::pin!(answer);
+            // A held long poll is given up once the client is done; a short
+            // poll is answered at once, and read, so both ends count its bytes.
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut answer => break answer,
+                    end = self.stop_changed(), if long => if end { return Ok(()) },
+                }
+            };
+            if let Err(e) = self.answer(answer).await {
+                tracing::debug!(transport = path, error = %e, "poll failed");
+                Lane::count(&self.lane.errors);
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    async fn answer(&mut self, response: Result<hyper::Response<hyper::body::Incoming>, String>) -> Result<(), String> {
+        let response = response?;
+        Lane::count(&self.lane.requests);
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != 200 {
+            return Err(format!("answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let answer: Answer = serde_json::from_slice(&body).map_err(|e| format!("not a poll answer: {e}"))?;
+        if answer.messages.is_empty() {
+            Lane::count(&self.lane.empty_polls);
+        }
+        for _ in &answer.resets {
+            Lane::count(&self.lane.resets);
+        }
+        for message in answer.messages {
+            self.lane.delivered(&mut self.tally, message.seq, message.ts);
+        }
+        self.cursor = answer.cursor;
+        Ok(())
+    }
+}
+
+/// Small buffers: a load generator holds thousands of these (tungstenite's
+/// defaults are 128 KiB for reading, plus an unbounded write buffer).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0).max_write_buffer_size(64 * 1024)
+}
+
+/// One SSE event: its `data` (lines joined) and its `id`, if any.
+struct SseEvent<'a> {
+    data: &'a str,
+    id: Option<&'a str>,
+}
+
+/// Reads `text/event-stream` as it arrives in arbitrary pieces.
+#[derive(Default)]
+struct SseParser {
+    /// An incomplete line.
+    partial: Vec<u8>,
+    data: String,
+    id: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; calls `on_event` for each event they complete.
+    fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let joined;
+            let line = if self.partial.is_empty() {
+                &rest[..end]
+            } else {
+                let mut partial = std::mem::take(&mut self.partial);
+                partial.extend_from_slice(&rest[..end]);
+                joined = partial;
+                &joined[..]
+            };
+            rest = &rest[end + 1..];
+            self.line(&String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)), &mut on_event);
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    fn line(&mut self, line: &str, on_event: &mut impl FnMut(SseEvent<'_>)) {
+        if line.is_empty() {
+            if !self.data.is_empty() {
+                on_event(SseEvent { data: &self.data, id: self.id.as_deref() });
+            }
+            self.data.clear();
+            self.id = None;
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+            }
+            "id" => self.id = Some(value.to_string()),
+            _ => {} // event (the type is in the data too), retry, comments
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_read_across_any_split() {
+        let stream = b": hello\nretry: 2000\n\nevent: subscribed\ndata: {\"a\":1}\n\nid: c:1:e\r\nevent: message\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\n";
+        for split in 0..stream.len() {
+            let mut parser = SseParser::default();
+            let mut seen = Vec::new();
+            for part in [&stream[..split], &stream[split..]] {
+                parser.feed(part, |e| seen.push((e.data.to_string(), e.id.map(str::to_string))));
+            }
+            assert_eq!(
+                seen,
+                [("{\"a\":1}".to_string(), None), ("{\"b\":\n2}".to_string(), Some("c:1:e".to_string()))],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn stopping_waits_for_the_last_seq() {
+        assert!(!Stop::Running.reached(100));
+        assert!(!Stop::After(10).reached(9));
+        assert!(Stop::After(10).reached(10));
+        assert!(Stop::Now.reached(0));
+    }
+}

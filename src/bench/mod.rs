@@ -1,0 +1,512 @@
+//! `pushwire bench`: the four transports side by side, against one publish
+//! stream, in one run. Without `--url` a server is started in this process
+//! (embedded hub, free port); with it, any server that speaks API.md is
+//! driven (a remote pushwire, the Node reference).
+//!
+//! A run: read the channel's head (`GET /poll` without a cursor); connect
+//! `--clients` subscribers per transport, all starting from that position;
+//! publish `--rate` messages a second of `--payload` bytes for `--duration`
+//! over HTTP; let clients drain; judge every client's seqs against the seqs
+//! the publishes were answered with. Latency is the client's receive time
+//! minus the message's `ts` (the server's publish time), so it needs the two
+//! clocks to agree: true on one machine, a caveat otherwise. Bytes are counted
+//! on the clients' own sockets (`net`).
+//!
+//! - `net`: counted sockets, the target, keep-alive HTTP connections.
+//! - `clients`: one client loop per transport.
+//! - `publish`: the publish stream.
+//! - `lane`: per-transport counters and per-client seq tallies.
+//! - `probe`: server CPU and memory from `/proc`.
+//! - `report` and `chart`: the table, the JSON and the SVG.
+
+mod chart;
+mod clients;
+mod lane;
+mod net;
+mod probe;
+mod publish;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::Method;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::config::{Config, at_least_one, positive_duration};
+use crate::hub::MemoryHub;
+use crate::message::ChannelName;
+use crate::server::Running;
+use crate::transport::Transport;
+use clients::{Ready, Shared, Stop};
+use lane::{Judged, Lane, Tally};
+use net::{HttpClient, Meter, Target};
+use probe::{Probe, Usage};
+use publish::Plan;
+use report::{Latency, Parameters, Report, TransportRow, per_delivery};
+
+/// Measures the four transports side by side: latency, completeness, bytes
+/// on the wire and requests per delivered message, and the server's CPU and
+/// memory. Server flags given before `bench` configure the in-process server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Server to drive (http://host:port); without it one is started in this process on a free port.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Transports to measure, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = transport, default_value = "ws,sse,long-poll,poll")]
+    pub transports: Vec<Transport>,
+
+    /// Subscribers per transport.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
+    pub clients: usize,
+
+    /// Messages published per second.
+    #[arg(long, value_name = "MSG_PER_S", default_value_t = 10.0, value_parser = rate)]
+    pub rate: f64,
+
+    /// Size of each published JSON body, in bytes (`{"n":N,"pad":"xxx…"}`).
+    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(..=1024 * 1024))]
+    pub payload: u32,
+
+    /// How long to publish (e.g. 10s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    pub duration: Duration,
+
+    /// Interval between a short-polling client's requests.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Channel to publish on and subscribe to.
+    #[arg(long, value_name = "NAME", default_value = "bench")]
+    pub channel: ChannelName,
+
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draw latency percentiles and bytes per delivery as SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Process id of the server, to report its CPU time and memory (read from /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Access token (JWT) sent as `Authorization: Bearer` on every request.
+    #[arg(long, value_name = "JWT", env = "PUSHWIRE_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Why a run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: a flag, an unreachable or non-conforming server (exit code 2).
+    #[error("{0}")]
+    Input(String),
+    /// The run itself failed (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Connections being opened at once: more would overflow listen backlogs
+/// (Node's is 511) and time the rest out in SYN retries.
+const CONNECTING_AT_ONCE: usize = 200;
+
+/// Runs the bench, prints the table, writes the files; one line on stderr
+/// and exit code 2 for bad input.
+pub async fn main(args: BenchArgs, server: Config) -> ExitCode {
+    let result = match run(&args, server).await {
+        Ok(report) => {
+            // The table first: a file that cannot be written loses nothing.
+            print!("{}", report.table());
+            write(&args, &report)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                Error::Input(_) => 2,
+                Error::Failed(_) => 1,
+            })
+        }
+    }
+}
+
+fn transport(s: &str) -> Result<Transport, String> {
+    match s.trim() {
+        "ws" | "websocket" => Ok(Transport::WebSocket),
+        "sse" => Ok(Transport::Sse),
+        "long-poll" | "long_poll" => Ok(Transport::LongPoll),
+        "poll" | "short-poll" => Ok(Transport::Poll),
+        other => Err(format!("unknown transport '{other}' (expected ws, sse, long-poll, poll)")),
+    }
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 100_000.0 => Ok(r),
+        Ok(_) => Err("must be more than 0 and at most 100000".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn write(args: &BenchArgs, report: &Report) -> Result<(), Error> {
+    if let Some(path) = &args.json {
+        // unwrap: the report holds no map with non-string keys, nor a non-finite float.
+        let json = serde_json::to_string_pretty(report).unwrap();
+        std::fs::write(path, json + "\n")
+            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &args.svg {
+        chart::write(report, path).map_err(Error::Failed)?;
+    }
+    Ok(())
+}
+
+async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
+    let transports = unique(&args.transports);
+    let connections = args.clients * transports.len();
+    for path in [&args.json, &args.svg].into_iter().flatten() {
+        writable(path)?;
+    }
+    let files = crate::limits::raise_open_file_limit();
+    // In-process, each connection is two descriptors: the client's and the server's.
+    let needed = connections * if args.url.is_some() { 1 } else { 2 } + 256;
+    if needed > files {
+        let why = format!("{connections} connections need about {needed} open files here; the limit is {files}");
+        return Err(Error::Input(why));
+    }
+    let (url, local) = match &args.url {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let local = start_server(server)?;
+            (format!("http://{}", local.addr), Some(local))
+        }
+    };
+    let target = Arc::new(Target::resolve(&url, args.token.as_deref(), connections).await?);
+    let probe = match (args.server_pid, &local) {
+        (Some(pid), _) => Some(Probe::pid(pid)?),
+        (None, Some(_)) => Some(Probe::this_process()),
+        (None, None) => None,
+    };
+    let setup = Arc::new(Meter::default());
+    let (cursor, head) = head(&target, args.channel.as_str(), &url, &setup).await?;
+
+    let bar = progress_bar(args.no_progress);
+    let mut usage = probe.map(Usage::start);
+    let lanes: Vec<Arc<Lane>> = transports.iter().map(|&t| Arc::new(Lane::new(t))).collect();
+    let (stop_tx, stop) = watch::channel(Stop::Running);
+    let channel = args.channel.as_str().to_string();
+    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval: args.poll_interval, stop });
+    let mut clients = connect(&lanes, &shared, args.clients, head + 1, &bar).await;
+
+    usage.iter_mut().for_each(Usage::connected);
+    // The clients' own CPU, apart from a remote server's: on a shared machine
+    // a saturated load generator inflates every latency it measures.
+    let own = Probe::this_process();
+    let own_start = own.cpu_seconds();
+    let plan = Plan {
+        channel: shared.channel.clone(),
+        rate: args.rate,
+        payload: args.payload as usize,
+        duration: args.duration,
+    };
+    let publish_meter = Arc::new(Meter::default());
+    let published = publishing(&target, &plan, &publish_meter, &lanes, &bar).await;
+
+    bar.set_prefix("draining");
+    let _ = stop_tx.send(Stop::After(published.seqs.last().copied().unwrap_or(head)));
+    let drain = args.poll_interval + (args.duration / 4).max(Duration::from_secs(5));
+    let tallies = join(&mut clients, lanes.len(), drain, &stop_tx).await;
+    bar.finish_and_clear();
+    let server_usage = usage.and_then(|u| u.finish(connections));
+    let bench_cpu_seconds = own.cpu_seconds().zip(own_start).map(|(end, start)| end - start);
+    if let Some(local) = &local {
+        local.state.ctx.shutdown.trigger();
+        local.handle.stop(false).await;
+    }
+    if published.seqs.is_empty() || published.refused {
+        let why = published.first_error.unwrap_or_else(|| "no message was published".into());
+        return Err(Error::Failed(format!("publishing failed: {why}")));
+    }
+
+    let mut notes = Vec::new();
+    if !target.is_local() {
+        notes.push(
+            "the server is not on this machine: latencies include the offset between its clock (ts) and ours".into(),
+        );
+    }
+    if let Some(usage) = server_usage.as_ref().filter(|_| local.is_some() && args.server_pid.is_none()) {
+        notes.push(format!("server CPU and memory are of {}", usage.scope));
+    }
+    let rows = lanes.iter().zip(&tallies).map(|(lane, tallies)| row(lane, tallies, args.clients, &published.seqs));
+    Ok(Report {
+        server: url,
+        in_process: local.is_some(),
+        parameters: Parameters {
+            transports: transports.iter().map(|t| t.id()).collect(),
+            clients: args.clients,
+            rate: args.rate,
+            payload: plan.payload,
+            duration_s: args.duration.as_secs_f64(),
+            poll_interval_s: args.poll_interval.as_secs_f64(),
+            channel: plan.channel,
+        },
+        published: published.seqs.len() as u64,
+        publish_errors: published.errors,
+        publish_seconds: published.elapsed.as_secs_f64(),
+        publish_connections: published.connections,
+        publish_delay_us: Latency::of(&published.delay),
+        publish_wire_bytes: publish_meter.written() + publish_meter.read(),
+        setup_wire_bytes: setup.written() + setup.read(),
+        transports: rows.collect(),
+        server_usage,
+        bench_cpu_seconds: bench_cpu_seconds.filter(|_| local.is_none()),
+        notes,
+    })
+}
+
+/// Fails now, not after the run, when an output file cannot be written;
+/// leaves nothing behind.
+fn writable(path: &std::path::Path) -> Result<(), Error> {
+    let existed = path.exists();
+    let opened = std::fs::OpenOptions::new().append(true).create(true).open(path);
+    if !existed && opened.is_ok() {
+        let _ = std::fs::remove_file(path);
+    }
+    opened.map(drop).map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The transports asked for, each once, in the order given.
+fn unique(transports: &[Transport]) -> Vec<Transport> {
+    let mut out = Vec::with_capacity(transports.len());
+    for t in transports {
+        if !out.contains(t) {
+            out.push(*t);
+        }
+    }
+    out
+}
+
+/// A server running in this process.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    state: crate::AppState,
+    handle: actix_server::ServerHandle,
+}
+
+/// Starts a server in this process on a free loopback port, embedded hub, no demo.
+fn start_server(mut config: Config) -> Result<InProcess, Error> {
+    config.demo_rate = 0.0;
+    let failed = |e: std::io::Error| Error::Failed(format!("cannot start the in-process server: {e}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(failed)?;
+    let hub = MemoryHub::bounded(config.history_limits(), config.memory_bounds());
+    let Running { addr, state, handle, server } = crate::server::start(config, hub, listener).map_err(failed)?;
+    tokio::spawn(server);
+    Ok(InProcess { addr, state, handle })
+}
+
+/// The channel's position now, as a cursor, and its seq: every client starts
+/// there. Also proves that the server is there and speaks API.md.
+async fn head(target: &Arc<Target>, channel: &str, url: &str, meter: &Arc<Meter>) -> Result<(String, u64), Error> {
+    let mut http = HttpClient::new(target.clone(), 0, meter.clone());
+    let request = target.request(Method::GET, &format!("/poll?channels={channel}"), Bytes::new());
+    let unreachable = |e: String| Error::Input(format!("cannot reach {url}: {e}"));
+    let response = timeout(Duration::from_secs(10), http.send(request))
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".into()))?
+        .map_err(unreachable)?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    if status != 200 {
+        let hint = if status == 401 { " (pass an access token with --token)" } else { "" };
+        return Err(Error::Input(format!("{url}: GET /poll answered {status}{hint}: {}", body.trim())));
+    }
+    let not_api = || Error::Input(format!("{url} does not answer GET /poll as API.md says: {}", body.trim()));
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(|_| not_api())?;
+    let cursor = answer["cursor"].as_str().ok_or_else(not_api)?;
+    let seq = cursor
+        .split(',')
+        .find_map(|entry| entry.strip_prefix(channel)?.strip_prefix(':')?.split(':').next()?.parse().ok())
+        .ok_or_else(not_api)?;
+    Ok((cursor.to_string(), seq))
+}
+
+fn progress_bar(hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    // unwrap: a constant template.
+    let style =
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}").unwrap().progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// A running client, and the lane it belongs to.
+type Client = (usize, JoinHandle<Tally>);
+
+/// Starts every client, a bounded number connecting at a time; returns once
+/// each has subscribed (or connected, for polls) or given up.
+async fn connect(
+    lanes: &[Arc<Lane>],
+    shared: &Arc<Shared>,
+    per_lane: usize,
+    base: u64,
+    bar: &ProgressBar,
+) -> Vec<Client> {
+    let total = lanes.len() * per_lane;
+    bar.set_prefix("connecting");
+    bar.set_length(total as u64);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Ready>();
+    let mut clients = Vec::with_capacity(total);
+    let mut failed = Vec::new();
+    let mut answered = 0;
+    // Interleaved over lanes, so that no transport gets the quieter start.
+    for index in 0..per_lane {
+        for (l, lane) in lanes.iter().enumerate() {
+            if clients.len() - answered >= CONNECTING_AT_ONCE {
+                // unwrap: `ready_tx` is held here, so the channel stays open.
+                failed.extend(ready_rx.recv().await.unwrap().err());
+                answered += 1;
+                bar.inc(1);
+            }
+            let client = clients::run(lane.clone(), shared.clone(), index * lanes.len() + l, base, ready_tx.clone());
+            clients.push((l, tokio::spawn(client)));
+        }
+    }
+    drop(ready_tx);
+    // Every client answers once; one that hangs counts as missing what it lacks.
+    while answered < total
+        && let Ok(Some(ready)) = timeout(Duration::from_secs(30), ready_rx.recv()).await
+    {
+        failed.extend(ready.err());
+        answered += 1;
+        bar.inc(1);
+    }
+    if let Some(first) = failed.first() {
+        bar.suspend(|| eprintln!("warning: {} of {total} clients could not connect; the first: {first}", failed.len()));
+    }
+    clients
+}
+
+/// Publishes the plan while the bar shows progress and deliveries.
+async fn publishing(
+    target: &Arc<Target>,
+    plan: &Plan,
+    meter: &Arc<Meter>,
+    lanes: &[Arc<Lane>],
+    bar: &ProgressBar,
+) -> publish::Published {
+    bar.set_prefix("publishing");
+    bar.set_position(0);
+    bar.set_length(plan.messages());
+    let done = Arc::new(AtomicU64::new(0));
+    let show = {
+        let (bar, done, lanes) = (bar.clone(), done.clone(), lanes.to_vec());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(done.load(Ordering::Relaxed));
+                let deliveries: Vec<String> = lanes
+                    .iter()
+                    .map(|l| format!("{} {}", l.transport.id(), l.deliveries.load(Ordering::Relaxed)))
+                    .collect();
+                bar.set_message(format!("delivered: {}", deliveries.join(", ")));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let published = publish::run(target.clone(), plan, meter.clone(), done.clone()).await;
+    show.abort();
+    bar.set_position(done.load(Ordering::Relaxed));
+    published
+}
+
+/// Waits up to `drain` for clients to finish by themselves, then stops the
+/// rest; returns each lane's tallies.
+async fn join(clients: &mut Vec<Client>, lanes: usize, drain: Duration, stop: &watch::Sender<Stop>) -> Vec<Vec<Tally>> {
+    let mut finished = Vec::with_capacity(clients.len());
+    let _ = timeout(drain, async {
+        while let Some((lane, handle)) = clients.last_mut() {
+            finished.push((*lane, handle.await));
+            clients.pop();
+        }
+    })
+    .await;
+    let _ = stop.send(Stop::Now);
+    for (lane, mut handle) in clients.drain(..) {
+        let tally = timeout(Duration::from_secs(5), &mut handle).await;
+        handle.abort();
+        finished.push((lane, tally.unwrap_or_else(|_| Ok(Tally::new(0)))));
+    }
+    let mut tallies = vec![Vec::new(); lanes];
+    for (lane, tally) in finished {
+        // A client that panicked or hung received nothing that can be vouched for.
+        tallies[lane].push(tally.unwrap_or_else(|_| Tally::new(0)));
+    }
+    tallies
+}
+
+/// One transport's row of the report.
+fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> TransportRow {
+    let mut judged = Judged::default();
+    for tally in tallies {
+        judged += tally.judge(published);
+    }
+    let histogram = lane.latency();
+    let requests = lane.requests.load(Ordering::Relaxed);
+    let (sent, received) = (lane.meter.written(), lane.meter.read());
+    TransportRow {
+        transport: lane.transport.id(),
+        clients,
+        connected: tallies.iter().filter(|t| t.connected).count(),
+        published: published.len() as u64,
+        deliveries: judged.deliveries,
+        missing: judged.missing,
+        duplicates: judged.duplicates,
+        resets: lane.resets.load(Ordering::Relaxed),
+        reconnects: lane.reconnects.load(Ordering::Relaxed),
+        errors: lane.errors.load(Ordering::Relaxed),
+        latency_us: Latency::of(&histogram),
+        wire_bytes_sent: sent,
+        wire_bytes_received: received,
+        wire_bytes_per_delivery: per_delivery(sent + received, judged.deliveries),
+        requests,
+        requests_per_delivery: per_delivery(requests, judged.deliveries),
+        empty_polls: lane.empty_polls.load(Ordering::Relaxed),
+        histogram,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_have_short_and_long_names() {
+        assert_eq!(transport("ws"), Ok(Transport::WebSocket));
+        assert_eq!(transport("long-poll"), Ok(Transport::LongPoll));
+        assert!(transport("carrier-pigeon").unwrap_err().contains("unknown transport 'carrier-pigeon'"));
+        assert!(rate("0").is_err() && rate("-1").is_err() && rate("NaN").is_err());
+        assert_eq!(rate("2.5"), Ok(2.5));
+    }
+}

@@ -1,0 +1,259 @@
+//! What a run found: one row per transport, the run's parameters, and the
+//! server's CPU and memory when they could be read. Printed as a table,
+//! written as JSON (`--json`); `chart` draws it (`--svg`).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The server's URL; in-process servers are marked so.
+    pub server: String,
+    pub in_process: bool,
+    pub parameters: Parameters,
+    pub published: u64,
+    pub publish_errors: u64,
+    pub publish_seconds: f64,
+    /// Connections publishing took to keep the rate.
+    pub publish_connections: usize,
+    /// From when each publish was due to its answer.
+    pub publish_delay_us: Latency,
+    /// Bytes of the publishing connections, both directions.
+    pub publish_wire_bytes: u64,
+    /// Bytes of the one `GET /poll` that found the channel's head (a server
+    /// counts it as short-polling traffic; the `poll` row does not hold it).
+    pub setup_wire_bytes: u64,
+    pub transports: Vec<TransportRow>,
+    pub server_usage: Option<ServerUsage>,
+    /// CPU time of the bench itself over the same window (driving a server
+    /// elsewhere; in-process it is part of `server_usage`).
+    pub bench_cpu_seconds: Option<f64>,
+    /// Caveats that apply to this run's figures.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Parameters {
+    pub transports: Vec<&'static str>,
+    pub clients: usize,
+    pub rate: f64,
+    pub payload: usize,
+    pub duration_s: f64,
+    pub poll_interval_s: f64,
+    pub channel: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransportRow {
+    pub transport: &'static str,
+    pub clients: usize,
+    /// Clients that connected (and, for the streams, were subscribed).
+    pub connected: usize,
+    pub published: u64,
+    /// Published messages received, summed over clients (copies included):
+    /// `clients × published` when nothing is missing or doubled.
+    pub deliveries: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    pub resets: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub latency_us: Latency,
+    /// Bytes these clients' sockets wrote and read: requests, responses,
+    /// heads, chunk framing, handshakes and frame headers included.
+    pub wire_bytes_sent: u64,
+    pub wire_bytes_received: u64,
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// HTTP requests answered, the WebSocket upgrade included (a long poll
+    /// still held when the run ends is not).
+    pub requests: u64,
+    pub requests_per_delivery: Option<f64>,
+    pub empty_polls: u64,
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
+}
+
+/// Publish → receive, in µs.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// The server's CPU and memory over the run.
+#[derive(Debug, Serialize)]
+pub struct ServerUsage {
+    /// Which process was measured.
+    pub scope: String,
+    /// CPU time (user + system) from the first publish to the end of the drain.
+    pub cpu_seconds: f64,
+    pub wall_seconds: f64,
+    pub connections: usize,
+    pub rss_before_bytes: u64,
+    /// Once every client is connected, before the first publish.
+    pub rss_connected_bytes: u64,
+    pub rss_peak_bytes: u64,
+    /// `(connected − before) / connections`: what an idle connection costs.
+    pub rss_per_connection_bytes: f64,
+}
+
+/// `n / deliveries`, when there were any.
+pub fn per_delivery(n: u64, deliveries: u64) -> Option<f64> {
+    (deliveries > 0).then(|| n as f64 / deliveries as f64)
+}
+
+impl Report {
+    /// The comparison table, with the run's parameters above it and the
+    /// server's usage and notes below.
+    pub fn table(&self) -> String {
+        let p = &self.parameters;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pushwire bench: {}{} · {} clients per transport · {} msg/s × {} B for {} s · channel {}",
+            self.server,
+            if self.in_process { " (in-process)" } else { "" },
+            p.clients,
+            p.rate,
+            p.payload,
+            p.duration_s,
+            p.channel
+        );
+        let _ = writeln!(
+            out,
+            "published {} in {:.1} s ({:.0} msg/s, {} errors, {} connections); due → answered: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+            self.published,
+            self.publish_seconds,
+            self.published as f64 / self.publish_seconds.max(f64::EPSILON),
+            self.publish_errors,
+            self.publish_connections,
+            self.publish_delay_us.p50 as f64 / 1000.0,
+            self.publish_delay_us.p99 as f64 / 1000.0,
+            self.publish_delay_us.max as f64 / 1000.0,
+        );
+        let header = [
+            "transport",
+            "clients",
+            "deliveries",
+            "missing",
+            "dup",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "bytes/deliv",
+            "req/deliv",
+            "empty polls",
+        ];
+        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let ratio = |r: Option<f64>, decimals: usize| r.map_or("-".into(), |r| format!("{r:.decimals$}"));
+        let rows: Vec<Vec<String>> = self
+            .transports
+            .iter()
+            .map(|t| {
+                vec![
+                    t.transport.to_string(),
+                    format!("{}/{}", t.connected, t.clients),
+                    t.deliveries.to_string(),
+                    t.missing.to_string(),
+                    t.duplicates.to_string(),
+                    ms(t.latency_us.p50),
+                    ms(t.latency_us.p90),
+                    ms(t.latency_us.p99),
+                    ms(t.latency_us.p999),
+                    ms(t.latency_us.max),
+                    ratio(t.wire_bytes_per_delivery, 1),
+                    ratio(t.requests_per_delivery, 4),
+                    t.empty_polls.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&align(&header, &rows));
+        for t in self.transports.iter().filter(|t| t.resets + t.reconnects + t.errors > 0) {
+            let _ = writeln!(
+                out,
+                "{}: {} resets, {} reconnects, {} failed requests",
+                t.transport, t.resets, t.reconnects, t.errors
+            );
+        }
+        if let Some(u) = &self.server_usage {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let _ = writeln!(
+                out,
+                "\nserver ({}):\n  {:.2} s CPU over {:.1} s ({:.0}% of one core); RSS {:.1} MiB before, {:.1} MiB with {} connections ({:.1} KiB each), {:.1} MiB peak",
+                u.scope,
+                u.cpu_seconds,
+                u.wall_seconds,
+                100.0 * u.cpu_seconds / u.wall_seconds.max(f64::EPSILON),
+                mib(u.rss_before_bytes),
+                mib(u.rss_connected_bytes),
+                u.connections,
+                u.rss_per_connection_bytes / 1024.0,
+                mib(u.rss_peak_bytes),
+            );
+        }
+        if let Some(cpu) = self.bench_cpu_seconds {
+            let _ = writeln!(out, "bench (its clients and publisher): {cpu:.2} s CPU over the same time");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+}
+
+/// Columns padded to their widest cell: the first left-aligned, the rest right.
+fn align(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            let _ = match i {
+                0 => write!(out, "{cell:<width$}"),
+                _ => write!(out, "  {cell:>width$}"),
+            };
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let table =
+            align(&["transport", "n"], &[vec!["ws".into(), "12345".into()], vec!["long-poll".into(), "7".into()]]);
+        assert_eq!(table, "transport      n\nws         12345\nlong-poll      7\n");
+        assert_eq!(per_delivery(5, 0), None);
+        assert_eq!(per_delivery(5, 2), Some(2.5));
+    }
+}

@@ -1,0 +1,166 @@
+//! `pushwire bench`, the real binary: a small run receives every message
+//! exactly once on every transport and writes its report; its byte counts
+//! agree with the server's own socket counters; bad input is one line on
+//! stderr and exit code 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The small load of these tests: 3 clients per transport, 20 msg/s for 2 s.
+const SMALL: [&str; 7] = ["--clients", "3", "--rate", "20", "--duration", "2s", "--no-progress"];
+const PUBLISHED: u64 = 40;
+
+async fn bench(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pushwire"))
+            .arg("bench")
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run pushwire bench")
+    })
+    .await
+    .unwrap()
+}
+
+fn small(extra: &[&str]) -> Vec<String> {
+    SMALL.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pushwire-bench-test-{}-{name}", std::process::id()))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read_json(path: &PathBuf) -> Value {
+    let json = std::fs::read_to_string(path).expect("the JSON report was written");
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"))
+}
+
+#[tokio::test]
+async fn a_small_run_delivers_every_message_once_on_every_transport_and_writes_its_report() {
+    let (json, svg) = (temp("run.json"), temp("run.svg"));
+    let out = bench(small(&["--json", json.to_str().unwrap(), "--svg", svg.to_str().unwrap()])).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
+
+    let report = read_json(&json);
+    assert_eq!(report["in_process"], true);
+    assert_eq!(report["published"], PUBLISHED, "{report}");
+    let rows = report["transports"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|t| t["transport"].as_str().unwrap()).collect();
+    assert_eq!(names, ["websocket", "sse", "long-poll", "poll"]);
+    for t in rows {
+        let name = &t["transport"];
+        assert_eq!(t["connected"], 3, "{name}: {t}");
+        assert_eq!(t["deliveries"], 3 * PUBLISHED, "{name}: deliveries = clients × published: {t}");
+        assert_eq!(t["missing"], 0, "{name}: {t}");
+        assert_eq!(t["duplicates"], 0, "{name}: {t}");
+        let latency = &t["latency_us"];
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(latency[p].as_u64().is_some(), "{name}: latency {p} in {t}");
+        }
+        assert!(latency["p50"].as_u64() <= latency["max"].as_u64(), "{name}: {t}");
+        assert!(t["wire_bytes_per_delivery"].as_f64().unwrap() > 100.0, "{name}: a 100 B payload and more: {t}");
+        assert!(t["requests_per_delivery"].as_f64().unwrap() > 0.0, "{name}: {t}");
+        assert!(t["empty_polls"].as_u64().is_some(), "{name}: {t}");
+        assert!(stdout.lines().any(|l| l.starts_with(name.as_str().unwrap())), "{name}: a table row: {stdout}");
+    }
+    // Short polls ask once a second: their median is hundreds of ms, the streams' is not.
+    assert!(rows[3]["latency_us"]["p50"].as_u64() > rows[0]["latency_us"]["p50"].as_u64(), "{report}");
+    assert!(report["server_usage"]["cpu_seconds"].as_f64().unwrap() > 0.0, "in-process CPU is measured: {report}");
+
+    let svg = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    for name in names {
+        assert!(svg.contains(name), "the chart labels {name}");
+    }
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn its_byte_counts_agree_with_the_servers_socket_counters() {
+    let app = spawn_app(HubKind::Memory).await;
+    let json = temp("bytes.json");
+    let url = app.url("");
+    let out = bench(small(&["--url", &url, "--json", json.to_str().unwrap()])).await;
+    assert!(out.status.success(), "exit {:?}; stderr: {}", out.status, text(&out.stderr));
+    let report = read_json(&json);
+    let rows = report["transports"].as_array().unwrap().clone();
+    let setup = report["setup_wire_bytes"].as_u64().unwrap();
+    // Zero where a count is missing: the comparison below then fails, naming both sides.
+    let bytes = |side: &Value, sent: &str, received: &str| {
+        side[sent].as_u64().unwrap_or(0) + side[received].as_u64().unwrap_or(0)
+    };
+    // Per transport: what the bench counted on its sockets, and what the server
+    // counted on its own. Both count at the socket, heads and framing included,
+    // so they are the same bytes but for two things: the bench's setup request
+    // (a `GET /poll` the server counts as short polling, which the bench reports
+    // apart) and answers written as a client gave up its request at the end.
+    let compare = |stats: &Value| -> Vec<(String, u64, u64)> {
+        rows.iter()
+            .map(|t| {
+                let name = t["transport"].as_str().unwrap().to_string();
+                let server = bytes(&stats["transports"][name.replace('-', "_")], "bytes_sent", "bytes_received");
+                let client =
+                    bytes(t, "wire_bytes_sent", "wire_bytes_received") + if name == "poll" { setup } else { 0 };
+                (name, client, server)
+            })
+            .collect()
+    };
+    let close = |(_, client, server): &(String, u64, u64)| client.abs_diff(*server) as f64 <= 0.02 * *server as f64;
+    // The bytes a client wrote last (a WebSocket close) may be read after the
+    // bench has gone: give the server time to read them.
+    let counted: Vec<String> =
+        compare(&Value::Null).iter().map(|(name, client, _)| format!("{name} {client} B")).collect();
+    let what = format!("the server's byte counts within 2% of the bench's ({})", counted.join(", "));
+    let stats = app.wait_stats(&what, |s| compare(s).iter().all(close)).await;
+    for (name, client, server) in compare(&stats) {
+        assert!(client > 0 && server > 0, "{name}: {client} B counted by the bench, {server} B by the server");
+    }
+    let publish = &stats["transports"]["publish"];
+    let server_publish = publish["bytes_sent"].as_u64().unwrap() + publish["bytes_received"].as_u64().unwrap();
+    assert_eq!(report["publish_wire_bytes"], server_publish, "{report}");
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
+    // A port nothing listens on: bound, then let go.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unreachable = format!("http://{free}");
+    let json = temp("never-written.json");
+    let json_arg = format!("--json={}", json.display());
+    let cases: [(&[&str], &str); 6] = [
+        (&["--transports", "ws,pigeon"], "unknown transport 'pigeon'"),
+        (&["--clients", "0"], "--clients"),
+        (&["--url", &unreachable, &json_arg], "cannot reach"),
+        (&["--json", "/no/such/dir/run.json"], "cannot write /no/such/dir/run.json"),
+        (&["--url", "ftp://example.com"], "--url"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, expected) in cases {
+        let out = bench(args.iter().map(|a| a.to_string()).collect()).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: one line, got: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+    }
+    assert!(!json.exists(), "a failed run leaves no empty report behind");
+}
+
+#[test]
+fn the_server_flags_are_still_the_top_level_ones() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushwire")).arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("--bind") && help.contains("--demo-rate") && help.contains("bench"), "{help}");
+}
