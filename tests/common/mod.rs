@@ -492,3 +492,38 @@ macro_rules! for_each_hub {
         }
     };
 }
+
+/// The address a started pushwire binary logs for a browser ("open
+/// http://…/"), read from its piped stdout; the rest of its output is drained
+/// meanwhile, so that the child never blocks on a full pipe.
+pub async fn announced_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("open ").nth(1).and_then(|rest| rest.split(' ').next())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(url.trim_end_matches('/').to_string());
+            }
+        }
+    });
+    timeout(PATIENCE, rx).await.expect("no 'open http://…' log line").unwrap()
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it.
+pub async fn raw_exchange(app: &TestApp, request: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(PATIENCE, tcp.read_to_end(&mut response)).await.expect("no answer").unwrap();
+    response
+}
+
+/// One counter of `/api/stats` for a transport (or `publish`, `other`, `http2`).
+pub fn counter(stats: &Value, traffic: &str, name: &str) -> u64 {
+    stats["transports"][traffic][name].as_u64().unwrap()
+}

@@ -2,7 +2,6 @@
 //! byte meter and the CORS policy still know which route a request is for.
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
@@ -18,19 +17,6 @@ async fn status_at(app: &TestApp, path: &str) -> (u16, Option<String>) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     (status, body["error"]["code"].as_str().map(String::from))
-}
-
-/// Sends raw bytes on a fresh connection and reads until the server closes it.
-async fn raw_exchange(app: &TestApp, request: &str) -> Vec<u8> {
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut response)).await.expect("no answer").unwrap();
-    response
-}
-
-fn counter(stats: &Value, traffic: &str, name: &str) -> u64 {
-    stats["transports"][traffic][name].as_u64().unwrap()
 }
 
 const NOT_FOUND: (u16, Option<&str>) = (404, Some("not_found"));

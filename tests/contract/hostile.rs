@@ -4,7 +4,6 @@
 //! seq exactly once, and the server's memory stayed bounded. Plus random
 //! bytes at every parser a client can reach, over real sockets.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -52,19 +51,8 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the pushwire binary");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("open http://").nth(1).and_then(|rest| rest.split('/').next())
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = timeout(PATIENCE, rx).await.expect("the server did not start").unwrap();
+        let url = announced_url(&mut child).await;
+        let addr = url.trim_start_matches("http://").parse().unwrap_or_else(|_| panic!("not an address: {url}"));
         Server { child, addr }
     }
 

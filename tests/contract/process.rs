@@ -1,7 +1,6 @@
 //! The real binary, as `cargo run` starts it: the demo stream flows, and
 //! SIGTERM closes sessions with 1012 and exits cleanly.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::common::*;
@@ -15,19 +14,7 @@ async fn binary_serves_the_demo_stream_and_shuts_down_gracefully() {
         .spawn()
         .expect("start the pushwire binary");
     // The one log line that says where to point a browser.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split("open ").nth(1).and_then(|rest| rest.split(' ').next())
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(url.trim_end_matches('/').to_string());
-            }
-        }
-    });
-    let base = tokio::time::timeout(PATIENCE, rx).await.expect("no 'open http://…' log line").unwrap();
+    let base = announced_url(&mut child).await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let ws_url = base.replace("http://", "ws://") + "/ws?channels=demo";

@@ -473,14 +473,10 @@ async fn a_publish_cut_off_by_a_stalled_redis_is_uncertain_and_its_retry_lands_o
         let hub = hub.clone();
         tokio::spawn(async move { hub.publish(channel("v"), data("1"), Some("once".parse().unwrap())).await })
     };
-    let response = app
-        .http
-        .post(app.url("/channels/u/messages"))
-        .header("idempotency-key", "once")
-        .json(&json!({"pay": 1}))
-        .send()
-        .await
-        .unwrap();
+    let publish_once = || {
+        app.http.post(app.url("/channels/u/messages")).header("idempotency-key", "once").json(&json!({"pay": 1})).send()
+    };
+    let response = publish_once().await.unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
@@ -495,14 +491,7 @@ async fn a_publish_cut_off_by_a_stalled_redis_is_uncertain_and_its_retry_lands_o
     for name in ["u", "v"] {
         wait_head(&hub, name, 1).await;
     }
-    let response = app
-        .http
-        .post(app.url("/channels/u/messages"))
-        .header("idempotency-key", "once")
-        .json(&json!({"pay": 1}))
-        .send()
-        .await
-        .unwrap();
+    let response = publish_once().await.unwrap();
     assert_eq!(response.status(), 201);
     let retried: Value = response.json().await.unwrap();
     assert_eq!(retried["seq"], 1);

@@ -1,7 +1,7 @@
 //! Around the stream: health, readiness, stats with honest byte counts,
 //! Prometheus metrics and the page.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -22,19 +22,6 @@ async fn health_and_readiness(hub: HubKind) {
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
-}
-
-/// Sends raw bytes on a fresh connection and reads until the server closes it.
-async fn raw_exchange(app: &TestApp, request: &str) -> Vec<u8> {
-    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut response)).await.expect("no answer").unwrap();
-    response
-}
-
-fn counter(stats: &Value, transport: &str, name: &str) -> u64 {
-    stats["transports"][transport][name].as_u64().unwrap()
 }
 
 async fn poll_bytes_are_counted_exactly_as_on_the_wire(hub: HubKind) {
