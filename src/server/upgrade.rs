@@ -17,7 +17,7 @@ use actix_http::h1::{self, Message};
 use actix_http::{ConnectionType, HttpMessage, Request, Response, StatusCode};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use futures_util::SinkExt;
-use tracing::Instrument;
+use futures_util::future::LocalBoxFuture;
 
 use crate::transport::websocket::{self, Accepted, Upgradable};
 
@@ -38,14 +38,31 @@ where
         let app = app.new_service(());
         async move {
             let app = Rc::new(app.await?);
-            Ok(fn_service(move |(req, framed)| serve(app.clone(), req, framed)))
+            Ok(fn_service(move |(req, framed)| {
+                // Boxed, both: answering the handshake takes a large future
+                // (the app's) that is done with once the session starts, and
+                // the session's own future is sized to what it keeps.
+                let handshake = Box::pin(handshake(app.clone(), req, framed));
+                async move {
+                    if let Some(session) = handshake.await? {
+                        session.await;
+                    }
+                    Ok(())
+                }
+            }))
         }
     })
 }
 
-async fn serve<T, S, B>(app: Rc<S>, req: Request, mut framed: Framed<T, h1::Codec>) -> Result<(), actix_web::Error>
+/// Answers the request with the app; hands back what an accepted WebSocket
+/// needs to start.
+async fn handshake<T, S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<T, h1::Codec>,
+) -> io::Result<Option<LocalBoxFuture<'static, ()>>>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request>,
     S::Response: Into<Response<B>>,
     S::Error: Into<Response<BoxBody>>,
@@ -63,13 +80,12 @@ where
     let (mut head, body) = response.into_parts();
     let Some(accepted) = accepted else {
         head.head_mut().set_connection_type(ConnectionType::Close);
-        return write_whole(&mut framed, head, body).await.map_err(Into::into);
+        write_whole(&mut framed, head, body).await?;
+        return Ok(None);
     };
     framed.send(Message::Item((head, BodySize::None))).await?;
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    let span = accepted.span.clone();
-    websocket::run(accepted, io, read_buf).instrument(span).await;
-    Ok(())
+    Ok(Some(Box::pin(websocket::run(accepted, io, read_buf))))
 }
 
 /// Writes an answer that is not an upgrade, body and all, in one write when

@@ -17,8 +17,9 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tracing::Instrument;
 
-use super::{Connection, Context, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
+use super::{Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
@@ -52,45 +53,32 @@ pub struct Accepted {
 }
 
 /// Serves one WebSocket session on `io` to its end; `leftover` is what was
-/// read past the handshake.
-pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(accepted: Accepted, io: T, leftover: BytesMut) {
-    let Accepted { ctx, mut request, span: _ } = accepted;
-    let mut connection =
-        Connection::open(&ctx.stats, Transport::WebSocket, request.channels.len(), request.wire.take());
+/// read past the handshake. The state is put together here, outside the
+/// future, so that the future an idle connection keeps holds it once.
+pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
+    accepted: Accepted,
+    io: T,
+    leftover: BytesMut,
+) -> impl Future<Output = ()> {
+    let Accepted { ctx, request, span } = accepted;
+    let StreamRequest { channels, cursor, peer, access, cut, wire } = request;
+    let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
     let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
-    let id: String = std::iter::repeat_with(fastrand::alphanumeric).take(16).collect();
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
-    let mut ws = WsSession {
+    let ws = WsSession {
+        id: std::iter::repeat_with(fastrand::alphanumeric).take(16).collect(),
         subscription,
         subscriber,
         ctx,
         socket,
-        id,
-        peer: request.peer,
-        access: request.access.clone(),
+        peer,
+        access,
+        cut,
         delivered: 0,
     };
-    let stop = ws.serve(request).await;
-    connection.set_channels(ws.subscription.channels().count());
-    connection.delivered(ws.delivered);
-    match &stop {
-        Stop::Gone => connection.end(Ending::ClientGone),
-        Stop::Close(disconnect) => connection.close(disconnect.code.code(), disconnect.ending),
-    }
-    // Counted closed (and logged) now: a client that stopped reading may hold
-    // the close frame for the whole grace below.
-    drop(connection);
-    if let Stop::Close(disconnect) = stop {
-        let reason = CloseReason {
-            code: WsCloseCode::from(disconnect.code.code()),
-            description: Some(disconnect.reason.into()),
-        };
-        let WsSession { socket, subscription, .. } = ws;
-        drop(subscription);
-        socket.close(Some(reason), CLOSE_GRACE).await;
-    }
+    ws.live(connection, channels, cursor).instrument(span)
 }
 
 struct WsSession<T> {
@@ -101,6 +89,8 @@ struct WsSession<T> {
     id: String,
     peer: Option<IpAddr>,
     access: Access,
+    /// Ends the session early (an operator's drop, the token's expiry).
+    cut: Cut,
     /// Messages delivered, for the session's log line.
     delivered: usize,
 }
@@ -124,15 +114,38 @@ impl From<Disconnect> for Stop {
 type Outcome = Result<(), Stop>;
 
 impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
+    async fn live(mut self, mut connection: Connection, channels: Vec<ChannelName>, cursor: Cursor) {
+        let stop = self.serve(channels, cursor).await;
+        connection.set_channels(self.subscription.channels().count());
+        connection.delivered(self.delivered);
+        match &stop {
+            Stop::Gone => connection.end(Ending::ClientGone),
+            Stop::Close(disconnect) => connection.close(disconnect.code.code(), disconnect.ending),
+        }
+        // Counted closed (and logged) now: a client that stopped reading may
+        // hold the close frame for the whole grace below.
+        drop(connection);
+        if let Stop::Close(disconnect) = stop {
+            let reason = CloseReason {
+                code: WsCloseCode::from(disconnect.code.code()),
+                description: Some(disconnect.reason.into()),
+            };
+            // Its channels are let go of first; the close is boxed: taken once,
+            // at the end, it need not weigh on the state every idle session keeps.
+            drop(self.subscription);
+            Box::pin(self.socket.close(Some(reason), CLOSE_GRACE)).await;
+        }
+    }
+
     /// Runs the session until something stops it.
-    async fn serve(&mut self, request: StreamRequest) -> Stop {
+    async fn serve(&mut self, channels: Vec<ChannelName>, cursor: Cursor) -> Stop {
         let ping_every = self.ctx.config.ws_ping_interval;
         let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
         if let Err(stop) = self.send(welcome.to_json()).await {
             return stop;
         }
-        if !request.channels.is_empty()
-            && let Err(stop) = self.subscribe(request.channels, &request.cursor, None).await
+        if !channels.is_empty()
+            && let Err(stop) = Box::pin(self.subscribe(channels, &cursor, None)).await
         {
             return stop;
         }
@@ -140,16 +153,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         let shutdown = self.ctx.shutdown.clone();
-        let mut cut = request.cut;
         loop {
             let step = tokio::select! {
                 () = shutdown.wait() => Err(Disconnect::SHUTDOWN.into()),
-                why = &mut cut => Err(match why {
+                why = &mut self.cut => Err(match why {
                     CutReason::Dropped => Disconnect::DROPPED,
                     CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,
                 }.into()),
                 incoming = self.socket.recv() => match incoming {
-                    Some(Ok(Incoming::Text(text))) => self.on_text(&text).await,
+                    // Boxed, as are the other rare paths: what a session keeps
+                    // while it waits stays small.
+                    Some(Ok(Incoming::Text(text))) => Box::pin(self.on_text(&text)).await,
                     Some(Ok(Incoming::Binary)) => {
                         let error = AppError::bad_request("binary frames are not supported; send JSON text frames");
                         self.error(&error, None).await
