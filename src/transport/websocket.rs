@@ -10,7 +10,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageS
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
-use super::{Connection, Context, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
+use super::{Connection, Context, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport};
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
@@ -41,6 +41,7 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, mut requ
         id,
         peer: request.peer,
         access: request.access.clone(),
+        impairment: request.impairment,
         delivered: 0,
     };
     let stop = ws.serve(stream, request).await;
@@ -67,6 +68,8 @@ struct WsSession {
     id: String,
     peer: Option<IpAddr>,
     access: Access,
+    /// The page's network lab: its latency delays each message.
+    impairment: Impairment,
     /// Messages delivered, for the session's log line.
     delivered: usize,
 }
@@ -233,6 +236,7 @@ impl WsSession {
         let counters = stats.get(Transport::WebSocket);
         match event {
             Event::Message(message) => {
+                self.impairment.delay(message.ts).await;
                 // A client that stops reading blocks this send; the lag signal
                 // (its queue overflowing meanwhile) or the write timeout cuts it loose.
                 let send = bounded(self.ctx.config.write_timeout, self.session.text(message.json().clone()));
