@@ -138,11 +138,19 @@ mod tests {
             "drop",
             "latency-chart",
             "bytes-chart",
+            "lab-websocket",
+            "lab-sse",
+            "lab-latency",
+            "probe-interval",
+            "timeline-chart",
         ] {
             assert!(html.contains(&format!(r#"id="{id}""#)), "control {id}");
         }
         assert!(html.contains(r#"<script type="application/json" id="pushwire-config">{"channel":"demo"}</script>"#));
         assert!(html.contains("memory hub"));
+        for preset in ["corporate proxy: no WebSocket", "antivirus buffering streams", "satellite link: +600 ms"] {
+            assert!(html.contains(preset), "the lab's preset {preset}");
+        }
         assert!(html.contains(r#"value="demo""#));
     }
 
