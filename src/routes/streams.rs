@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use actix_http::ws::{HandshakeError, handshake};
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use tracing::Instrument;
 
 use super::inspected;
 use crate::auth::Access;
@@ -13,7 +13,8 @@ use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
-use crate::transport::impair::{self, WebSocketPath};
+use crate::transport::impair::WebSocketPath;
+use crate::transport::websocket::{Accepted, Upgradable};
 use crate::transport::{self, Impairment, StreamRequest};
 use crate::wire::{ConnMeter, Mark};
 
@@ -63,12 +64,10 @@ fn impairment(req: &HttpRequest) -> Impairment {
     inspected(req).map(|tag| tag.page.impairment()).unwrap_or_default()
 }
 
-pub async fn websocket(
-    req: HttpRequest,
-    body: web::Payload,
-    access: Access,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
+/// Validates a WebSocket handshake and answers `101` with the session's
+/// [`Accepted`]: the server's upgrade path writes the answer and starts the
+/// session on the socket.
+pub async fn websocket(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let is_upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -83,16 +82,15 @@ pub async fn websocket(
         ));
     }
     let request = stream_request(&state, &req, access, &query(&req)?, false)?;
-    let (response, session, stream) =
-        actix_ws::handle(&req, body).map_err(|e| AppError::bad_request(format!("websocket handshake refused: {e}")))?;
-    let span = tracing::Span::current();
-    if websocket_path == WebSocketPath::Swallow {
-        actix_web::rt::spawn(impair::swallow(state.ctx.clone(), session, stream, request.cut).instrument(span));
-        return Ok(response);
+    let refused = |e: HandshakeError| AppError::bad_request(format!("websocket handshake refused: {e}"));
+    let mut response = handshake(req.head()).map_err(refused)?;
+    if !req.extensions().contains::<Upgradable>() {
+        // Over HTTP/2: no socket of its own to upgrade.
+        return Err(refused(HandshakeError::NoConnectionUpgrade));
     }
-    // In the request's span, so that what the session logs says whose it is.
-    let session = transport::websocket::run(state.ctx.clone(), session, stream, request);
-    actix_web::rt::spawn(session.instrument(span));
+    let accepted = Accepted { ctx: state.ctx.clone(), request, span: tracing::Span::current() };
+    let mut response = HttpResponse::from(response.finish().map_into_boxed_body());
+    response.extensions_mut().insert(accepted);
     Ok(response)
 }
 

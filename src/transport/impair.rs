@@ -13,9 +13,10 @@
 //! The state is kept per page by [`crate::inspect`]; a connection takes a copy
 //! when it starts (a change cuts the page's connections, so that they come
 //! back under the new conditions). Transports call in at four points: the
-//! upgrade decision and the swallowing session (`routes/streams.rs`), the
-//! SSE body wrapper ([`Impairment::sse`]) and the delivery delay
-//! ([`Impairment::delay`], [`Impairment::delay_answer`]).
+//! upgrade decision (`routes/streams.rs`), the silent session ([`swallow`],
+//! from `transport::websocket::run`), the SSE body wrapper
+//! ([`Impairment::sse`]) and the delivery delay ([`Impairment::pace`] for
+//! WebSocket, [`Impairment::delay_answer`] for polls).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -25,9 +26,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::{Connection, Context, Cut, Transport};
+use super::{Connection, Context, Cut, Event, Transport};
 use crate::message::now_micros;
 use crate::stats::Ending;
 
@@ -108,6 +110,19 @@ impl Impairment {
         if !wait.is_zero() {
             sleep(wait).await;
         }
+    }
+
+    /// Paces a WebSocket delivery: with latency, `event` waits until it is due
+    /// and goes out alone (what is queued behind it is not due yet); without,
+    /// it goes out with up to `batch` events.
+    pub async fn pace(&self, event: &Event, batch: usize) -> usize {
+        if self.latency_ms == 0 {
+            return batch;
+        }
+        if let Event::Message(message) = event {
+            self.delay(message.ts).await;
+        }
+        1
     }
 
     /// Holds a poll answer back by the latency.
@@ -208,17 +223,17 @@ impl<S: Stream<Item = Result<Bytes, Infallible>> + Unpin> DelayLine<S> {
 
 /// A WebSocket through a broken relay: upgraded, then silent. What the client
 /// sends is read and dropped, nothing is sent back (not even pongs), until the
-/// client leaves, the page's network changes, or the server shuts down.
-pub async fn swallow(ctx: Context, session: actix_ws::Session, mut stream: actix_ws::MessageStream, cut: Cut) {
+/// client leaves, the page's network changes, or the server shuts down; then
+/// the socket is dropped without a close frame.
+pub async fn swallow<T: AsyncRead + Unpin>(ctx: &Context, mut io: T, cut: Cut) {
     let mut connection = Connection::open(&ctx.stats, Transport::WebSocket, 0, None);
-    let shutdown = ctx.shutdown.clone();
+    let mut sink = [0; 1024];
+    let drain = async { while io.read(&mut sink).await.is_ok_and(|n| n > 0) {} };
     tokio::select! {
         _ = cut => connection.end(Ending::Dropped),
-        () = shutdown.wait() => connection.end(Ending::Shutdown),
-        () = async { while let Some(Ok(_)) = stream.recv().await {} } => {}
+        () = ctx.shutdown.wait() => connection.end(Ending::Shutdown),
+        () = drain => {}
     }
-    // Dropping the session ends the response: the connection closes without a close frame.
-    drop(session);
 }
 
 #[cfg(test)]

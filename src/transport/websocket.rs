@@ -1,15 +1,24 @@
 //! WebSocket sessions: one `select!` over client frames, the subscription,
 //! the protocol ping and the shutdown signal.
+//!
+//! The route handler validates the handshake and answers `101` carrying an
+//! [`Accepted`]; the server's upgrade path (`crate::upgrade`) writes that
+//! answer and hands the bare socket to [`run`]. A session owns its socket
+//! ([`socket::WsSocket`]): deliveries are written by the session itself, every
+//! frame queued for the connection in one write.
 
-use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageStream, ProtocolError, Session};
+use actix_http::ws::{CloseCode as WsCloseCode, CloseReason};
+use bytes::BytesMut;
+use futures_util::FutureExt;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
+use super::impair::{self, WebSocketPath};
 use super::{Connection, Context, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport};
 use crate::auth::Access;
 use crate::error::AppError;
@@ -18,17 +27,41 @@ use crate::message::{ChannelName, Cursor, Message, now_micros};
 use crate::protocol::{ClientFrame, Disconnect, FrameError, ServerFrame};
 use crate::stats::{Counters, Ending, Rejection};
 
+mod socket;
+
+pub use socket::WsSocket;
+use socket::{Incoming, ReadError};
+
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Most frames put in one write when deliveries queue up.
+const BATCH: usize = 64;
 
-/// Serves one WebSocket session to its end.
-pub async fn run(ctx: Context, session: Session, stream: MessageStream, mut request: StreamRequest) {
+/// Marks a request that arrived through the server's upgrade path, with its
+/// socket at hand: only such a request can become a WebSocket (an HTTP/2
+/// request cannot, RFC 8441 is not offered).
+#[derive(Debug, Clone, Copy)]
+pub struct Upgradable;
+
+/// A handshake the route accepted, carried on its `101` response to the
+/// upgrade path, which starts the session with it.
+pub struct Accepted {
+    pub ctx: Context,
+    pub request: StreamRequest,
+    /// The request's span, so that what the session logs says whose it is.
+    pub span: tracing::Span,
+}
+
+/// Serves one WebSocket session on `io` to its end; `leftover` is what was
+/// read past the handshake.
+pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(accepted: Accepted, io: T, leftover: BytesMut) {
+    let Accepted { ctx, mut request, span: _ } = accepted;
+    if request.impairment.websocket == WebSocketPath::Swallow {
+        return impair::swallow(&ctx, io, request.cut).await;
+    }
     let mut connection =
         Connection::open(&ctx.stats, Transport::WebSocket, request.channels.len(), request.wire.take());
-    let stream = stream
-        .max_frame_size(ctx.config.max_frame)
-        .aggregate_continuations()
-        .max_continuation_size(ctx.config.max_frame);
+    let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
     let id: String = std::iter::repeat_with(fastrand::alphanumeric).take(16).collect();
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
@@ -37,14 +70,14 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, mut requ
         subscription,
         subscriber,
         ctx,
-        session,
+        socket,
         id,
         peer: request.peer,
         access: request.access.clone(),
         impairment: request.impairment,
         delivered: 0,
     };
-    let stop = ws.serve(stream, request).await;
+    let stop = ws.serve(request).await;
     connection.set_channels(ws.subscription.channels().count());
     connection.delivered(ws.delivered);
     match &stop {
@@ -55,14 +88,19 @@ pub async fn run(ctx: Context, session: Session, stream: MessageStream, mut requ
     // the close frame for the whole grace below.
     drop(connection);
     if let Stop::Close(disconnect) = stop {
-        let reason = CloseReason { code: disconnect.code.code().into(), description: Some(disconnect.reason.into()) };
-        let _ = tokio::time::timeout(CLOSE_GRACE, ws.session.close(Some(reason))).await;
+        let reason = CloseReason {
+            code: WsCloseCode::from(disconnect.code.code()),
+            description: Some(disconnect.reason.into()),
+        };
+        let WsSession { socket, subscription, .. } = ws;
+        drop(subscription);
+        socket.close(Some(reason), CLOSE_GRACE).await;
     }
 }
 
-struct WsSession {
+struct WsSession<T> {
     ctx: Context,
-    session: Session,
+    socket: WsSocket<T>,
     subscription: Subscription,
     subscriber: Arc<Subscriber>,
     id: String,
@@ -92,9 +130,9 @@ impl From<Disconnect> for Stop {
 /// Every step of a session either goes on or stops it.
 type Outcome = Result<(), Stop>;
 
-impl WsSession {
+impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
     /// Runs the session until something stops it.
-    async fn serve(&mut self, mut stream: AggregatedMessageStream, request: StreamRequest) -> Stop {
+    async fn serve(&mut self, request: StreamRequest) -> Stop {
         let ping_every = self.ctx.config.ws_ping_interval;
         let welcome = ServerFrame::Welcome { session: &self.id, heartbeat_ms: ping_every.as_millis() as u64 };
         if let Err(stop) = self.send(welcome.to_json()).await {
@@ -117,28 +155,25 @@ impl WsSession {
                     CutReason::Dropped => Disconnect::DROPPED,
                     CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,
                 }.into()),
-                frame = stream.recv() => match frame {
-                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text).await,
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                incoming = self.socket.recv() => match incoming {
+                    Some(Ok(Incoming::Text(text))) => self.on_text(&text).await,
+                    Some(Ok(Incoming::Binary)) => {
                         let error = AppError::bad_request("binary frames are not supported; send JSON text frames");
                         self.error(&error, None).await
                     }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => {
-                        let pong = self.session.pong(&payload);
-                        bounded(self.ctx.config.write_timeout, pong).await
+                    Some(Ok(Incoming::Ping(payload))) => {
+                        self.socket.queue_pong(&payload);
+                        self.flush().await
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {
+                    Some(Ok(Incoming::Pong)) => {
                         pong_deadline = None;
                         Ok(())
                     }
-                    Some(Ok(AggregatedMessage::Close(_))) => Err(Disconnect::BYE.into()),
-                    Some(Err(ProtocolError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
-                    // actix-ws reports a text frame that is not UTF-8 this way.
-                    Some(Err(ProtocolError::Io(e))) if e.kind() == io::ErrorKind::InvalidData => {
-                        Err(Disconnect::INVALID_UTF8.into())
-                    }
+                    Some(Ok(Incoming::Close)) => Err(Disconnect::BYE.into()),
+                    Some(Err(ReadError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
+                    Some(Err(ReadError::InvalidUtf8)) => Err(Disconnect::INVALID_UTF8.into()),
                     // The connection broke (peer vanished, reset): nobody to tell.
-                    Some(Err(ProtocolError::Io(_))) | None => Err(Stop::Gone),
+                    Some(Err(ReadError::Io(_))) | None => Err(Stop::Gone),
                     Some(Err(e)) => {
                         tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
                         Err(Disconnect::PROTOCOL.into())
@@ -151,8 +186,8 @@ impl WsSession {
                 },
                 _ = ping.tick() => {
                     pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
-                    let ping = self.session.ping(b"");
-                    bounded(self.ctx.config.write_timeout, ping).await
+                    self.socket.queue_ping();
+                    self.flush().await
                 }
                 () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
                     Err(Disconnect::NO_PONG.into())
@@ -231,29 +266,44 @@ impl WsSession {
         }
     }
 
+    /// Writes `event` and every event ready behind it (up to [`BATCH`]) in
+    /// one write.
     async fn deliver(&mut self, event: Event) -> Outcome {
-        let stats = self.ctx.stats.clone();
-        let counters = stats.get(Transport::WebSocket);
+        // The page's network lab may hold it back, and deliver one at a time.
+        let batch = self.impairment.pace(&event, BATCH).await;
+        self.queue(event);
+        for _ in 1..batch {
+            // Only what is ready without waiting: a history read to come is
+            // left for the next turn (`next_ready` is cancel-safe).
+            match self.subscription.next_ready().now_or_never() {
+                Some(Ok(Some(event))) => self.queue(event),
+                Some(Err(Ended::Lagged)) => return Err(Disconnect::TOO_SLOW.into()),
+                _ => break,
+            }
+        }
+        // A client that stops reading blocks this write; the lag signal (its
+        // queue overflowing meanwhile) or the write timeout cuts it loose.
+        tokio::select! {
+            written = write_out(&mut self.socket, self.ctx.config.write_timeout) => written,
+            () = self.subscriber.lagged() => Err(Disconnect::TOO_SLOW.into()),
+        }
+    }
+
+    /// Encodes an event for the next write, and counts it delivered.
+    fn queue(&mut self, event: Event) {
+        let stats = &self.ctx.stats;
         match event {
             Event::Message(message) => {
-                self.impairment.delay(message.ts).await;
-                // A client that stops reading blocks this send; the lag signal
-                // (its queue overflowing meanwhile) or the write timeout cuts it loose.
-                let send = bounded(self.ctx.config.write_timeout, self.session.text(message.json().clone()));
-                tokio::select! {
-                    sent = send => sent?,
-                    () = self.subscriber.lagged() => return Err(Disconnect::TOO_SLOW.into()),
-                }
+                self.socket.queue_text(message.json());
                 stats.delivered(Transport::WebSocket, message.ts, now_micros());
                 self.delivered += 1;
             }
             Event::Reset(reset) => {
                 // unwrap: a Reset holds only strings and numbers.
-                self.send(serde_json::to_string(&reset).unwrap()).await?;
-                Counters::add(&counters.resets_delivered, 1);
+                self.socket.queue_text(&serde_json::to_string(&reset).unwrap());
+                Counters::add(&stats.get(Transport::WebSocket).resets_delivered, 1);
             }
         }
-        Ok(())
     }
 
     async fn ack(&mut self, reference: Option<&Value>) -> Outcome {
@@ -276,14 +326,20 @@ impl WsSession {
     }
 
     async fn send(&mut self, text: String) -> Outcome {
-        bounded(self.ctx.config.write_timeout, self.session.text(text)).await
+        self.socket.queue_text(&text);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Outcome {
+        write_out(&mut self.socket, self.ctx.config.write_timeout).await
     }
 }
 
-/// Every send is bounded by the write timeout, so that a client that does not
-/// read cannot hold the session (and its ping, lag and shutdown checks) in a send.
-async fn bounded<E>(limit: Duration, send: impl Future<Output = Result<(), E>>) -> Outcome {
-    match tokio::time::timeout(limit, send).await {
+/// Writes what is queued, bounded by the write timeout, so that a client that
+/// does not read cannot hold the session (and its ping, lag and shutdown
+/// checks) in a write.
+async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, limit: Duration) -> Outcome {
+    match tokio::time::timeout(limit, socket.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Stop::Gone),
         Err(_) => Err(Disconnect::WRITE_TIMEOUT.into()),

@@ -198,6 +198,13 @@ async fn latency_delays_every_delivery_to_that_page() {
     }
     let ts = published["ts"].as_u64().unwrap();
     assert!(arrived - ts >= latency.as_micros() as u64, "delivered {} µs after publishing", arrived - ts);
+    // Messages published together are each held their full latency (none rides along early).
+    app.publish_many("l", 5).await;
+    for _ in 0..5 {
+        let message = ws.expect("message").await;
+        let late = now_micros() - message["ts"].as_u64().unwrap();
+        assert!(late >= latency.as_micros() as u64, "seq {} came {late} µs after publishing", message["seq"]);
+    }
     for path in ["/poll?channels=l&cursor=l:0&client=lab8", "/long-poll?channels=l&cursor=l:0&client=lab8"] {
         let asked = Instant::now();
         let (status, answer) = app.get(path).await;

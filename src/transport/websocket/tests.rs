@@ -1,19 +1,12 @@
 //! Ping and pong timing on a paused clock, with a session driven
-//! in-process through actix-ws. The contract tests run the server on
+//! in-process over an in-memory socket. The contract tests run the server on
 //! actix's own runtimes, whose clocks a test cannot pause, so over a real
 //! socket they can only use short real intervals. Waits here are on the
 //! paused clock: they cost nothing and place each step at an exact instant.
 
-use std::pin::Pin;
-
 use actix_http::ws::{OpCode, Parser};
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::Payload;
-use actix_web::error::PayloadError;
-use actix_web::{FromRequest, test::TestRequest, web};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
-use tokio::task::LocalSet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::{sleep_until, timeout};
 
 use super::*;
@@ -21,35 +14,23 @@ use crate::config::Config;
 
 const PING_EVERY: Duration = Duration::from_secs(10);
 
-/// The client end of an in-process session: raw frames both ways.
+/// The client end of an in-process session: raw frames both ways over an
+/// in-memory socket.
 struct Peer {
-    to_server: mpsc::UnboundedSender<Result<Bytes, PayloadError>>,
-    from_server: BoxBody,
+    io: DuplexStream,
     buf: BytesMut,
 }
 
-/// Upgrades an in-process request and spawns its session on the local set.
+/// Starts a session on one end of an in-memory socket.
 async fn connect(pong_timeout: Duration) -> Peer {
     let mut config = Config::defaults();
     config.ws_ping_interval = PING_EVERY;
     config.ws_pong_timeout = pong_timeout;
     let ctx = Context::for_tests(config);
-    let (req, _) = TestRequest::get()
-        .uri("/ws")
-        .insert_header(("upgrade", "websocket"))
-        .insert_header(("connection", "upgrade"))
-        .insert_header(("sec-websocket-version", "13"))
-        .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
-        .to_http_parts();
-    let (to_server, mut rx) = mpsc::unbounded_channel();
-    let stream: Pin<Box<dyn futures_util::Stream<Item = _>>> =
-        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    let body = web::Payload::from_request(&req, &mut Payload::from(stream)).await.unwrap();
-    let (response, session, stream) = actix_ws::handle(&req, body).unwrap();
-    assert_eq!(response.status(), 101);
-    let request = StreamRequest::for_tests(Vec::new());
-    tokio::task::spawn_local(run(ctx, session, stream, request));
-    Peer { to_server, from_server: response.into_body(), buf: BytesMut::new() }
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let accepted = Accepted { ctx, request: StreamRequest::for_tests(Vec::new()), span: tracing::Span::none() };
+    tokio::spawn(run(accepted, server, BytesMut::new()));
+    Peer { io: client, buf: BytesMut::new() }
 }
 
 impl Peer {
@@ -59,11 +40,10 @@ impl Peer {
             if let Some((_, op, payload)) = Parser::parse(&mut self.buf, false, 1 << 20).unwrap() {
                 return Some((op, payload.map(BytesMut::freeze).unwrap_or_default()));
             }
-            let body = &mut self.from_server;
-            let read = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx));
+            let read = self.io.read_buf(&mut self.buf);
             match timeout(Duration::from_secs(3600), read).await.expect("a frame or the end") {
-                Some(chunk) => self.buf.extend_from_slice(&chunk.unwrap()),
-                None => return None,
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
             }
         }
     }
@@ -75,10 +55,10 @@ impl Peer {
         }
     }
 
-    fn send(&self, op: OpCode, payload: &[u8]) {
+    async fn send(&mut self, op: OpCode, payload: &[u8]) {
         let mut frame = BytesMut::new();
         Parser::write_message(&mut frame, payload, op, true, true);
-        self.to_server.send(Ok(frame.freeze())).unwrap();
+        self.io.write_all(&frame).await.unwrap();
     }
 
     /// Expects a close with `disconnect`'s code and reason, then the end.
@@ -92,58 +72,46 @@ impl Peer {
 
 #[tokio::test(start_paused = true)]
 async fn pings_every_interval_and_closes_a_peer_that_stops_answering() {
-    LocalSet::new()
-        .run_until(async {
-            let start = Instant::now();
-            let mut peer = connect(Duration::from_secs(5)).await;
-            let welcome = peer.expect(OpCode::Text).await;
-            let welcome: Value = serde_json::from_slice(&welcome).unwrap();
-            assert_eq!(welcome["heartbeat_ms"], 10_000);
-            peer.expect(OpCode::Ping).await;
-            assert_eq!(start.elapsed(), PING_EVERY, "the first ping, one interval after the welcome");
-            // Answered within the timeout (due at 15 s): the session lives on.
-            sleep_until(start + Duration::from_secs(14)).await;
-            peer.send(OpCode::Pong, b"");
-            peer.expect(OpCode::Ping).await;
-            assert_eq!(start.elapsed(), PING_EVERY * 2, "no close at 15 s; the next ping on schedule");
-            // Not answered: closed exactly when the timeout runs out.
-            peer.expect_close(Disconnect::NO_PONG).await;
-            assert_eq!(start.elapsed(), Duration::from_secs(25));
-        })
-        .await;
+    let start = Instant::now();
+    let mut peer = connect(Duration::from_secs(5)).await;
+    let welcome = peer.expect(OpCode::Text).await;
+    let welcome: Value = serde_json::from_slice(&welcome).unwrap();
+    assert_eq!(welcome["heartbeat_ms"], 10_000);
+    peer.expect(OpCode::Ping).await;
+    assert_eq!(start.elapsed(), PING_EVERY, "the first ping, one interval after the welcome");
+    // Answered within the timeout (due at 15 s): the session lives on.
+    sleep_until(start + Duration::from_secs(14)).await;
+    peer.send(OpCode::Pong, b"").await;
+    peer.expect(OpCode::Ping).await;
+    assert_eq!(start.elapsed(), PING_EVERY * 2, "no close at 15 s; the next ping on schedule");
+    // Not answered: closed exactly when the timeout runs out.
+    peer.expect_close(Disconnect::NO_PONG).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(25));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_later_ping_does_not_extend_the_pong_deadline() {
-    LocalSet::new()
-        .run_until(async {
-            let start = Instant::now();
-            let mut peer = connect(Duration::from_secs(15)).await;
-            peer.expect(OpCode::Text).await;
-            peer.expect(OpCode::Ping).await;
-            assert_eq!(start.elapsed(), PING_EVERY);
-            peer.expect(OpCode::Ping).await;
-            assert_eq!(start.elapsed(), PING_EVERY * 2);
-            peer.expect_close(Disconnect::NO_PONG).await;
-            assert_eq!(start.elapsed(), Duration::from_secs(25), "15 s after the first unanswered ping");
-        })
-        .await;
+    let start = Instant::now();
+    let mut peer = connect(Duration::from_secs(15)).await;
+    peer.expect(OpCode::Text).await;
+    peer.expect(OpCode::Ping).await;
+    assert_eq!(start.elapsed(), PING_EVERY);
+    peer.expect(OpCode::Ping).await;
+    assert_eq!(start.elapsed(), PING_EVERY * 2);
+    peer.expect_close(Disconnect::NO_PONG).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(25), "15 s after the first unanswered ping");
 }
 
 #[tokio::test(start_paused = true)]
 async fn only_a_protocol_pong_answers_a_ping() {
-    LocalSet::new()
-        .run_until(async {
-            let start = Instant::now();
-            let mut peer = connect(Duration::from_secs(5)).await;
-            peer.expect(OpCode::Text).await;
-            peer.expect(OpCode::Ping).await;
-            sleep_until(start + Duration::from_secs(12)).await;
-            peer.send(OpCode::Text, br#"{"type":"ping","ref":"p"}"#);
-            let pong: Value = serde_json::from_slice(&peer.expect(OpCode::Text).await).unwrap();
-            assert_eq!(pong, serde_json::json!({"type": "pong", "ref": "p"}));
-            peer.expect_close(Disconnect::NO_PONG).await;
-            assert_eq!(start.elapsed(), Duration::from_secs(15), "an app-level ping is no pong");
-        })
-        .await;
+    let start = Instant::now();
+    let mut peer = connect(Duration::from_secs(5)).await;
+    peer.expect(OpCode::Text).await;
+    peer.expect(OpCode::Ping).await;
+    sleep_until(start + Duration::from_secs(12)).await;
+    peer.send(OpCode::Text, br#"{"type":"ping","ref":"p"}"#).await;
+    let pong: Value = serde_json::from_slice(&peer.expect(OpCode::Text).await).unwrap();
+    assert_eq!(pong, serde_json::json!({"type": "pong", "ref": "p"}));
+    peer.expect_close(Disconnect::NO_PONG).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(15), "an app-level ping is no pong");
 }

@@ -33,6 +33,8 @@ use crate::tls;
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 
+mod upgrade;
+
 /// A started server. Await `server` to run it; `handle` stops it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -88,20 +90,25 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let stats = state.ctx.stats.clone();
             let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
             let data = web::Data::new(state);
-            let app = App::new()
-                .app_data(data)
-                .wrap(from_fn(routes::origins))
-                .wrap(from_fn(routes::meter))
-                .wrap(TracingLogger::<RequestSpan>::new())
-                .configure(|cfg| routes::configure(cfg, &base, &static_dir))
-                .into_factory()
-                .map_err(|e: actix_web::Error| e.as_response_error().error_response());
             // actix-web's own server builds this per-connection config with a
             // crate-private constructor; its public twin is doc-hidden (made
             // for actix-test). Without it the app would believe it listens on
             // localhost:8080, which the default `AppConfig` claims.
             let app_config = AppConfig::__priv_test_new(tls.is_some(), addr.to_string(), addr);
-            let app = map_config(app, move |()| app_config.clone());
+            // Twice per worker: for the HTTP dispatcher, and for the upgrade
+            // path, which answers WebSocket handshakes itself (`upgrade`).
+            let app = move || {
+                let app = App::new()
+                    .app_data(data.clone())
+                    .wrap(from_fn(routes::origins))
+                    .wrap(from_fn(routes::meter))
+                    .wrap(TracingLogger::<RequestSpan>::new())
+                    .configure(|cfg| routes::configure(cfg, &base, &static_dir))
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+                let app_config = app_config.clone();
+                map_config(app, move |()| app_config.clone())
+            };
             // MeteredStream times every request head, the first included;
             // actix's own timer (first request only) reads a clock cached for
             // 500 ms, so short timeouts would fire at once: it is off (zero).
@@ -122,7 +129,8 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             .keep_alive(keep_alive)
                             .client_request_timeout(Duration::ZERO)
                             .on_connect_ext(remember_meter::<TcpStream>)
-                            .finish(app),
+                            .upgrade(upgrade::factory(app()))
+                            .finish(app()),
                     )
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
@@ -147,7 +155,8 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             .keep_alive(keep_alive)
                             .client_request_timeout(Duration::ZERO)
                             .on_connect_ext(remember_meter::<TlsStream<TcpStream>>)
-                            .finish(app),
+                            .upgrade(upgrade::factory(app()))
+                            .finish(app()),
                     )
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
