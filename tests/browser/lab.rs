@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::cdp::browser_protocol::page::Viewport;
 use chromiumoxide::page::ScreenshotParams;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{LANES, SUMMARY, summary};
-use crate::common::browser::{Chromium, eval_json};
+use crate::common::browser::{Chromium, eval_json, wait_json};
 use crate::common::*;
 
 /// The auto lane's client opens a transport only once data flows within this.
@@ -58,8 +58,11 @@ async fn screenshot(page: &Page, name: &str, full_page: bool) {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real picture: {shot:?}");
 }
 
-async fn click(page: &Page, selector: &str) {
-    page.find_element(selector).await.unwrap().click().await.unwrap();
+/// Clicks a preset of the lab, and waits until the server applied it (`key` is `value`).
+async fn preset(page: &Page, name: &str, (key, value): (&str, &str)) {
+    let button = page.find_element(format!("[data-preset={name}]")).await.unwrap();
+    button.click().await.unwrap();
+    network_is(page, key, value).await;
 }
 
 /// Chooses `value` in a lab switch, as a user does.
@@ -70,30 +73,16 @@ async fn choose(page: &Page, select: &str, value: &str) {
     page.evaluate(js).await.unwrap();
 }
 
-/// Whether the lab's state says `key` is `value` (the server answered the change).
+/// Waits until the lab's state says `key` is `value` (the server answered the change).
 async fn network_is(page: &Page, key: &str, value: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let network = eval_json(page, "JSON.stringify(window.pushwireDashboard.network())").await;
-        if network[key] == value {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the lab did not apply {key}={value}: {network}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let network = "JSON.stringify(window.pushwireDashboard.network())";
+    wait_json(page, network, &format!("the lab to apply {key}={value}"), |n| n[key] == value).await;
 }
 
 /// Waits until the element shows `expected` (lanes render four times a second).
 async fn shows(page: &Page, selector: &str, expected: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let shown = super::text(page, selector).await;
-        if shown == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{selector} shows {shown:?}, not {expected:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let text = format!("JSON.stringify(document.querySelector('{selector}').innerText)");
+    wait_json(page, &text, &format!("{selector} to show {expected:?}"), |t| t == expected).await;
 }
 
 fn reason<'a>(s: &'a Value, lane: &str) -> &'a str {
@@ -114,8 +103,9 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     let other_url = format!("http://localhost:{}/?client=lab2", app.addr.port());
     let other = chromium.browser.new_page(other_url).await.unwrap();
 
-    let s = within(&page, PATIENCE * 2, "five lanes live, the client on WebSocket", |s| {
-        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(3)) && s["auto"]["transport"] == "websocket"
+    // Ten seconds of a normal network first, so that the charts show the change.
+    let s = within(&page, PATIENCE * 3, "five lanes live, the client on WebSocket", |s| {
+        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(100)) && s["auto"]["transport"] == "websocket"
     })
     .await;
     no_gaps_or_duplicates(&s, "at the start");
@@ -124,10 +114,9 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     screenshot(&page, "1-normal", true).await;
 
     // Click 1: a corporate proxy that strips Upgrade.
-    click(&page, "[data-preset=proxy]").await;
-    network_is(&page, "websocket", "refuse").await;
+    preset(&page, "proxy", ("websocket", "refuse")).await;
     let s = within(&page, Duration::from_secs(20), "the client on SSE, the raw WebSocket lane explaining", |s| {
-        s["auto"]["transport"] == "sse" && s["websocket"]["status"] == "unavailable"
+        s["auto"]["transport"] == "sse" && s["websocket"]["status"] == "unavailable" && s["sse"]["status"] == "live"
     })
     .await;
     assert!(left_because(&s, "websocket").contains("before welcome"), "{s:#}");
@@ -138,8 +127,7 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     screenshot(&page, "2-no-websocket", true).await;
 
     // Click 2: and an antivirus that buffers event streams.
-    click(&page, "[data-preset=antivirus]").await;
-    network_is(&page, "sse", "buffer").await;
+    preset(&page, "antivirus", ("sse", "buffer")).await;
     let s = within(&page, Duration::from_secs(25), "the client on long polling", |s| {
         s["auto"]["transport"] == "long-poll" && s["sse"]["status"] == "stalled"
     })
@@ -158,8 +146,7 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     screenshot(&page, "3-buffered-sse-too", true).await;
 
     // Click 3: back to normal; the next probe finds WebSocket again.
-    click(&page, "[data-preset=normal]").await;
-    network_is(&page, "websocket", "ok").await;
+    preset(&page, "normal", ("websocket", "ok")).await;
     let s = within(&page, PROBE_INTERVAL + Duration::from_secs(15), "the client back on WebSocket", |s| {
         s["auto"]["transport"] == "websocket" && s["websocket"]["status"] == "live" && s["sse"]["status"] == "live"
     })
@@ -197,8 +184,7 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     .await;
     assert_eq!(s["websocket"]["status"], "unavailable", "{s:#}");
     no_gaps_or_duplicates(&s, "with a swallowing relay");
-    click(&page, "[data-preset=normal]").await;
-    network_is(&page, "websocket", "ok").await;
+    preset(&page, "normal", ("websocket", "ok")).await;
 
     // The other page never noticed.
     let o = summary(&other).await;
@@ -249,9 +235,15 @@ async fn nothing_in_the_auto_lane_overlaps_from_1000_px_up() {
         page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))").await.unwrap();
         let overlaps = eval_json(&page, AUTO_LANE_OVERLAPS).await;
         assert_eq!(overlaps, Value::Array(vec![]), "at {width} px");
+        // The lane, where it is on the page (clip coordinates are the document's).
+        let bounds = "JSON.stringify((() => { const r = document.getElementById('lane-auto').getBoundingClientRect(); \
+                      return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })())";
+        let b: Vec<f64> = serde_json::from_value(eval_json(&page, bounds).await).unwrap();
+        let clip = Viewport { x: b[0], y: b[1], width: b[2], height: b[3], scale: 1.0 };
+        let params = ScreenshotParams::builder().clip(clip).capture_beyond_viewport(true).build();
         let shot = shot_path(&format!("auto-lane-{width}"));
-        let lane = page.find_element("#lane-auto").await.unwrap();
-        lane.save_screenshot(CaptureScreenshotFormat::Png, &shot).await.unwrap();
+        page.save_screenshot(params, &shot).await.unwrap();
+        assert!(std::fs::metadata(&shot).unwrap().len() > 5_000, "a real picture of the lane: {shot:?}");
     }
     chromium.close().await;
 }

@@ -96,9 +96,12 @@ export class Lane {
     field("reason").textContent = s.reason;
     if (this.transport) field("transport").textContent = this.transport;
     if (this.reasons) this.renderProbing(field);
-    // Past a second (a catch-up after an outage), in seconds, so that the figure stays short.
-    const ms = (v) => (v === null || v < 1000 ? fmt(v, v !== null && v < 10 ? 1 : 0) : `${(v / 1000).toFixed(v < 10_000 ? 2 : 1)} s`);
-    for (const k of ["p50", "p95", "p99"]) field(k).textContent = ms(s[k]);
+    // Past a second (a catch-up after an outage) in seconds, with a small unit, so that the figure stays short.
+    for (const k of ["p50", "p95", "p99"]) {
+      const v = s[k];
+      if (v === null || v < 1000) field(k).textContent = fmt(v, v !== null && v < 10 ? 1 : 0);
+      else field(k).replaceChildren((v / 1000).toFixed(v < 10_000 ? 1 : 0), Object.assign(document.createElement("small"), { textContent: " s" }));
+    }
     for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects"]) field(k).textContent = s[k];
     field("bytesPerMessage").textContent =
       s.bytesPerMessage !== null ? Math.round(s.bytesPerMessage) : s.protocol === "h2" ? "n/a on HTTP/2" : "–";
