@@ -172,9 +172,9 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     screenshot(&page, "4-recovered", true).await;
 
     // A relay that swallows frames: the client gives WebSocket up at its deadline.
+    let changed = Instant::now(); // before the change, so that its cut comes after
     choose(&page, "#lab-websocket", "swallow").await;
     network_is(&page, "websocket", "swallow").await;
-    let changed = Instant::now();
     let s = within(&page, PATIENCE * 2, "the client off a silent WebSocket", |s| s["auto"]["transport"] == "sse").await;
     assert!(changed.elapsed() >= OPEN_DEADLINE, "it waited for its deadline: {:?}", changed.elapsed());
     assert!(left_because(&s, "websocket").contains("no welcome within the deadline"), "{s:#}");
