@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::transport::Transport;
+use crate::transport::impair::{Change, Impairment};
 
 /// Most clients inspected at once. When full, the least recently active client
 /// that no connection holds is forgotten; if every one is in use, a new page
@@ -39,17 +40,41 @@ struct Captured {
     last_event: Vec<u8>,
 }
 
-/// An inspected client: its lanes and its "drop connections" signal.
+/// An inspected client: its lanes, its "drop connections" signal and its
+/// network lab settings.
 #[derive(Debug)]
 pub struct Inspected {
     lanes: [Lane; 4],
     drops: watch::Sender<u64>,
     touched: Mutex<Instant>,
+    impairment: Mutex<Impairment>,
 }
 
 impl Inspected {
     fn new() -> Inspected {
-        Inspected { lanes: Default::default(), drops: watch::channel(0).0, touched: Mutex::new(Instant::now()) }
+        Inspected {
+            lanes: Default::default(),
+            drops: watch::channel(0).0,
+            touched: Mutex::new(Instant::now()),
+            impairment: Mutex::default(),
+        }
+    }
+
+    /// The network this page's connections go through.
+    pub fn impairment(&self) -> Impairment {
+        *self.impairment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes this page's network; a real change cuts its connections, so
+    /// that they come back under the new conditions.
+    pub fn impair(&self, change: &Change) -> Result<Impairment, String> {
+        let mut impairment = self.impairment.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = change.apply(*impairment)?;
+        if changed != *impairment {
+            *impairment = changed;
+            self.drop_connections();
+        }
+        Ok(changed)
     }
 
     pub fn lane(&self, transport: Transport) -> &Lane {
@@ -182,6 +207,35 @@ pub fn client_param(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("client=")).filter(|id| valid_id(id))
 }
 
+/// Where a tagged request's bytes are counted: under its page's id, or, for
+/// the dashboard's auto lane (`&lane=auto`, the pushwire.js client on the
+/// same transports), apart under `{id}auto`.
+fn counted_as(query: &str, page: &str) -> Option<String> {
+    query.split('&').any(|pair| pair == "lane=auto").then(|| format!("{page}auto"))
+}
+
+/// What a tagged request belongs to: its page, whose network lab and drops
+/// apply to it, and the entry its bytes are counted in (the page's own, or
+/// its auto lane's).
+#[derive(Debug, Clone)]
+pub struct Tag {
+    pub page: Arc<Inspected>,
+    pub counted: Arc<Inspected>,
+}
+
+impl Tag {
+    /// Resolves when either the page's or the counted entry's connections are cut.
+    pub fn dropped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (page, counted) = (self.page.dropped(), self.counted.dropped());
+        async move {
+            tokio::select! {
+                () = page => {}
+                () = counted => {}
+            }
+        }
+    }
+}
+
 impl Inspector {
     /// The client with this id, registered if new; `None` when the registry is
     /// full of clients that live connections still hold.
@@ -203,6 +257,18 @@ impl Inspector {
         let client = Arc::new(Inspected::new());
         clients.insert(id.to_string(), client.clone());
         Some(client)
+    }
+
+    /// The tag of a request whose query names a `client`, registering its
+    /// entries if new; `None` when untagged, or when the registry is full.
+    pub fn tag(&self, query: &str) -> Option<Tag> {
+        let id = client_param(query)?;
+        let page = self.client(id)?;
+        let counted = match counted_as(query, id) {
+            Some(key) => self.client(&key)?,
+            None => page.clone(),
+        };
+        Some(Tag { page, counted })
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Inspected>> {

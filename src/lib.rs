@@ -15,7 +15,8 @@
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
 //!   `short_poll`), what they share (`subscription`, its pure judgement in
 //!   `position`, the poll answer in `poll`, a connection's counted and logged
-//!   life in `connection`), and the `Transport` identity.
+//!   life in `connection`), the `Transport` identity, and `impair`, the
+//!   dashboard's network lab (what a bad proxy or a long link does to a page).
 //! - `routes`: HTTP wiring; handlers validate, then hand over to a transport;
 //!   `routes/span.rs`, the request span of the logs (tokens redacted).
 //! - `state`: `AppState`, what routes share.
@@ -26,7 +27,8 @@
 //! - [`server`]: builds the HTTP service around metered sockets; `tls`: HTTPS, HTTP/2 by ALPN.
 //! - `shutdown`: the one signal every session listens to.
 //! - `demo`: the built-in demo publisher, adjustable at run time.
-//! - `inspect`: per-page captures for the dashboard's teaching panel.
+//! - `inspect`: per-page captures for the dashboard's teaching panel, and each
+//!   page's network lab settings.
 //! - [`bench`]: `pushwire bench`, the load tool that measures the transports side
 //!   by side (its own clients over byte-counting sockets, the publish stream,
 //!   `/proc` probes of the server, and the table, JSON and SVG report).

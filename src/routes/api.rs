@@ -12,9 +12,10 @@ use super::access::admin;
 use crate::auth::Access;
 use crate::demo::DemoSettings;
 use crate::error::{AppError, ErrorCode};
-use crate::inspect::{Inspected, valid_id};
+use crate::inspect::{Inspected, MAX_CLIENTS, valid_id};
 use crate::message::{ChannelName, now_micros};
 use crate::state::AppState;
+use crate::transport::impair::{Change, MAX_LATENCY_MS};
 
 pub async fn publish(
     req: HttpRequest,
@@ -33,8 +34,7 @@ pub async fn publish(
         return Err(AppError::rate_limited("too many publishes from your address", wait));
     }
     let body = read_body(&req, payload, ctx.config.max_body, ctx.config.request_timeout).await?;
-    let data: Box<RawValue> = serde_json::from_slice(&body)
-        .map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))?;
+    let data: Box<RawValue> = json_of(&body)?;
     let key = match req.headers().get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -48,6 +48,11 @@ pub async fn publish(
         "ts": message.ts,
         "epoch": message.epoch,
     })))
+}
+
+/// A request body parsed as JSON, or `bad_json`.
+fn json_of<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))
 }
 
 /// Publish takes `application/json` (parameters allowed): a cross-site form
@@ -167,10 +172,54 @@ pub async fn drop_connections(
     Ok(HttpResponse::Accepted().json(json!({"dropped": path.as_str()})))
 }
 
+/// A lab's settings are three small fields.
+const IMPAIR_BODY_LIMIT: usize = 1024;
+
+/// `GET /api/inspect/{client}/impair`: the page's network lab (nothing
+/// impaired for a page not seen).
+pub async fn impairment(
+    path: web::Path<String>,
+    access: Access,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin(&access)?;
+    client_id(&path)?;
+    let impairment = state.inspector.get(&path).map(|client| client.impairment()).unwrap_or_default();
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(impairment))
+}
+
+/// `POST /api/inspect/{client}/impair` with any of `{"websocket", "sse",
+/// "latency_ms"}`: changes the page's network (a page not seen yet is
+/// registered, so that a lab can be prepared before the page opens).
+pub async fn impair(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    access: Access,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin(&access)?;
+    client_id(&path)?;
+    let body = read_body(&req, payload, IMPAIR_BODY_LIMIT, state.ctx.config.request_timeout).await?;
+    // Not JSON is `bad_json`; JSON that is no change is `bad_request`.
+    let change: Change = serde_json::from_value(json_of(&body)?).map_err(|e| {
+        AppError::bad_request(format!(
+            "expected {{\"websocket\": \"ok\"|\"refuse\"|\"swallow\", \"sse\": \"ok\"|\"buffer\", \"latency_ms\": 0..{MAX_LATENCY_MS}}}: {e}"
+        ))
+    })?;
+    let client = state.inspector.client(&path).ok_or_else(|| {
+        AppError::new(ErrorCode::Overloaded, format!("{MAX_CLIENTS} pages are inspected already; retry later"))
+    })?;
+    let impairment = client.impair(&change).map_err(AppError::bad_request)?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(impairment))
+}
+
+fn client_id(id: &str) -> Result<(), AppError> {
+    if valid_id(id) { Ok(()) } else { Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9")) }
+}
+
 fn known_client(id: &str, state: &AppState) -> Result<Arc<Inspected>, AppError> {
-    if !valid_id(id) {
-        return Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9"));
-    }
+    client_id(id)?;
     state.inspector.get(id).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("no client {id:?} seen recently")))
 }
 

@@ -21,7 +21,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::base_path::BasePath;
 use crate::error::{AppError, ErrorCode};
-use crate::inspect::{Inspected, client_param};
+use crate::inspect::Tag;
 use crate::state::AppState;
 use crate::stats::{Counters, Traffic};
 use crate::transport::Transport;
@@ -59,6 +59,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/api/time", api::time))
         .service(only(Method::GET, "/api/inspect/{client}", api::inspect))
         .service(only(Method::POST, "/api/inspect/{client}/drop", api::drop_connections))
+        .service(
+            web::resource("/api/inspect/{client}/impair")
+                .route(web::get().to(api::impairment))
+                .route(web::post().to(api::impair))
+                .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
+        )
         .service(
             web::resource("/api/demo")
                 .route(web::get().to(api::demo))
@@ -125,8 +131,8 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// The inspected page a request is tagged with (`?client=ID`), looked up once
 /// by [`meter`] and kept in the request's extensions.
-pub fn inspected(req: &HttpRequest) -> Option<Arc<Inspected>> {
-    req.extensions().get::<Arc<Inspected>>().cloned()
+pub fn inspected(req: &HttpRequest) -> Option<Tag> {
+    req.extensions().get::<Tag>().cloned()
 }
 
 /// Attributes each request, and the bytes its connection carries meanwhile,
@@ -138,18 +144,19 @@ pub async fn meter(
     let traffic = traffic_of(route_of(&req).as_deref());
     let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let client = match (&state, traffic) {
-        (Some(state), Traffic::Stream(_)) => client_param(req.query_string()).and_then(|id| state.inspector.client(id)),
+    let tag = match (&state, traffic) {
+        (Some(state), Traffic::Stream(_)) => state.inspector.tag(req.query_string()),
         _ => None,
     };
     if let Some(state) = &state {
         Counters::add(&state.ctx.stats.get(traffic).requests, 1);
     }
-    if let Some(client) = &client {
-        req.extensions_mut().insert(client.clone());
+    let counted = tag.as_ref().map(|tag| tag.counted.clone());
+    if let Some(tag) = tag {
+        req.extensions_mut().insert(tag);
     }
     if let Some(meter) = &meter {
-        meter.begin(traffic, client);
+        meter.begin(traffic, counted);
     }
     let response = next.call(req).await;
     // A refusal answered with an `AppError` (from the handler, an extractor or

@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::demo;
+use crate::error::AppError;
+use crate::inspect::valid_id;
 use crate::state::AppState;
 use crate::transport::Transport;
 
@@ -39,7 +41,7 @@ impl LaneView {
 /// `GET /`: the live dashboard comparing the four transports.
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
-struct DashboardPage {
+pub struct DashboardPage {
     demo_channel: String,
     demo_rate: f64,
     demo_payload: usize,
@@ -48,13 +50,20 @@ struct DashboardPage {
     hub: &'static str,
     version: &'static str,
     lanes: Vec<LaneView>,
-    /// Settings the page's script reads, as JSON (only numbers and
+    /// Settings the page's script reads, as JSON (only numbers, null and
     /// `[A-Za-z0-9_.-]` strings, so it is safe inside a script element).
     config_json: String,
 }
 
-pub async fn index(state: web::Data<AppState>) -> impl actix_web::Responder {
-    DashboardPage::new(&state)
+/// `GET /[?client=ID]`: the dashboard, tagging its connections with `ID`
+/// (a random one without it), so that a lab can be prepared for it.
+pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<DashboardPage, AppError> {
+    let client = match req.query_string().split('&').find_map(|pair| pair.strip_prefix("client=")) {
+        None | Some("") => None,
+        Some(id) if valid_id(id) => Some(id.to_owned()),
+        Some(_) => return Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9")),
+    };
+    Ok(DashboardPage::new(&state, client))
 }
 
 /// `GET {base}` without the trailing slash: redirected to `{base}/`, where
@@ -70,12 +79,13 @@ pub async fn to_root(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 impl DashboardPage {
-    fn new(state: &AppState) -> DashboardPage {
+    fn new(state: &AppState, client: Option<String>) -> DashboardPage {
         let settings = state.demo.settings();
         let lanes: Vec<LaneView> = Transport::ALL.into_iter().map(LaneView::of).collect();
         let config_json = json!({
             "channel": state.demo.channel,
             "heartbeatMs": state.ctx.config.ws_ping_interval.as_millis() as u64,
+            "clientId": client,
             "lanes": lanes,
         })
         .to_string();
@@ -128,11 +138,19 @@ mod tests {
             "drop",
             "latency-chart",
             "bytes-chart",
+            "lab-websocket",
+            "lab-sse",
+            "lab-latency",
+            "probe-interval",
+            "timeline-chart",
         ] {
             assert!(html.contains(&format!(r#"id="{id}""#)), "control {id}");
         }
         assert!(html.contains(r#"<script type="application/json" id="pushwire-config">{"channel":"demo"}</script>"#));
         assert!(html.contains("memory hub"));
+        for preset in ["corporate proxy: no WebSocket", "antivirus buffering streams", "satellite link: +600 ms"] {
+            assert!(html.contains(preset), "the lab's preset {preset}");
+        }
         assert!(html.contains(r#"value="demo""#));
     }
 

@@ -13,8 +13,9 @@ use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
+use crate::transport::impair::WebSocketPath;
 use crate::transport::websocket::{Accepted, Upgradable};
-use crate::transport::{self, StreamRequest};
+use crate::transport::{self, Impairment, StreamRequest};
 use crate::wire::{ConnMeter, Mark};
 
 #[derive(Deserialize)]
@@ -50,10 +51,17 @@ fn stream_request(
         return Err(AppError::forbidden(format!("your token may not subscribe to {channel}")));
     }
     let cursor = q.cursor.as_deref().unwrap_or("").parse::<Cursor>()?;
-    let dropped = inspected(req).map(|client| Box::pin(client.dropped()) as _);
+    let tag = inspected(req);
+    let dropped = tag.as_ref().map(|tag| Box::pin(tag.dropped()) as _);
     let cut = transport::cut(dropped, access.expires());
     let wire = req.conn_data::<std::sync::Arc<ConnMeter>>().cloned().map(Mark::now);
-    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut, wire })
+    let impairment = impairment(req);
+    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut, wire, impairment })
+}
+
+/// The network lab settings of the request's page (none when untagged).
+fn impairment(req: &HttpRequest) -> Impairment {
+    inspected(req).map(|tag| tag.page.impairment()).unwrap_or_default()
 }
 
 /// Validates a WebSocket handshake and answers `101` with the session's
@@ -65,7 +73,9 @@ pub async fn websocket(req: HttpRequest, access: Access, state: web::Data<AppSta
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_upgrade {
+    // The lab's "refuse": a proxy stripped `Upgrade`, so this is a plain GET.
+    let websocket_path = impairment(&req).websocket;
+    if !is_upgrade || websocket_path == WebSocketPath::Refuse {
         return Err(AppError::new(
             ErrorCode::UpgradeRequired,
             "this endpoint speaks WebSocket: send an Upgrade request",
@@ -94,17 +104,19 @@ pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -
             request.cursor = last.parse()?;
         }
     }
+    let impairment = request.impairment;
     let stream = transport::sse::open(state.ctx.clone(), request).await?;
     let mut response = HttpResponse::Ok();
     for header in transport::sse::HEADERS {
         response.insert_header(header);
     }
-    Ok(response.streaming(stream))
+    Ok(response.streaming(impairment.sse(Box::pin(stream))))
 }
 
 pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
     let request = stream_request(&state, &req, access, &q, true)?;
+    let impairment = request.impairment;
     let timeout = match q.timeout.as_deref() {
         None => LONG_POLL_DEFAULT_SECS,
         Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
@@ -117,12 +129,15 @@ pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppSta
         }
     };
     let answer = transport::long_poll::run(state.ctx.clone(), request, Duration::from_secs(timeout)).await?;
+    impairment.delay_answer().await;
     Ok(poll_response(answer.to_json()))
 }
 
 pub async fn poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let request = stream_request(&state, &req, access, &query(&req)?, true)?;
+    let impairment = request.impairment;
     let answer = transport::short_poll::run(state.ctx.clone(), request).await?;
+    impairment.delay_answer().await;
     Ok(poll_response(answer.to_json()))
 }
 

@@ -6,6 +6,7 @@
 //! ([`connection`]).
 
 pub mod connection;
+pub mod impair;
 pub mod long_poll;
 pub mod poll;
 pub mod position;
@@ -15,6 +16,7 @@ pub mod subscription;
 pub mod websocket;
 
 pub use connection::Connection;
+pub use impair::Impairment;
 pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
 
 use std::net::IpAddr;
@@ -144,6 +146,7 @@ impl StreamRequest {
             access: Access::Open,
             cut: never(),
             wire: None,
+            impairment: Impairment::default(),
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct StreamRequest {
     pub cut: Cut,
     /// Its connection's byte totals when it was routed, for its log line.
     pub wire: Option<Mark>,
+    /// Its page's network lab settings when it started (none for most).
+    pub impairment: Impairment,
 }
 
 /// Why a session is ended from outside.

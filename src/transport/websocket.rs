@@ -14,12 +14,14 @@ use std::time::Duration;
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason};
 use bytes::BytesMut;
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 use tracing::Instrument;
 
-use super::{Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscription, Transport};
+use super::impair::{self, WebSocketPath};
+use super::{Connection, Context, Cut, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport};
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
@@ -61,7 +63,10 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     leftover: BytesMut,
 ) -> impl Future<Output = ()> {
     let Accepted { ctx, request, span } = accepted;
-    let StreamRequest { channels, cursor, peer, access, cut, wire } = request;
+    let StreamRequest { channels, cursor, peer, access, cut, wire, impairment } = request;
+    if impairment.websocket == WebSocketPath::Swallow {
+        return Either::Left(async move { impair::swallow(&ctx, io, cut).await }.instrument(span));
+    }
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
     let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
     let subscription = ctx.live_subscription();
@@ -76,9 +81,10 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         peer,
         access,
         cut,
+        impairment,
         delivered: 0,
     };
-    ws.live(connection, channels, cursor).instrument(span)
+    Either::Right(ws.live(connection, channels, cursor).instrument(span))
 }
 
 struct WsSession<T> {
@@ -91,6 +97,8 @@ struct WsSession<T> {
     access: Access,
     /// Ends the session early (an operator's drop, the token's expiry).
     cut: Cut,
+    /// The page's network lab: its latency delays each message.
+    impairment: Impairment,
     /// Messages delivered, for the session's log line.
     delivered: usize,
 }
@@ -276,8 +284,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
     /// Writes `event` and every event ready behind it (up to [`BATCH`]) in
     /// one write.
     async fn deliver(&mut self, event: Event) -> Outcome {
+        // The page's network lab may hold it back, and deliver one at a time.
+        let batch = self.impairment.pace(&event, BATCH).await;
         self.queue(event);
-        for _ in 1..BATCH {
+        for _ in 1..batch {
             // Only what is ready without waiting: a history read to come is
             // left for the next turn (`next_ready` is cancel-safe).
             match self.subscription.next_ready().now_or_never() {

@@ -10,14 +10,19 @@
 //   wire.js      the "what went over the wire" panel and the byte counts
 //   charts.js    the two canvas charts
 //   controls.js  the forms and buttons
-// `window.pushwireDashboard.summary()` exposes the figures (the end-to-end test reads them).
+//   lab.js       the network lab: this page's connections behind a bad proxy or a long link
+//   timeline.js  what happened to each lane's connection, on the latency chart's time axis
+// `window.pushwireDashboard` exposes the figures, the timeline and the network
+// (the end-to-end tests read them).
 
 import { drawCharts } from "./dashboard/charts.js";
 import { measureClock } from "./dashboard/clock.js";
-import { bindControls, notice } from "./dashboard/controls.js";
+import { bindControls } from "./dashboard/controls.js";
+import { bindLab, network } from "./dashboard/lab.js";
 import { allLanes, lanes } from "./dashboard/lanes.js";
-import { clientId, config } from "./dashboard/page.js";
-import { startAll } from "./dashboard/runners.js";
+import { clientId, config, notice } from "./dashboard/page.js";
+import { setProbeInterval, startAll } from "./dashboard/runners.js";
+import { drawTimeline, timelineEvents } from "./dashboard/timeline.js";
 import { bindTabs, refreshInspection } from "./dashboard/wire.js";
 
 bindControls();
@@ -25,10 +30,19 @@ bindTabs();
 window.pushwireDashboard = {
   clientId,
   summary: () => Object.fromEntries(allLanes.map((lane) => [lane.id, lane.summary()])),
+  timeline: timelineEvents,
+  network: () => ({ ...network }),
 };
+await bindLab(setProbeInterval);
 await measureClock().catch(() => notice("could not read the server clock: latencies assume synchronised clocks"));
 startAll(config.channel);
+// One row per lane in the timeline, with the lanes' colours and short names.
+const SHORT = { websocket: "WS", sse: "SSE", "long-poll": "LP", poll: "poll" };
+const rows = [...lanes.map((l) => ({ id: l.id, short: SHORT[l.id] || l.id, color: l.color })), { id: "auto", short: "auto", color: "#3d3d3d" }];
 setInterval(() => allLanes.forEach((lane) => lane.render()), 250);
-setInterval(() => drawCharts(lanes), 1000);
+setInterval(() => {
+  drawCharts(lanes);
+  drawTimeline(document.getElementById("timeline-chart"), rows);
+}, 1000);
 setInterval(() => refreshInspection().catch(() => {}), 1000);
 setInterval(() => measureClock().catch(() => {}), 30_000);

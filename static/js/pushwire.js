@@ -105,6 +105,7 @@ class Client {
     this.transport = null; // the transport delivering now
     this.state = "connecting";
     this.reasons = {}; // transport -> why it was left or refused
+    this.nextProbe = null; // when the better transports are tried next (ms since the epoch), on a fallback
     this.closed = false;
     this.lifetime = new AbortController(); // aborted by close(): cancels every attempt and wait
     for (const { channel, seq, epoch } of options.cursor ? util.parseCursor(options.cursor) : []) {
@@ -145,10 +146,11 @@ class Client {
     this.setState("closed");
   }
 
-  setState(state) {
+  /** `ended`: how the connection that was delivering ended (`code`, `reason`), when it did. */
+  setState(state, ended = null) {
     if (state !== this.state) {
       this.state = state;
-      this.emit("state", { state, transport: this.transport });
+      this.emit("state", { state, transport: this.transport, code: ended?.code ?? null, reason: ended?.reason ?? null });
     }
   }
 
@@ -202,7 +204,7 @@ class Client {
       failures = Date.now() - since >= this.options.healthyAfter ? 0 : failures + 1;
       // Reconnect on the transport that was working; probes move up from there.
       from = allowed.indexOf(this.transport);
-      this.setState("reconnecting");
+      this.setState("reconnecting", ended);
       let delay = this.backoff(failures);
       if (ended.code === 1012) delay = Math.min(delay, Math.random() * 1000); // restarting: come back soon
       if (ended.code === 1013) delay = Math.max(delay, this.backoff(failures + 3)); // overloaded: back off more
@@ -239,7 +241,10 @@ class Client {
       });
       const better = () => allowed.slice(0, allowed.indexOf(this.transport));
       const schedule = () => {
-        if (!session.done && better().length) timer = setTimeout(probe, this.options.probeInterval);
+        this.nextProbe = null;
+        if (session.done || !better().length) return;
+        this.nextProbe = Date.now() + this.options.probeInterval;
+        timer = setTimeout(probe, this.options.probeInterval);
       };
       const probe = async () => {
         for (const name of better()) {
@@ -249,9 +254,11 @@ class Client {
           } catch (reason) {
             if (session.done) return;
             this.reasons[name] = String(reason);
+            this.emit("probe", { transport: name, ok: false, reason: String(reason) });
             continue;
           }
           if (session.done) return candidate.close();
+          this.emit("probe", { transport: name, ok: true, reason: null });
           // It works: switch. Both delivered meanwhile; the overlap is dropped by seq.
           const old = this.active;
           old.onEnd = null;

@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod lab;
 
 use std::path::Path;
 use std::time::Duration;

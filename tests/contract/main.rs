@@ -10,6 +10,7 @@ mod dashboard_api;
 mod errors;
 mod hostile;
 mod hub_contract;
+mod lab;
 mod limits;
 mod long_poll;
 mod metrics;

@@ -2,19 +2,8 @@
 // page's connections, and switching channel. (The runners read the polling
 // inputs themselves, before each request.)
 import { allLanes } from "./lanes.js";
-import { $, authHeaders, autoId, clientId, href } from "./page.js";
+import { $, clientId, notice, post } from "./page.js";
 import { currentChannel, startAll } from "./runners.js";
-
-/** Says what a control did, or why it did nothing. */
-export const notice = (text) => ($("#notice").textContent = text);
-
-/** POSTs `body` as JSON to a server route; an error answer (API.md's `{error: {code, message}}`) throws. */
-async function post(route, body) {
-  const response = await fetch(href(route), { method: "POST", headers: authHeaders({ "content-type": "application/json" }), body });
-  const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.error ? `${answer.error.code}: ${answer.error.message}` : `HTTP ${response.status}`);
-  return answer;
-}
 
 export function bindControls() {
   $("#demo-form").addEventListener("submit", async (e) => {
@@ -45,8 +34,8 @@ export function bindControls() {
   });
   $("#drop").addEventListener("click", async () => {
     try {
+      // The page's drop covers its auto lane too.
       await post(`/api/inspect/${clientId}/drop`, "");
-      await post(`/api/inspect/${autoId}/drop`, "").catch(() => {}); // unknown until it connected
       notice("the server cut this page's connections: watch them reconnect and resume");
     } catch (error) {
       notice(`drop failed: ${error.message}`);

@@ -3,6 +3,7 @@
 import { util } from "../pushwire.mjs";
 import { serverNowUs } from "./clock.js";
 import { config, href } from "./page.js";
+import { record } from "./timeline.js";
 
 const WINDOW_MS = 30_000; // rolling window of the latency figures
 const CHART_MS = 60_000; // samples kept: the latency chart's span
@@ -43,6 +44,7 @@ export class Lane {
 
   reset(r) {
     this.resets++;
+    record(this.id, "reset", r.reason);
     [this.lastSeq, this.epoch] = [r.seq, r.epoch];
   }
 
@@ -78,7 +80,9 @@ export class Lane {
   summary() {
     const { p50, p95, p99 } = this.percentiles();
     const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, transport, protocol } = this;
-    return { id, status, reason, transport, protocol, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage() };
+    // The auto lane's: why it is not on each better transport, and its probes.
+    const { reasons, probes, probeNote } = this;
+    return { id, status, reason, transport, protocol, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage(), reasons, probes, probeNote };
   }
 
   render() {
@@ -91,7 +95,13 @@ export class Lane {
     field("status").dataset.state = s.status;
     field("reason").textContent = s.reason;
     if (this.transport) field("transport").textContent = this.transport;
-    for (const k of ["p50", "p95", "p99"]) field(k).textContent = fmt(s[k], s[k] !== null && s[k] < 10 ? 1 : 0);
+    if (this.reasons) this.renderProbing(field);
+    // Past a second (a catch-up after an outage) in seconds, with a small unit, so that the figure stays short.
+    for (const k of ["p50", "p95", "p99"]) {
+      const v = s[k];
+      if (v === null || v < 1000) field(k).textContent = fmt(v, v !== null && v < 10 ? 1 : 0);
+      else field(k).replaceChildren((v / 1000).toFixed(v < 10_000 ? 1 : 0), Object.assign(document.createElement("small"), { textContent: " s" }));
+    }
     for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects"]) field(k).textContent = s[k];
     field("bytesPerMessage").textContent =
       s.bytesPerMessage !== null ? Math.round(s.bytesPerMessage) : s.protocol === "h2" ? "n/a on HTTP/2" : "–";
@@ -108,11 +118,35 @@ export class Lane {
   }
 }
 
+/** The fifth lane: the pushwire.js client, which negotiates its transport. */
+class AutoLane extends Lane {
+  constructor(lane) {
+    super(lane);
+    Object.assign(this, { transport: null, reasons: {}, probes: 0, probeNote: "", client: null });
+  }
+
+  /** Why it left each better transport, and when it tries them again. */
+  renderProbing(field) {
+    field("reasons").replaceChildren(
+      ...Object.entries(this.reasons).map(([name, why]) => {
+        const li = document.createElement("li");
+        li.append(Object.assign(document.createElement("b"), { textContent: name }), ` ✗ ${why}`);
+        return li;
+      }),
+    );
+    const next = this.client?.nextProbe;
+    const plan = !Object.keys(this.reasons).length
+      ? "on the best transport: nothing to probe"
+      : `probes every ${this.client.options.probeInterval / 1000} s${next ? ` · next in ${Math.max(0, Math.ceil((next - Date.now()) / 1000))} s` : ""}`;
+    field("probe").textContent = [plan, this.probeNote].filter(Boolean).join(" · last: ");
+  }
+}
+
 /** The four transports' lanes, in the server's order (ids, titles, paths and colours are its). */
 export const lanes = config.lanes.map((lane) => new Lane(lane));
 
 /** The fifth lane, the pushwire.js client: measured like the others, not drawn in the charts. */
-export const auto = new Lane({ id: "auto", title: "Auto" });
+export const auto = new AutoLane({ id: "auto", title: "Auto" });
 
 /** Every lane, the auto lane last (the order of the summary). */
 export const allLanes = [...lanes, auto];

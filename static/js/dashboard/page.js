@@ -16,10 +16,15 @@ export const href = (route) => new URL(route.replace(/^\//, ""), root).href;
 /** The same for a WebSocket: `ws:` or `wss:` as the page is `http:` or `https:`. */
 export const wsHref = (route) => href(route).replace(/^http/, "ws");
 
-/** Tags this page's connections (`client=`), so that /api/inspect reports and drops only them. */
-export const clientId = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
+/**
+ * Tags this page's connections (`client=`), so that /api/inspect reports, drops and
+ * impairs only them: the id the page was opened with (`/?client=ID`, so that a lab can
+ * be prepared for it), or a random one.
+ */
+export const clientId =
+  config.clientId || Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
 
-/** The auto lane's own tag: its bytes are counted apart from the four raw lanes'. */
+/** Where the server counts the auto lane's bytes (it tags itself `client=ID&lane=auto`), apart from the four raw lanes'. */
 export const autoId = `${clientId}auto`;
 
 export const $ = (selector, root = document) => root.querySelector(selector);
@@ -36,3 +41,14 @@ export const tokenParam = () => (accessToken ? `&access_token=${encodeURICompone
 
 /** Headers for fetch: `Authorization: Bearer …` when the page has a token. */
 export const authHeaders = (headers = {}) => (accessToken ? { ...headers, authorization: `Bearer ${accessToken}` } : headers);
+
+/** Says what a control did, or why it did nothing. */
+export const notice = (text) => ($("#notice").textContent = text);
+
+/** POSTs `body` as JSON to a server route; an error answer (API.md's `{error: {code, message}}`) throws. */
+export async function post(route, body) {
+  const response = await fetch(href(route), { method: "POST", headers: authHeaders({ "content-type": "application/json" }), body });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error ? `${answer.error.code}: ${answer.error.message}` : `HTTP ${response.status}`);
+  return answer;
+}

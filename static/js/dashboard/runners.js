@@ -2,13 +2,20 @@
 // WebSocket, EventSource or fetch (no client library in between, so a lane
 // shows its transport as it is), and the auto lane runs the pushwire.js client.
 import { connect, util } from "../pushwire.mjs";
+import { labReason, probeInterval } from "./lab.js";
 import { auto, lanes } from "./lanes.js";
-import { $, accessToken, autoId, clientId, config, href, tokenParam, wsHref } from "./page.js";
+import { $, accessToken, clientId, config, href, tokenParam, wsHref } from "./page.js";
+import { record } from "./timeline.js";
 
 const { sleep } = util;
 // Equal jitter (at least half the delay) rather than the client's full jitter:
 // one page's lanes are no crowd that a restart must spread out.
 const backoff = (attempt) => util.backoff(attempt, { base: 250, cap: 5000, floor: 0.5 });
+// How long a raw lane waits for its first frame or event before it says the path is
+// silent: the client's `openDeadline`, so that both lanes judge alike.
+const SILENCE_MS = 4000;
+// The transports from best to last, as the client tries them.
+const ORDER = ["websocket", "sse", "long-poll", "poll"];
 
 // Every start is a new generation: a runner of an older one stops at its next
 // step, and the aborter cancels its held requests.
@@ -48,13 +55,35 @@ function runWebSocket(lane, generation) {
   const open = () => {
     if (generation !== state.generation) return;
     const ws = new WebSocket(`${wsHref(lane.path)}?${query(lane)}`);
-    let welcomed = false;
+    let [welcomed, watchdog] = [false, null];
     lane.requests++;
     lane.connection = ws;
+    /** The socket is done with (`code` as a close event says, or "silent"): say why, and come back. */
+    const ended = (code, why) => {
+      clearTimeout(watchdog);
+      ws.onclose = ws.onmessage = null;
+      if (generation !== state.generation) return;
+      lane.reconnects++;
+      record(lane.id, "close", String(code));
+      lane.setStatus(welcomed ? "reconnecting" : "unavailable", why);
+      // 1013 is "try again later" (overloaded, or too slow to keep up): wait longer.
+      setTimeout(open, code === 1013 ? backoff(attempt++ + 3) : backoff(attempt++));
+    };
+    // Upgraded, yet a relay may still pass nothing: the welcome must follow. (A
+    // relay that passes nothing does not pass the closing handshake either: the
+    // lane moves on without waiting for it.)
+    ws.onopen = () => {
+      watchdog = setTimeout(() => {
+        ws.close();
+        ended("silent", labReason("websocket") || `upgraded (101), then no frame for ${SILENCE_MS / 1000} s: a relay swallowing frames?`);
+      }, SILENCE_MS);
+    };
     ws.onmessage = (event) => {
       const m = JSON.parse(event.data);
       if (m.type === "welcome") {
         welcomed = true;
+        clearTimeout(watchdog);
+        record(lane.id, "connect");
         // A WebSocket always upgrades an HTTP/1.1 connection of its own (no RFC 8441 here).
         lane.protocol = "http/1.1";
         attempt = 0;
@@ -64,14 +93,13 @@ function runWebSocket(lane, generation) {
       else if (m.type === "reset") lane.reset(m);
       else if (m.type === "error") lane.setStatus("live", `server said: ${m.code}: ${m.message}`);
     };
-    ws.onclose = (event) => {
-      if (generation !== state.generation) return;
-      lane.reconnects++;
-      const why = welcomed ? `closed ${event.code} ${event.reason || ""}` : `closed ${event.code} before welcome: upgrade refused or blocked?`;
-      lane.setStatus(welcomed ? "reconnecting" : "unavailable", why);
-      // 1013 is "try again later" (overloaded, or too slow to keep up): wait longer.
-      setTimeout(open, event.code === 1013 ? backoff(attempt++ + 3) : backoff(attempt++));
-    };
+    ws.onclose = (event) =>
+      ended(
+        event.code,
+        welcomed
+          ? `closed ${event.code} ${event.reason || ""}`
+          : labReason("websocket") || `closed ${event.code} before welcome: upgrade refused or blocked?`,
+      );
   };
   open();
 }
@@ -83,19 +111,31 @@ function runSse(lane, generation) {
     if (generation !== state.generation) return;
     const es = new EventSource(`${href(lane.path)}?${query(lane)}`);
     lane.connection = es;
+    let watchdog = null;
     es.onopen = () => {
       lane.requests++;
       if (opened++ > 0) lane.reconnects++;
+      record(lane.id, "connect");
       lane.setStatus("live", opened > 1 ? "reconnected by the browser with Last-Event-ID" : "stream open");
+      // The headers came; a buffering proxy may still hold every event back.
+      clearTimeout(watchdog);
+      watchdog = setTimeout(
+        () => lane.setStatus("stalled", labReason("sse") || `stream open (200), but no event for ${SILENCE_MS / 1000} s: a buffering proxy holding them back?`),
+        SILENCE_MS,
+      );
     };
-    es.addEventListener("subscribed", (e) => {
-      const m = JSON.parse(e.data);
-      lane.start(m.seq, m.epoch);
-    });
-    es.addEventListener("message", (e) => lane.message(JSON.parse(e.data)));
-    es.addEventListener("reset", (e) => lane.reset(JSON.parse(e.data)));
+    const event = (handle) => (e) => {
+      clearTimeout(watchdog);
+      if (lane.status === "stalled") lane.setStatus("live", "held events arrived all at once");
+      handle(JSON.parse(e.data));
+    };
+    es.addEventListener("subscribed", event((m) => lane.start(m.seq, m.epoch)));
+    es.addEventListener("message", event((m) => lane.message(m)));
+    es.addEventListener("reset", event((m) => lane.reset(m)));
     es.onerror = () => {
+      clearTimeout(watchdog);
       if (generation !== state.generation) return es.close();
+      record(lane.id, "close", "ended");
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up (e.g. an error status): reopen with our cursor.
         lane.setStatus(opened ? "reconnecting" : "unavailable", "stream refused or failed; retrying");
@@ -123,6 +163,7 @@ function runPoll(lane, generation) {
 /** Requests in a loop; `interval()` (short polling only) spaces their starts. */
 async function runPolling(lane, generation, params, interval) {
   let attempt = 0;
+  let up = false; // a request has been answered since the last failure (for the timeline)
   while (generation === state.generation) {
     const started = Date.now();
     try {
@@ -138,10 +179,14 @@ async function runPolling(lane, generation, params, interval) {
       if (answer.messages.length === 0) lane.empties++;
       if (channel === state.channel) [lane.lastSeq, lane.epoch] = [seq, epoch];
       attempt = 0;
+      if (!up) record(lane.id, "connect");
+      up = true;
       lane.setStatus("live", "");
     } catch (error) {
       if (generation !== state.generation) return; // a request of a previous channel, aborted
       lane.reconnects++;
+      if (up) record(lane.id, "close", "error");
+      up = false;
       lane.setStatus("reconnecting", String(error.message || error));
       await sleep(backoff(attempt++));
       continue;
@@ -153,20 +198,47 @@ async function runPolling(lane, generation, params, interval) {
 /** The fifth lane: the fallback client, with its own tag for byte counting. */
 function runAuto() {
   auto.client?.close();
-  Object.assign(auto, { lastSeq: null, epoch: null, transport: null });
-  const params = accessToken ? { client: autoId, access_token: accessToken } : { client: autoId };
-  const client = (auto.client = connect({ channels: [state.channel], params }));
+  Object.assign(auto, { lastSeq: null, epoch: null, transport: null, reasons: {}, probeNote: "" });
+  // Tagged with the page's id, so that the page's network lab covers it too.
+  const params = { client: clientId, lane: "auto", ...(accessToken ? { access_token: accessToken } : {}) };
+  const client = (auto.client = connect({ channels: [state.channel], params, probeInterval: probeInterval() }));
   // Listeners of a replaced client (after a channel switch) must not touch the lane.
   const on = (type, listener) => client.on(type, (detail) => auto.client === client && listener(detail));
+  // Why it is not on each better transport: the last reason the client has for each.
+  const reasons = () => {
+    const better = ORDER.slice(0, ORDER.indexOf(client.transport));
+    auto.reasons = Object.fromEntries(better.map((name) => [name, client.reasons[name] || "not tried"]));
+  };
   on("transport", (t) => {
     auto.transport = t.transport;
-    const others = Object.entries(t.reasons).filter(([name]) => name !== t.transport);
-    auto.reason = others.length ? "— left " + others.map(([n, why]) => `${n}: ${why}`).join("; ") : "";
+    reasons();
+    if (t.previous) {
+      const down = ORDER.indexOf(t.transport) > ORDER.indexOf(t.previous);
+      record("auto", down ? "fallback" : "upgrade", `→ ${t.transport}`);
+      if (!down) auto.probeNote = `${time()} ${t.transport} works again: upgraded`;
+    }
   });
   on("state", (s) => {
-    if (s.state === "reconnecting") auto.reconnects++;
+    if (s.state === "reconnecting") {
+      auto.reconnects++;
+      record("auto", "close", s.code ? String(s.code) : "ended");
+    }
+    if (s.state === "open") record("auto", "connect", client.transport);
     auto.status = s.state === "open" ? "live" : s.state;
+  });
+  on("probe", (p) => {
+    auto.probes++;
+    if (!p.ok) auto.probeNote = `${time()} ${p.transport} ✗ ${p.reason}`;
+    record("auto", "probe");
+    reasons();
   });
   on("reset", (r) => auto.reset(r));
   on("message", (m) => auto.message(m));
 }
+
+/** The auto lane's client's probe interval, changed from the lab panel. */
+export function setProbeInterval(ms) {
+  if (auto.client) auto.client.options.probeInterval = ms;
+}
+
+const time = () => new Date().toLocaleTimeString([], { hour12: false });
