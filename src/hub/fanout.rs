@@ -2,11 +2,13 @@
 //! channel. A hub hands each live message to [`Fanout::deliver`] once; the
 //! fan-out offers the same `Arc<Message>` to every local subscriber.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 
-use tokio::sync::{Notify, mpsc};
+use futures_util::task::AtomicWaker;
 
 use crate::message::{ChannelName, Message};
 
@@ -14,44 +16,77 @@ use crate::message::{ChannelName, Message};
 /// full when a message arrives is marked lagged; its session then disconnects
 /// it, and it resumes from its cursor, instead of the server buffering without
 /// bound.
+///
+/// Only the connection's own task waits on it, so it carries one waker, not
+/// a channel's machinery: an empty queue allocates nothing, and an offer to a
+/// session that has not run since the last one wakes nobody twice.
 #[derive(Debug)]
 pub struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Arc<Message>>,
+    capacity: usize,
+    queue: Mutex<VecDeque<Arc<Message>>>,
     lagged: AtomicBool,
     /// Set by [`Subscriber::poke`]: live delivery may have missed messages.
     stale: AtomicBool,
-    /// Wakes the session on lag or poke.
-    wake: Notify,
+    /// A lag or poke that [`Subscriber::woken`] has not reported yet.
+    signalled: AtomicBool,
+    waker: AtomicWaker,
 }
+
+/// The receiving end of a [`Subscriber`]'s queue, held by its connection.
+#[derive(Debug)]
+pub struct Inbox {
+    subscriber: Arc<Subscriber>,
+}
+
+/// Nothing is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Empty;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Subscriber {
-    pub fn new(capacity: usize) -> (Arc<Subscriber>, mpsc::Receiver<Arc<Message>>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(capacity: usize) -> (Arc<Subscriber>, Inbox) {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let subscriber =
-            Subscriber { id, tx, lagged: AtomicBool::new(false), stale: AtomicBool::new(false), wake: Notify::new() };
-        (Arc::new(subscriber), rx)
+        let subscriber = Arc::new(Subscriber {
+            id,
+            capacity: capacity.max(1),
+            queue: Mutex::default(),
+            lagged: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
+            signalled: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        (subscriber.clone(), Inbox { subscriber })
     }
 
     pub fn id(&self) -> u64 {
         self.id
     }
 
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Message>>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Offers a message without waiting. Returns false when it was dropped.
     pub fn offer(&self, message: &Arc<Message>) -> bool {
-        match self.tx.try_send(message.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.lagged.swap(true, Ordering::Relaxed) {
-                    self.wake.notify_one();
-                }
-                false
+        let mut queue = self.queue();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            if !self.lagged.swap(true, Ordering::Relaxed) {
+                self.signal();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            return false;
         }
+        queue.push_back(message.clone());
+        drop(queue);
+        self.waker.wake();
+        true
+    }
+
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     pub fn is_lagged(&self) -> bool {
@@ -60,16 +95,18 @@ impl Subscriber {
 
     /// Resolves once a message had to be dropped for this subscriber.
     pub async fn lagged(&self) {
-        while !self.is_lagged() {
-            self.wake.notified().await;
-        }
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_lagged() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
     }
 
     /// Tells the subscriber that live delivery may have missed messages (the
     /// hub lost its feed for a while): it should re-read its position.
     pub fn poke(&self) {
         self.stale.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
+        self.signal();
     }
 
     /// Whether a poke came since the last call.
@@ -79,7 +116,44 @@ impl Subscriber {
 
     /// Resolves on the next lag or poke (at once if one is pending).
     pub async fn woken(&self) {
-        self.wake.notified().await;
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.signalled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+}
+
+impl Inbox {
+    /// The next queued message, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Message>, Empty> {
+        self.subscriber.queue().pop_front().ok_or(Empty)
+    }
+
+    /// The next message, waiting for one.
+    pub async fn recv(&mut self) -> Arc<Message> {
+        loop {
+            if let Some(message) = self.recv_or_woken().await {
+                return message;
+            }
+        }
+    }
+
+    /// The next queued message or, if none comes first, the next lag or poke
+    /// (`None`).
+    pub async fn recv_or_woken(&mut self) -> Option<Arc<Message>> {
+        let subscriber = &self.subscriber;
+        poll_fn(|cx| {
+            subscriber.waker.register(cx.waker());
+            if let Some(message) = subscriber.queue().pop_front() {
+                return Poll::Ready(Some(message));
+            }
+            if subscriber.signalled.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 

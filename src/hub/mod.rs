@@ -44,7 +44,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 pub use counted::{Counted, HubCounts};
-pub use fanout::{Fanout, Subscriber};
+pub use fanout::{Fanout, Inbox, Subscriber};
 pub use memory::MemoryHub;
 pub use redis::RedisHub;
 

@@ -14,10 +14,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::position::{ChannelPosition, Live, Verdict};
-use crate::hub::{History, Hub, HubError, Subscriber};
+use crate::hub::{History, Hub, HubError, Inbox, Subscriber};
 use crate::message::{ChannelName, Cursor, Epoch, Message, Position, Reset};
 
 /// What a subscription yields, in delivery order per channel.
@@ -61,7 +59,7 @@ struct Channel {
 pub struct Subscription {
     hub: Arc<dyn Hub>,
     /// `None` for a one-shot read (short polling): nothing live is registered.
-    live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>,
+    live: Option<(Arc<Subscriber>, Inbox)>,
     channels: Vec<Channel>,
     /// A channel registered with the hub but not yet in `channels` (its
     /// subscribe is under way); dropped with the rest if the subscribe is.
@@ -97,7 +95,7 @@ impl Subscription {
         Self::new(hub, None, reads)
     }
 
-    fn new(hub: Arc<dyn Hub>, live: Option<(Arc<Subscriber>, mpsc::Receiver<Arc<Message>>)>, reads: Reads) -> Self {
+    fn new(hub: Arc<dyn Hub>, live: Option<(Arc<Subscriber>, Inbox)>, reads: Reads) -> Self {
         let reads = Reads { page: reads.page.max(1), ..reads };
         Subscription { hub, live, channels: Vec::new(), registering: None, pending: VecDeque::new(), reads }
     }
@@ -250,17 +248,12 @@ impl Subscription {
                 }
                 Err(e) => return Err(e),
             }
-            let Some((subscriber, rx)) = &mut self.live else {
+            let Some((_, inbox)) = &mut self.live else {
                 return std::future::pending().await;
             };
-            tokio::select! {
-                message = rx.recv() => match message {
-                    Some(message) => self.accept(message),
-                    // Cannot happen: the sender lives in our own `Subscriber`.
-                    None => return std::future::pending().await,
-                },
-                // A lag or a poke: the next round of `next_ready` acts on it.
-                () = subscriber.woken() => {}
+            // `None`: a lag or a poke, which the next round of `next_ready` acts on.
+            if let Some(message) = inbox.recv_or_woken().await {
+                self.accept(message);
             }
         }
     }

@@ -64,8 +64,11 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> impl Future<Output = ()> {
     let Accepted { ctx, request, span } = accepted;
     let StreamRequest { channels, cursor, peer, access, cut, wire, impairment } = request;
+    // The session is not instrumented with the request's span (entering it
+    // on every poll showed in profiles); its log line names the span itself.
+    let _entered = span.enter();
     if impairment.websocket == WebSocketPath::Swallow {
-        return Either::Left(async move { impair::swallow(&ctx, io, cut).await }.instrument(span));
+        return Either::Left(async move { impair::swallow(&ctx, io, cut).await }.instrument(span.clone()));
     }
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
     let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
@@ -84,7 +87,7 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         impairment,
         delivered: 0,
     };
-    Either::Right(ws.live(connection, channels, cursor).instrument(span))
+    Either::Right(ws.live(connection, channels, cursor))
 }
 
 struct WsSession<T> {
@@ -160,10 +163,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
+        // Made once for the session, not on every turn of the loop.
         let shutdown = self.ctx.shutdown.clone();
+        let mut shutdown = std::pin::pin!(shutdown.wait());
         loop {
             let step = tokio::select! {
-                () = shutdown.wait() => Err(Disconnect::SHUTDOWN.into()),
+                () = &mut shutdown => Err(Disconnect::SHUTDOWN.into()),
                 why = &mut self.cut => Err(match why {
                     CutReason::Dropped => Disconnect::DROPPED,
                     CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,

@@ -100,7 +100,7 @@ async fn live_delivery_is_in_order_and_stops_on_unsubscribe(kind: HubKind) {
     }
     hub.publish(channel("other"), data("0"), None).await.unwrap();
     for seq in 1..=50 {
-        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message").unwrap();
+        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message");
         assert_eq!((m.channel.as_str(), m.seq), ("live", seq));
     }
     hub.unsubscribe(&channel("live"), subscriber.id());
@@ -188,7 +188,7 @@ async fn an_idempotency_key_publishes_once_per_channel(kind: HubKind) {
     let other = hub.publish(channel("i"), data("2"), Some("order-2".parse().unwrap())).await.unwrap();
     assert_eq!(other.seq, 2, "another key publishes");
     for seq in [1, 2] {
-        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message").unwrap();
+        let m = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("live message");
         assert_eq!(m.seq, seq, "the repeat was not live either");
     }
 
