@@ -20,6 +20,8 @@ pub struct Connections {
     /// 0: no per-address limit (and no lock taken).
     per_ip: usize,
     open: AtomicUsize,
+    /// The most open at once since [`Connections::take_peak`].
+    peak: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -50,7 +52,13 @@ pub struct Permit {
 
 impl Connections {
     pub fn new(max: usize, per_ip: usize) -> Arc<Connections> {
-        Arc::new(Connections { max, per_ip, open: AtomicUsize::new(0), by_ip: Mutex::default() })
+        Arc::new(Connections {
+            max,
+            per_ip,
+            open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            by_ip: Mutex::default(),
+        })
     }
 
     /// The default `--max-connections`: what the open-file limit leaves after
@@ -63,16 +71,23 @@ impl Connections {
         self.max
     }
 
-    #[cfg(test)]
-    fn open(&self) -> usize {
+    /// Connections admitted and not closed yet.
+    pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// The most connections open at once since the last call.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Ordering::Relaxed)
+    }
+
     pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Permit, Refusal> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+        let before = self.open.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::Overloaded);
         }
+        self.peak.fetch_max(before + 1, Ordering::Relaxed);
         let ip = peer.filter(|_| self.per_ip > 0);
         if let Some(ip) = ip {
             let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,6 +27,9 @@ mod probe;
 mod publish;
 mod report;
 
+/// Reads a server's CPU time and memory from `/proc` (also for `examples/churn.rs`).
+pub use probe::Probe;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,7 +52,7 @@ use crate::transport::Transport;
 use clients::{Ready, Shared, Stop};
 use lane::{Judged, Lane, Tally};
 use net::{HttpClient, Meter, Target};
-use probe::{Probe, Usage};
+use probe::Usage;
 use publish::Plan;
 use report::{Latency, Parameters, Report, TransportRow, per_delivery};
 

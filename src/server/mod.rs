@@ -33,6 +33,7 @@ use crate::tls;
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 
+mod trim;
 mod upgrade;
 
 /// A started server. Await `server` to run it; `handle` stops it.
@@ -69,6 +70,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     let state = AppState { ctx, inspector: Arc::default(), demo, verifier, origins };
     // Idle while its rate is 0; the dashboard can start it.
     tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
+    tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let tls = match (&config.tls_cert, &config.tls_key) {
