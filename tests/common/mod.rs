@@ -4,7 +4,10 @@
 
 pub mod browser;
 pub mod nginx;
+pub mod redis_cluster;
 pub mod redis_server;
+#[allow(unused_imports)] // each test binary uses a part
+pub use redis_cluster::{RedisCluster, fresh_prefix, shared_cluster};
 pub use redis_server::RedisServer;
 
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +35,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub enum HubKind {
     Memory,
     Redis,
+    /// The Redis hub on the binary's shared Redis Cluster (3 shards).
+    Cluster,
 }
 
 pub struct TestApp {
@@ -54,15 +59,44 @@ pub fn test_config() -> Config {
     config
 }
 
-/// A hub of `kind` with these history limits, and the Redis server behind it.
-pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Option<RedisServer>) {
+/// What a hub under test keeps its data in.
+pub enum Backing {
+    Memory,
+    /// A private redis-server, stopped when dropped.
+    Redis(RedisServer),
+    /// The shared cluster, under a prefix of this hub's own.
+    Cluster {
+        prefix: String,
+    },
+}
+
+/// A hub of `kind` with these history limits, and what backs it.
+pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Backing) {
     match kind {
-        HubKind::Memory => (MemoryHub::new(limits), None),
+        HubKind::Memory => (MemoryHub::new(limits), Backing::Memory),
         HubKind::Redis => {
             let server = RedisServer::start().await;
-            (redis_hub(&server.url(), limits).await, Some(server))
+            (redis_hub(&server.url(), limits).await, Backing::Redis(server))
+        }
+        HubKind::Cluster => {
+            let prefix = fresh_prefix();
+            let cluster = tokio::task::spawn_blocking(shared_cluster).await.unwrap();
+            (cluster_hub(&cluster.urls(), &prefix, limits, |_| {}).await, Backing::Cluster { prefix })
         }
     }
+}
+
+/// A Redis hub on a cluster, given its seed URLs (several apps may share one).
+pub async fn cluster_hub(
+    urls: &str,
+    prefix: &str,
+    limits: HistoryLimits,
+    configure: impl FnOnce(&mut pushwire::hub::RedisOptions),
+) -> Arc<dyn Hub> {
+    let mut options = pushwire::hub::RedisOptions::single(urls, prefix, limits);
+    options.cluster = true;
+    configure(&mut options);
+    pushwire::hub::RedisHub::connect_with(options).await.expect("connect the Redis cluster hub")
 }
 
 /// A Redis hub on an already running server (several apps may share one).
@@ -94,7 +128,10 @@ pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) 
     configure(&mut config);
     let (hub, redis) = match kind {
         HubKind::Memory => (MemoryHub::bounded(config.history_limits(), config.memory_bounds()) as Arc<dyn Hub>, None),
-        HubKind::Redis => make_hub(kind, config.history_limits()).await,
+        HubKind::Redis | HubKind::Cluster => match make_hub(kind, config.history_limits()).await {
+            (hub, Backing::Redis(server)) => (hub, Some(server)),
+            (hub, _) => (hub, None),
+        },
     };
     start_app(config, hub, redis)
 }
@@ -487,6 +524,14 @@ macro_rules! for_each_hub {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test($crate::common::HubKind::Redis).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::HubKind::Cluster).await
                 }
             )*
         }
