@@ -6,6 +6,7 @@ pub mod browser;
 pub mod nginx;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod relay;
 #[allow(unused_imports)] // each test binary uses a part
 pub use redis_cluster::{RedisCluster, fresh_prefix, shared_cluster};
 pub use redis_server::RedisServer;
@@ -170,6 +171,40 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
     }
 
+    /// The messages of a long-poll answer `first` on `channels`, and of the
+    /// long polls that follow it from its cursor, until there are `n`.
+    pub async fn long_poll_on(&self, channels: &str, first: Value, n: usize) -> Vec<Value> {
+        let mut messages = first["messages"].as_array().unwrap().clone();
+        let mut cursor = first["cursor"].as_str().unwrap().to_string();
+        while messages.len() < n {
+            let (_, more) = self.get(&format!("/long-poll?channels={channels}&cursor={cursor}&timeout=5")).await;
+            messages.extend(more["messages"].as_array().unwrap().iter().cloned());
+            cursor = more["cursor"].as_str().unwrap().to_string();
+        }
+        messages
+    }
+
+    /// The status `/readyz` answers.
+    pub async fn readyz(&self) -> u16 {
+        self.get("/readyz").await.0
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub async fn wait_ready(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.readyz().await != status {
+            assert!(tokio::time::Instant::now() < deadline, "readyz never became {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One unlabelled sample of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     pub async fn stats(&self) -> Value {
         self.get("/api/stats").await.1
     }
@@ -254,6 +289,34 @@ impl TestApp {
                 }
                 out
             }
+        }
+    }
+}
+
+/// Publishes `data` with the idempotency key `key`, retrying while the
+/// server answers 503 (or cannot be reached); returns the 201 answer and how
+/// many times it was refused.
+pub async fn publish_until_acked(http: &reqwest::Client, url: &str, key: &str, data: &Value) -> (Value, u32) {
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "{url} refused {key} {refused} times");
+        // The same key on every retry: a publish whose answer was lost is not stored twice.
+        let Ok(response) = http.post(url).header("idempotency-key", key).json(data).send().await else {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        match response.status().as_u16() {
+            201 => return (response.json::<Value>().await.unwrap(), refused),
+            503 => {
+                assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unavailable");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected status {other}"),
         }
     }
 }

@@ -164,17 +164,35 @@ impl RedisCluster {
         self.nodes.iter().map(ClusterNode::url).collect::<Vec<_>>().join(",")
     }
 
-    /// The node that serves `key`'s slot as primary now.
-    pub fn primary_of(&mut self, key: &str) -> &mut ClusterNode {
+    /// The port of the node that serves `key`'s slot as primary now.
+    pub fn primary_port(&self, key: &str) -> u16 {
         let slot: u16 = self.running().find_map(|n| n.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))).unwrap();
-        let port = self
-            .running()
+        self.running()
             .find_map(|n| {
                 let slots: redis::Value = n.query(redis::cmd("CLUSTER").arg("SLOTS"))?;
                 primary_port(&slots, slot)
             })
-            .expect("a primary for the slot");
+            .expect("a primary for the slot")
+    }
+
+    /// The node that serves `key`'s slot as primary now.
+    pub fn primary_of(&mut self, key: &str) -> &mut ClusterNode {
+        let port = self.primary_port(key);
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+
+    /// Channel names, one served by each primary (a channel's keys are in
+    /// the slot of its name).
+    pub fn channel_per_shard(&self, stem: &str) -> Vec<String> {
+        let mut by_primary = BTreeMap::new();
+        for i in 0.. {
+            let name = format!("{stem}{i}");
+            by_primary.entry(self.primary_port(&name)).or_insert(name);
+            if by_primary.len() == 3 {
+                return by_primary.into_values().collect();
+            }
+        }
+        unreachable!()
     }
 }
 

@@ -6,6 +6,8 @@ mod common;
 mod access;
 mod base_path;
 mod bench;
+mod canary;
+mod cluster;
 mod dashboard_api;
 mod errors;
 mod hostile;

@@ -130,6 +130,16 @@ impl CanaryState {
         self.arrivals.send_modify(|n| *n += 1);
     }
 
+    /// The link is presumed dead: not ready, counted once per loss, replaced.
+    fn lost(&self, why: &dyn std::fmt::Display) {
+        if self.alive.swap(false, Ordering::Relaxed) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%why, "redis pub/sub link lost; replacing it");
+        } else {
+            tracing::debug!(%why, "redis pub/sub link still lost");
+        }
+    }
+
     fn all_back(&self, channels: &[String], token: u64) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         channels.iter().all(|c| seen.get(c).is_some_and(|&t| t >= token))
@@ -296,28 +306,18 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
     let mut channels: Vec<String> = Vec::new();
     // Whether the link must be replaced before the next round.
     let mut fresh = false;
+    // The first round goes at once, so that the link is watched from the start.
+    let mut wait = false;
     loop {
-        if !fresh {
+        if wait {
             tokio::time::sleep(interval).await;
         }
+        wait = true;
         let Some(hub) = hub.upgrade() else { return };
-        if !hub.ready.load(Ordering::Relaxed) {
-            // Redis itself is away: the health watch handles that.
-            continue;
-        }
         if channels.is_empty() || fresh {
-            // (Re)placed now: the topology may have changed since.
-            let placed = match canary_channels(&hub, instance.as_str()).await {
-                Ok(placed) => placed,
-                Err(e) => {
-                    tracing::debug!(error = %e, "canary channels not placed yet");
-                    continue;
-                }
-            };
-            let (done, result) = oneshot::channel();
-            let _ = hub.interest.send(Interest::Canaries { channels: placed.clone(), fresh, done });
-            match result.await.unwrap_or_else(|_| Err(unavailable("hub stopped"))) {
-                Ok(()) => {
+            // (Re)placed each time: the topology may have changed since.
+            match subscribe_canaries(&hub, instance.as_str(), fresh).await {
+                Ok(placed) => {
                     channels = placed;
                     if fresh {
                         // The new link is subscribed: what the old one lost
@@ -327,9 +327,8 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "redis pub/sub link not (re)subscribed; retrying");
-                    drop(hub);
-                    tokio::time::sleep(interval).await;
+                    hub.canary.lost(&e);
+                    fresh = true;
                     continue;
                 }
             }
@@ -342,6 +341,7 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
         for channel in &channels {
             let publish = redis::cmd(command).arg(channel).arg(token).query_async::<()>(&mut commands).await;
             if let Err(e) = publish {
+                // Redis itself is away: the health watch tells.
                 tracing::debug!(error = %e, "canary not sent");
                 sent = false;
             }
@@ -363,12 +363,21 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
                 tracing::info!("redis pub/sub link delivers again");
             }
         } else {
-            tracing::warn!("redis pub/sub canary did not come back; replacing the link");
-            hub.canary.alive.store(false, Ordering::Relaxed);
-            hub.canary.failures.fetch_add(1, Ordering::Relaxed);
+            hub.canary.lost(&"the canary did not come back");
             fresh = true;
+            wait = false;
         }
     }
+}
+
+/// Places this instance's canary channels and subscribes the link to them
+/// (a fresh link with `fresh`).
+async fn subscribe_canaries(hub: &RedisHub, instance: &str, fresh: bool) -> Result<Vec<String>, HubError> {
+    let channels = canary_channels(hub, instance).await?;
+    let (done, result) = oneshot::channel();
+    let _ = hub.interest.send(Interest::Canaries { channels: channels.clone(), fresh, done });
+    result.await.unwrap_or_else(|_| Err(unavailable("hub stopped")))?;
+    Ok(channels)
 }
 
 /// This instance's canary channels: one on one Redis; on a cluster one per
