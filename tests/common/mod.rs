@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod follow;
 pub mod nginx;
 pub mod redis_cluster;
 pub mod redis_server;
@@ -294,7 +295,7 @@ impl TestApp {
 }
 
 /// Publishes `data` with the idempotency key `key`, retrying while the
-/// server answers 503 (or cannot be reached); returns the 201 answer and how
+/// server answers 503 (or a proxy 502/504, or nothing answers); returns the 201 answer and how
 /// many times it was refused.
 pub async fn publish_until_acked(http: &reqwest::Client, url: &str, key: &str, data: &Value) -> (Value, u32) {
     let mut refused = 0;
@@ -309,6 +310,11 @@ pub async fn publish_until_acked(http: &reqwest::Client, url: &str, key: &str, d
         };
         match response.status().as_u16() {
             201 => return (response.json::<Value>().await.unwrap(), refused),
+            // A proxy that lost the instance mid-request: the answer is lost, the key makes the retry safe.
+            502 | 504 => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             503 => {
                 assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
                 let body: Value = response.json().await.unwrap();
