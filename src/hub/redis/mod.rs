@@ -92,6 +92,28 @@
 //!   the hub pokes every local subscriber, which re-reads its position and
 //!   fills its gap from history (or gets a `reset` if the sequence was lost).
 
+//!
+//! # On Redis Cluster (`--redis-cluster`)
+//! A script may only touch keys of one slot, so every key of a channel
+//! carries its name as hash tag, in literal braces: `{prefix}:ch:{{name}}:meta`, `:frames`,
+//! `:idem:{key}`, and the live channel `{prefix}:live:{{name}}`, published
+//! with `SPUBLISH` and followed with `SSUBSCRIBE` (sharded pub/sub: a
+//! channel's messages stay on its shard). The hub's epoch cannot be in
+//! every slot: each channel has its own, `{prefix}:ch:{{name}}:epoch`, with
+//! the same rule (TTL A, never refreshed), so the expiry argument above
+//! holds per channel; one that a history read creates lives at most 10 s.
+//!
+//! **Failover.** Replication is asynchronous: a promoted replica may lack
+//! messages its old primary acknowledged, and handing their seqs out again
+//! in the same epoch would be silent loss. So a channel's meta records the
+//! node that wrote it (`CLUSTER MYID`), and the first script that finds
+//! the meta written by another node (a failover, or a slot migration)
+//! starts the channel over in a fresh epoch, dropping its frames: clients
+//! get `epoch_changed`. A node restarted with its AOF keeps its id.
+//!
+//! **The canary** (`live.rs`) checks that the live link still delivers,
+//! one channel per shard, and replaces the link when it does not.
+
 mod connection;
 mod live;
 mod storage;
