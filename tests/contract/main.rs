@@ -10,7 +10,6 @@ mod canary;
 mod cluster;
 mod dashboard_api;
 mod errors;
-mod hostile;
 mod hub_contract;
 mod limits;
 mod long_poll;
