@@ -8,8 +8,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::base_path::BasePath;
 use crate::bench::BenchArgs;
 use crate::demo;
-use crate::hub::HistoryLimits;
 use crate::hub::memory::Bounds;
+use crate::hub::{HistoryLimits, RedisOptions};
 use crate::message::ChannelName;
 
 /// pushwire: one notification stream over WebSocket, Server-Sent Events,
@@ -70,6 +70,14 @@ pub struct Config {
     /// instead of the embedded one, so several instances serve one stream.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Run on Redis Cluster (sharded pub/sub): --redis-url is then a comma-separated list of seed node URLs.
+    #[arg(long, env = "PUSHWIRE_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
+
+    /// Interval of the Redis pub/sub canary: a heartbeat through the live link that must come back within it.
+    #[arg(long, env = "PUSHWIRE_REDIS_CANARY", default_value = "5s", value_parser = positive_duration)]
+    pub redis_canary: Duration,
 
     /// Prefix of every Redis key and pub/sub channel pushwire uses.
     #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
@@ -213,6 +221,17 @@ pub const LONG_POLL_MAX_SECS: u64 = 60;
 impl Config {
     pub fn history_limits(&self) -> HistoryLimits {
         HistoryLimits { size: self.history_size, max_age: self.history_age }
+    }
+
+    /// How to connect the Redis hub, when `--redis-url` is given.
+    pub fn redis_options(&self) -> Option<RedisOptions> {
+        Some(RedisOptions {
+            urls: self.redis_url.clone()?,
+            cluster: self.redis_cluster,
+            prefix: self.redis_prefix.clone(),
+            limits: self.history_limits(),
+            canary_interval: self.redis_canary,
+        })
     }
 
     pub fn memory_bounds(&self) -> Bounds {

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use pushwire::config::{Cli, Command, Config, LogFormat};
-use pushwire::hub::{Hub, MemoryHub, RedisHub};
+use pushwire::hub::{Hub, MemoryHub, RedisHub, RedisOptions};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -47,9 +47,9 @@ fn init_tracing(format: LogFormat, default: &str, to_stderr: bool) -> tracing_ap
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let hub: Arc<dyn Hub> = match &config.redis_url {
+    let hub: Arc<dyn Hub> = match config.redis_options() {
         None => MemoryHub::bounded(config.history_limits(), config.memory_bounds()),
-        Some(url) => connect_redis(url, &config).await?,
+        Some(options) => connect_redis(options).await?,
     };
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
@@ -77,18 +77,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Connects the Redis hub, retrying for a while: in a Compose topology the
 /// nodes often start before Redis accepts connections.
-async fn connect_redis(url: &str, config: &Config) -> anyhow::Result<Arc<dyn Hub>> {
+async fn connect_redis(options: RedisOptions) -> anyhow::Result<Arc<dyn Hub>> {
     const ATTEMPTS: u32 = 30;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match RedisHub::connect(url, &config.redis_prefix, config.history_limits()).await {
+        match RedisHub::connect_with(options.clone()).await {
             Ok(hub) => return Ok(hub),
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "redis not reachable yet; retrying in 1 s");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot use the Redis hub at {url}")),
+            Err(e) => return Err(e).with_context(|| format!("cannot use the Redis hub at {}", options.urls)),
         }
     }
 }

@@ -86,4 +86,8 @@ impl Hub for Counted {
     fn pubsub_channels(&self) -> usize {
         self.inner.pubsub_channels()
     }
+
+    fn canary_failures(&self) -> u64 {
+        self.inner.canary_failures()
+    }
 }

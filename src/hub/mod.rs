@@ -46,7 +46,7 @@ use serde_json::value::RawValue;
 pub use counted::{Counted, HubCounts};
 pub use fanout::{Fanout, Inbox, Subscriber};
 pub use memory::MemoryHub;
-pub use redis::RedisHub;
+pub use redis::{RedisHub, RedisOptions};
 
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 
@@ -147,6 +147,12 @@ pub trait Hub: Send + Sync + 'static {
     /// Channels this process is subscribed to on the backing store's pub/sub
     /// (0 for a hub without one).
     fn pubsub_channels(&self) -> usize {
+        0
+    }
+
+    /// Times the live link's canary did not come back, so the link was
+    /// replaced (0 for a hub without one).
+    fn canary_failures(&self) -> u64 {
         0
     }
 }

@@ -20,7 +20,7 @@ use crate::hub::{Hub, HubError};
 use crate::transport::Transport;
 
 /// Counters: name and help. Per-transport ones carry `transport`.
-const COUNTERS: [(&str, &str); 14] = [
+const COUNTERS: [(&str, &str); 15] = [
     ("pushwire_requests_total", "HTTP requests routed, per transport (publish and other included)."),
     ("pushwire_sent_bytes_total", "Bytes written to sockets, HTTP headers and framing included."),
     ("pushwire_received_bytes_total", "Bytes read from sockets, HTTP headers and framing included."),
@@ -34,6 +34,10 @@ const COUNTERS: [(&str, &str); 14] = [
     ("pushwire_hub_publish_errors_total", "Publishes that failed, by kind (unavailable, full, uncertain)."),
     ("pushwire_hub_history_reads_total", "History reads made on the hub."),
     ("pushwire_hub_reconnects_total", "Times the hub's store (Redis) came back after being unreachable."),
+    (
+        "pushwire_hub_canary_failures_total",
+        "Times the Redis pub/sub canary did not come back, so the link was replaced.",
+    ),
     ("pushwire_limit_rejections_total", "Requests, frames and connections refused or cut by a limit or access rule."),
 ];
 
@@ -119,6 +123,7 @@ fn register_hub(stats: &Stats, hub: &dyn Hub) {
     }
     counter!("pushwire_hub_history_reads_total").absolute(get(&counts.history_reads));
     counter!("pushwire_hub_reconnects_total").absolute(hub.reconnects());
+    counter!("pushwire_hub_canary_failures_total").absolute(hub.canary_failures());
     gauge!("pushwire_hub_ready").set(if hub.is_ready() { 1.0 } else { 0.0 });
     gauge!("pushwire_hub_channels").set(hub.channel_count() as f64);
     gauge!("pushwire_hub_retained_bytes").set(hub.retained_bytes() as f64);

@@ -3,8 +3,13 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod follow;
 pub mod nginx;
+pub mod redis_cluster;
 pub mod redis_server;
+pub mod relay;
+#[allow(unused_imports)] // each test binary uses a part
+pub use redis_cluster::{RedisCluster, fresh_prefix, shared_cluster};
 pub use redis_server::RedisServer;
 
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +37,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub enum HubKind {
     Memory,
     Redis,
+    /// The Redis hub on the binary's shared Redis Cluster (3 shards).
+    Cluster,
 }
 
 pub struct TestApp {
@@ -54,15 +61,44 @@ pub fn test_config() -> Config {
     config
 }
 
-/// A hub of `kind` with these history limits, and the Redis server behind it.
-pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Option<RedisServer>) {
+/// What a hub under test keeps its data in.
+pub enum Backing {
+    Memory,
+    /// A private redis-server, stopped when dropped.
+    Redis(RedisServer),
+    /// The shared cluster, under a prefix of this hub's own.
+    Cluster {
+        prefix: String,
+    },
+}
+
+/// A hub of `kind` with these history limits, and what backs it.
+pub async fn make_hub(kind: HubKind, limits: HistoryLimits) -> (Arc<dyn Hub>, Backing) {
     match kind {
-        HubKind::Memory => (MemoryHub::new(limits), None),
+        HubKind::Memory => (MemoryHub::new(limits), Backing::Memory),
         HubKind::Redis => {
             let server = RedisServer::start().await;
-            (redis_hub(&server.url(), limits).await, Some(server))
+            (redis_hub(&server.url(), limits).await, Backing::Redis(server))
+        }
+        HubKind::Cluster => {
+            let prefix = fresh_prefix();
+            let cluster = tokio::task::spawn_blocking(shared_cluster).await.unwrap();
+            (cluster_hub(&cluster.urls(), &prefix, limits, |_| {}).await, Backing::Cluster { prefix })
         }
     }
+}
+
+/// A Redis hub on a cluster, given its seed URLs (several apps may share one).
+pub async fn cluster_hub(
+    urls: &str,
+    prefix: &str,
+    limits: HistoryLimits,
+    configure: impl FnOnce(&mut pushwire::hub::RedisOptions),
+) -> Arc<dyn Hub> {
+    let mut options = pushwire::hub::RedisOptions::single(urls, prefix, limits);
+    options.cluster = true;
+    configure(&mut options);
+    pushwire::hub::RedisHub::connect_with(options).await.expect("connect the Redis cluster hub")
 }
 
 /// A Redis hub on an already running server (several apps may share one).
@@ -94,7 +130,10 @@ pub async fn spawn_app_with(kind: HubKind, configure: impl FnOnce(&mut Config)) 
     configure(&mut config);
     let (hub, redis) = match kind {
         HubKind::Memory => (MemoryHub::bounded(config.history_limits(), config.memory_bounds()) as Arc<dyn Hub>, None),
-        HubKind::Redis => make_hub(kind, config.history_limits()).await,
+        HubKind::Redis | HubKind::Cluster => match make_hub(kind, config.history_limits()).await {
+            (hub, Backing::Redis(server)) => (hub, Some(server)),
+            (hub, _) => (hub, None),
+        },
     };
     start_app(config, hub, redis)
 }
@@ -131,6 +170,40 @@ impl TestApp {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// The messages of a long-poll answer `first` on `channels`, and of the
+    /// long polls that follow it from its cursor, until there are `n`.
+    pub async fn long_poll_on(&self, channels: &str, first: Value, n: usize) -> Vec<Value> {
+        let mut messages = first["messages"].as_array().unwrap().clone();
+        let mut cursor = first["cursor"].as_str().unwrap().to_string();
+        while messages.len() < n {
+            let (_, more) = self.get(&format!("/long-poll?channels={channels}&cursor={cursor}&timeout=5")).await;
+            messages.extend(more["messages"].as_array().unwrap().iter().cloned());
+            cursor = more["cursor"].as_str().unwrap().to_string();
+        }
+        messages
+    }
+
+    /// The status `/readyz` answers.
+    pub async fn readyz(&self) -> u16 {
+        self.get("/readyz").await.0
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub async fn wait_ready(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.readyz().await != status {
+            assert!(tokio::time::Instant::now() < deadline, "readyz never became {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One unlabelled sample of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
     pub async fn stats(&self) -> Value {
@@ -217,6 +290,39 @@ impl TestApp {
                 }
                 out
             }
+        }
+    }
+}
+
+/// Publishes `data` with the idempotency key `key`, retrying while the
+/// server answers 503 (or a proxy 502/504, or nothing answers); returns the 201 answer and how
+/// many times it was refused.
+pub async fn publish_until_acked(http: &reqwest::Client, url: &str, key: &str, data: &Value) -> (Value, u32) {
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "{url} refused {key} {refused} times");
+        // The same key on every retry: a publish whose answer was lost is not stored twice.
+        let Ok(response) = http.post(url).header("idempotency-key", key).json(data).send().await else {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        match response.status().as_u16() {
+            201 => return (response.json::<Value>().await.unwrap(), refused),
+            // A proxy that lost the instance mid-request: the answer is lost, the key makes the retry safe.
+            502 | 504 => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            503 => {
+                assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unavailable");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("unexpected status {other}"),
         }
     }
 }
@@ -487,6 +593,14 @@ macro_rules! for_each_hub {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test($crate::common::HubKind::Redis).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::HubKind::Cluster).await
                 }
             )*
         }

@@ -166,7 +166,7 @@ daemon off;
 master_process on;
 user root;
 pid {dir}/nginx.pid;
-events {{ worker_connections 512; }}
+events {{ worker_connections 4096; }}
 http {{
     access_log off;
     client_body_temp_path {dir}/body;

@@ -14,7 +14,7 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn binary() -> &'static str {
+pub(super) fn binary() -> &'static str {
     if Command::new("redis-server").arg("--version").output().is_err() {
         panic!(
             "redis-server is not installed: run `apt-get install -y redis-server` (Debian) to run the Redis hub tests"
@@ -25,7 +25,7 @@ fn binary() -> &'static str {
 
 /// Lets local clients run `DEBUG` (tests stall Redis with `DEBUG SLEEP`):
 /// off by default from Redis 7 on, and an unknown option before it.
-fn debug_command() -> &'static [&'static str] {
+pub(super) fn debug_command() -> &'static [&'static str] {
     let version = Command::new(binary()).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
     // `Redis server v=7.0.15 sha=...`
     let major: u32 = String::from_utf8_lossy(&version)
@@ -36,7 +36,7 @@ fn debug_command() -> &'static [&'static str] {
     if major >= 7 { &["--enable-debug-command", "local"] } else { &[] }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -29,8 +29,8 @@ fn data(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_string()).unwrap()
 }
 
-/// A hub, and the Redis server behind it (kept alive as long as the hub is used).
-async fn hub(kind: HubKind, size: usize) -> (Arc<dyn Hub>, Option<RedisServer>) {
+/// A hub, and what backs it (kept alive as long as the hub is used).
+async fn hub(kind: HubKind, size: usize) -> (Arc<dyn Hub>, Backing) {
     make_hub(kind, HistoryLimits { size, max_age: Duration::from_secs(600) }).await
 }
 
@@ -153,13 +153,23 @@ async fn a_hub_that_lost_the_sequence_starts_a_new_epoch(kind: HubKind) {
         before.publish(channel("e"), data(&i.to_string()), None).await.unwrap();
     }
     let old = before.history(channel("e"), 0, 10).await.unwrap().epoch;
-    // Memory: a new hub (a restart). Redis: the same hub on a flushed server.
+    // Memory: a new hub (a restart). Redis: the same hub on a flushed
+    // server. Cluster: the same hub, with the channel's keys gone (the
+    // cluster is shared, so only this hub's keys go).
     let hub = match &redis {
-        None => hub(kind, 10).await.0,
-        Some(server) => {
+        Backing::Memory => hub(kind, 10).await.0,
+        Backing::Redis(server) => {
             let mut admin =
                 ::redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
             let () = ::redis::cmd("FLUSHALL").query_async(&mut admin).await.unwrap();
+            before
+        }
+        Backing::Cluster { prefix } => {
+            let client = ::redis::cluster::ClusterClient::new(shared_cluster().urls().split(',')).unwrap();
+            let mut admin = client.get_async_connection().await.unwrap();
+            let keys = ["meta", "frames", "epoch"].map(|key| format!("{prefix}:ch:{{e}}:{key}"));
+            let deleted: u64 = ::redis::cmd("DEL").arg(&keys).query_async(&mut admin).await.unwrap();
+            assert_eq!(deleted, 3, "the channel's keys are named as the hub names them");
             before
         }
     };

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod chaos;
 mod cluster;
 mod deployment;
 mod files;

@@ -1,8 +1,18 @@
 -- A channel's position and retained frames, read at one instant.
--- KEYS: meta, frames, global epoch. ARGV: after, limit, max age (µs),
--- candidate epoch, global epoch TTL (ms). Returns epoch, head, oldest
--- retained seq and the frames after `after` (seqs are contiguous, so the
--- first one's index is known).
+-- KEYS: meta, frames, the hub's epoch (the channel's on a cluster). ARGV: after, limit,
+-- max age (µs), candidate epoch, hub epoch TTL (ms), meta TTL (ms),
+-- `single` or `cluster`. Returns epoch, head, oldest retained seq and the
+-- frames after `after` (seqs are contiguous, so the first one's index is
+-- known).
+local node = foreign_meta(KEYS[1])
+if node then
+  -- Failed over: start over in a fresh epoch now, so that no client reads
+  -- this node's older head as the channel's and takes new seqs for old ones.
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'head', 0, 'node', node)
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {ARGV[4], '0', '1', {}}
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   -- Never published, or forgotten: seq 0 in the hub's epoch. Frames left

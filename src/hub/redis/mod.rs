@@ -92,6 +92,29 @@
 //!   the hub pokes every local subscriber, which re-reads its position and
 //!   fills its gap from history (or gets a `reset` if the sequence was lost).
 
+//!
+//! # On Redis Cluster (`--redis-cluster`)
+//! A script may only touch keys of one slot, so every key of a channel
+//! carries its name as hash tag, in literal braces: `{prefix}:ch:{{name}}:meta`, `:frames`,
+//! `:idem:{key}`, and the live channel `{prefix}:live:{{name}}`, published
+//! with `SPUBLISH` and followed with `SSUBSCRIBE` (sharded pub/sub: a
+//! channel's messages stay on its shard). The hub's epoch cannot be in
+//! every slot: each channel has its own, `{prefix}:ch:{{name}}:epoch`, with
+//! the same rule (TTL A, never refreshed), so the expiry argument above
+//! holds per channel; one that a history read creates lives at most 10 s.
+//!
+//! **Failover.** Replication is asynchronous: a promoted replica may lack
+//! messages its old primary acknowledged, and handing their seqs out again
+//! in the same epoch would be silent loss. So a channel's meta records the
+//! node that wrote it (`CLUSTER MYID`), and the first script that finds
+//! the meta written by another node (a failover, or a slot migration)
+//! starts the channel over in a fresh epoch, dropping its frames: clients
+//! get `epoch_changed`. A node restarted with its AOF keeps its id.
+//!
+//! **The canary** (`live.rs`) checks that the live link still delivers,
+//! one channel per shard, and replaces the link when it does not.
+
+mod connection;
 mod live;
 mod storage;
 
@@ -99,23 +122,55 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, Subscriber};
 use crate::message::{ChannelName, IdempotencyKey, Message};
-use live::Interest;
+use connection::Target;
+use live::{CanaryState, Interest, Link};
 use storage::{Keys, Storage};
+
+/// How the Redis hub connects, and how it watches its live link.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// One Redis URL, or on a cluster the comma-separated seed node URLs.
+    pub urls: String,
+    /// Redis Cluster with sharded pub/sub instead of one Redis.
+    pub cluster: bool,
+    /// Prefix of every key and pub/sub channel.
+    pub prefix: String,
+    pub limits: HistoryLimits,
+    /// How often the canary goes round the live link (see `live.rs`).
+    pub canary_interval: Duration,
+}
+
+impl RedisOptions {
+    /// One Redis at `url`, with the default canary interval.
+    pub fn single(url: &str, prefix: &str, limits: HistoryLimits) -> RedisOptions {
+        RedisOptions {
+            urls: url.to_string(),
+            cluster: false,
+            prefix: prefix.to_string(),
+            limits,
+            canary_interval: DEFAULT_CANARY_INTERVAL,
+        }
+    }
+}
+
+/// The canary's default interval (`--redis-canary`).
+pub const DEFAULT_CANARY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Redis-backed hub. Shared as `Arc<dyn Hub>`; its background tasks hold
 /// their own handles and stop when the runtime that created them stops.
 pub struct RedisHub {
+    keys: Keys,
     storage: Storage,
     fanout: Arc<Fanout>,
+    link: Arc<Link>,
     interest: mpsc::UnboundedSender<Interest>,
     ready: Arc<AtomicBool>,
+    canary: Arc<CanaryState>,
     /// Times Redis came back after being unreachable.
     reconnects: AtomicU64,
     /// Channels the pub/sub connection is subscribed to.
@@ -127,37 +182,42 @@ fn unavailable(e: impl std::fmt::Display) -> HubError {
 }
 
 impl RedisHub {
-    /// Connects to Redis at `url` (RESP3 is switched on whatever the URL says).
+    /// Connects to one Redis at `url` (RESP3 is switched on whatever the URL says).
     pub async fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Arc<RedisHub>, HubError> {
-        let info = url.into_connection_info().map_err(|e| HubError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unavailable)?;
-        let base = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let commands = ConnectionManager::new_with_config(client.clone(), base.clone()).await.map_err(unavailable)?;
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let pubsub_config = base.set_push_sender(push_tx).set_automatic_resubscription();
-        let pubsub = ConnectionManager::new_with_config(client, pubsub_config).await.map_err(unavailable)?;
+        Self::connect_with(RedisOptions::single(url, prefix, limits)).await
+    }
 
-        let keys = Keys::new(prefix);
+    /// Connects to one Redis or to a cluster, as `options` say.
+    pub async fn connect_with(options: RedisOptions) -> Result<Arc<RedisHub>, HubError> {
+        if options.prefix.contains(['{', '}']) {
+            return Err(unavailable("the Redis prefix may not hold { or }: they choose cluster slots"));
+        }
+        let target = Target::parse(&options.urls, options.cluster)?;
+        let commands = target.open(None::<mpsc::UnboundedSender<redis::PushInfo>>).await.map_err(unavailable)?;
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link::open(target.clone(), push_tx).await.map_err(unavailable)?);
+
+        let keys = Keys::new(&options.prefix, target.is_cluster());
         let fanout = Arc::new(Fanout::default());
         let ready = Arc::new(AtomicBool::new(true));
+        let canary = Arc::new(CanaryState::default());
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(RedisHub {
-            storage: Storage::new(keys.clone(), limits, commands, ready.clone()),
+            keys: keys.clone(),
+            storage: Storage::new(keys.clone(), options.limits, commands, ready.clone()),
             fanout: fanout.clone(),
+            link: link.clone(),
             interest,
             ready: ready.clone(),
+            canary: canary.clone(),
             reconnects: AtomicU64::new(0),
             pubsub_channels: Arc::default(),
         });
-        tokio::spawn(live::receive(push_rx, keys.clone(), fanout.clone(), ready));
+        tokio::spawn(live::receive(push_rx, keys.clone(), fanout.clone(), ready, Arc::downgrade(&link), canary));
         let held = hub.pubsub_channels.clone();
-        tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), pubsub.clone(), keys, fanout, held));
-        tokio::spawn(live::watch_health(Arc::downgrade(&hub), pubsub));
+        tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), link, keys, fanout, held));
+        tokio::spawn(live::watch_health(Arc::downgrade(&hub)));
+        tokio::spawn(live::canary(Arc::downgrade(&hub), options.canary_interval));
         Ok(hub)
     }
 }
@@ -197,11 +257,11 @@ impl Hub for RedisHub {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.canary.alive.load(Ordering::Relaxed)
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        if self.keys.is_cluster() { "redis-cluster" } else { "redis" }
     }
 
     fn channel_count(&self) -> usize {
@@ -218,5 +278,9 @@ impl Hub for RedisHub {
 
     fn pubsub_channels(&self) -> usize {
         self.pubsub_channels.load(Ordering::Relaxed)
+    }
+
+    fn canary_failures(&self) -> u64 {
+        self.canary.failures.load(Ordering::Relaxed)
     }
 }

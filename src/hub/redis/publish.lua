@@ -1,27 +1,33 @@
 -- One publish, atomically: idempotency check, next seq, append and trim
--- history, TTLs, PUBLISH.
--- KEYS: meta, frames, global epoch, and the idempotency record when the
--- publish has a key. ARGV: channel, data (compact JSON), history size, max
--- age (µs), candidate epoch, live channel, history TTL (ms), meta TTL (ms),
--- idempotency TTL (ms).
+-- history, TTLs, PUBLISH (SPUBLISH on a cluster).
+-- KEYS: meta, frames, the hub's epoch (the channel's on a cluster), and the
+-- idempotency record when the publish has a key. ARGV: channel, data (compact JSON),
+-- history size, max age (µs), candidate epoch, live channel, history TTL
+-- (ms), meta TTL (ms), idempotency TTL (ms), `single` or `cluster`.
 -- Returns {frame, 0}: the frame, the very bytes stored and published; or
 -- {header, 1}: a repeated key, nothing done, and the first publish's
 -- `epoch seq ts`.
-if KEYS[4] then
-  local first = redis.call('GET', KEYS[4])
+local idem = KEYS[4]
+if idem then
+  local first = redis.call('GET', idem)
   if first then return {first, 1} end
 end
+-- Failed over: the sequence, its frames and its epoch are dropped.
+local failed_over = foreign_meta(KEYS[1])
+if failed_over then redis.call('DEL', KEYS[1]) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  if redis.call('DEL', KEYS[2]) == 1 then
-    -- Frames outlived their metadata (evicted or deleted): their sequence is
-    -- lost, and their epoch may well be the hub's, whose seqs clients hold.
-    -- The channel starts over without them, in a fresh epoch.
+  if redis.call('DEL', KEYS[2]) == 1 or failed_over then
+    -- Frames outlived their metadata (evicted, deleted, or written before a
+    -- failover): their sequence is lost, and their epoch may well be the
+    -- hub's, whose seqs clients hold. The channel starts over without them,
+    -- in a fresh epoch.
     epoch = ARGV[5]
   else
     epoch = global_epoch(KEYS[3], ARGV[5], ARGV[7])
   end
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+  if cluster then redis.call('HSET', KEYS[1], 'node', redis.call('CLUSTER', 'MYID')) end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
@@ -37,8 +43,8 @@ if size > 0 then
   trim_age(KEYS[2], tonumber(ts), tonumber(ARGV[4]))
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
-if KEYS[4] then
-  redis.call('SET', KEYS[4], header, 'PX', ARGV[9])
+if idem then
+  redis.call('SET', idem, header, 'PX', ARGV[9])
 end
-redis.call('PUBLISH', ARGV[6], frame)
+redis.call(cluster and 'SPUBLISH' or 'PUBLISH', ARGV[6], frame)
 return {frame, 0}

@@ -2,6 +2,13 @@
 --
 -- A frame is `epoch seq ts json` (see the module doc of src/hub/redis): the
 -- header's three fields end at the third space, before the JSON starts.
+--
+-- The last ARGV of both scripts says where they run: `single` (one Redis:
+-- KEYS[3] is the hub's epoch, live messages go out with PUBLISH) or
+-- `cluster` (every key is in the channel's slot, so KEYS[3] is the
+-- channel's own stand-in for the hub's epoch; SPUBLISH; and the channel's
+-- meta names the node that wrote it).
+local cluster = ARGV[#ARGV] == 'cluster'
 
 -- Drops frames older than max_age (µs) from the head of the list at key. The
 -- ts is read from the header; the anchored pattern never scans the JSON.
@@ -22,4 +29,17 @@ local function global_epoch(key, candidate, ttl_ms)
   local g = redis.call('GET', key)
   if not g then g = candidate; redis.call('SET', key, g, 'PX', ttl_ms) end
   return g
+end
+
+-- On a cluster, the node this script runs on, when the channel's meta was
+-- written by another one: the slot failed over (or moved) since, and with
+-- asynchronous replication this node may lack messages the other one
+-- acknowledged. Their seqs must not be handed out again in the same epoch,
+-- so the caller starts the channel over in a fresh one. Nil otherwise.
+local function foreign_meta(meta)
+  if not cluster then return nil end
+  local node = redis.call('CLUSTER', 'MYID')
+  local writer = redis.call('HGET', meta, 'node')
+  if writer and writer ~= node then return node end
+  return nil
 end

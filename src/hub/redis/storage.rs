@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Script};
 use serde_json::value::RawValue;
 
+use super::connection::Connection;
 use super::unavailable;
 use crate::hub::{History, HistoryLimits, HubError, IDEMPOTENCY_WINDOW};
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
@@ -17,35 +17,65 @@ use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 const PUBLISH: &str = concat!(include_str!("shared.lua"), include_str!("publish.lua"));
 const HISTORY: &str = concat!(include_str!("shared.lua"), include_str!("history.lua"));
 
-/// The names of a hub's keys, all under its prefix.
+/// The names of a hub's keys, all under its prefix. On a cluster every key
+/// and the live channel of a channel carry its name as hash tag
+/// (`{prefix}:ch:{name}:meta`), so that they share its slot and one script
+/// can touch them all.
 #[derive(Clone)]
 pub(super) struct Keys {
     prefix: String,
+    cluster: bool,
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str) -> Keys {
-        Keys { prefix: prefix.to_string() }
+    pub(super) fn new(prefix: &str, cluster: bool) -> Keys {
+        Keys { prefix: prefix.to_string(), cluster }
+    }
+    /// A channel's name as it appears in its keys.
+    fn tag(&self, channel: &ChannelName) -> String {
+        if self.cluster { format!("{{{channel}}}") } else { channel.to_string() }
     }
     fn meta(&self, channel: &ChannelName) -> String {
-        format!("{}:ch:{channel}:meta", self.prefix)
+        format!("{}:ch:{}:meta", self.prefix, self.tag(channel))
     }
     fn frames(&self, channel: &ChannelName) -> String {
-        format!("{}:ch:{channel}:frames", self.prefix)
+        format!("{}:ch:{}:frames", self.prefix, self.tag(channel))
     }
-    fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
+    /// The hub's epoch; on a cluster, where one key cannot be in every
+    /// channel's slot, each channel has its own.
+    fn epoch(&self, channel: &ChannelName) -> String {
+        if self.cluster {
+            format!("{}:ch:{}:epoch", self.prefix, self.tag(channel))
+        } else {
+            format!("{}:epoch", self.prefix)
+        }
     }
     /// The record of a publish with this key (channel names hold no `:`,
     /// so the key may).
     fn idempotency(&self, channel: &ChannelName, key: &IdempotencyKey) -> String {
-        format!("{}:ch:{channel}:idem:{}", self.prefix, key.as_str())
+        format!("{}:ch:{}:idem:{}", self.prefix, self.tag(channel), key.as_str())
     }
     pub(super) fn live(&self, channel: &ChannelName) -> String {
-        format!("{}:live:{channel}", self.prefix)
+        format!("{}:live:{}", self.prefix, self.tag(channel))
     }
     pub(super) fn channel_of_live<'a>(&self, live: &'a str) -> Option<&'a str> {
-        live.strip_prefix(self.prefix.as_str())?.strip_prefix(":live:")
+        let tag = live.strip_prefix(self.prefix.as_str())?.strip_prefix(":live:")?;
+        if self.cluster { tag.strip_prefix('{')?.strip_suffix('}') } else { Some(tag) }
+    }
+    /// A canary channel of this instance (see `live::canary`), always hash-tagged
+    /// so that its slot can be chosen.
+    pub(super) fn canary(&self, tag: &str) -> String {
+        format!("{}:canary:{{{tag}}}", self.prefix)
+    }
+    pub(super) fn is_canary(&self, live: &str) -> bool {
+        live.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.starts_with(":canary:"))
+    }
+    /// The scripts' last argument: where they run.
+    fn mode(&self) -> &'static str {
+        if self.cluster { "cluster" } else { "single" }
+    }
+    pub(super) fn is_cluster(&self) -> bool {
+        self.cluster
     }
 }
 
@@ -53,7 +83,7 @@ impl Keys {
 pub(super) struct Storage {
     keys: Keys,
     limits: HistoryLimits,
-    commands: ConnectionManager,
+    commands: Connection,
     /// The hub's readiness, cleared when a command fails for want of Redis.
     ready: Arc<AtomicBool>,
     publish: Script,
@@ -61,7 +91,7 @@ pub(super) struct Storage {
 }
 
 impl Storage {
-    pub(super) fn new(keys: Keys, limits: HistoryLimits, commands: ConnectionManager, ready: Arc<AtomicBool>) -> Self {
+    pub(super) fn new(keys: Keys, limits: HistoryLimits, commands: Connection, ready: Arc<AtomicBool>) -> Self {
         Storage { keys, limits, commands, ready, publish: Script::new(PUBLISH), history: Script::new(HISTORY) }
     }
 
@@ -76,7 +106,7 @@ impl Storage {
     ) -> Result<Message, HubError> {
         let compact = Message::compact(data);
         let mut script = self.publish.key(self.keys.meta(&channel));
-        script.key(self.keys.frames(&channel)).key(self.keys.epoch());
+        script.key(self.keys.frames(&channel)).key(self.keys.epoch(&channel));
         if let Some(key) = key {
             script.key(self.keys.idempotency(&channel, key));
         }
@@ -91,7 +121,8 @@ impl Storage {
             .arg(self.keys.live(&channel))
             .arg(self.history_ttl_ms())
             .arg(self.meta_ttl_ms())
-            .arg(millis(IDEMPOTENCY_WINDOW));
+            .arg(millis(IDEMPOTENCY_WINDOW))
+            .arg(self.keys.mode());
         let result = script.invoke_async(&mut self.commands.clone()).await;
         let (reply, repeated): (String, bool) = result.map_err(|e| self.publish_failed(e))?;
         let message = if repeated {
@@ -103,19 +134,18 @@ impl Storage {
     }
 
     pub(super) async fn history(&self, channel: ChannelName, after: u64, limit: usize) -> Result<History, HubError> {
-        let (epoch, head, oldest, frames): (String, String, String, Vec<String>) = self.check(
-            self.history
-                .key(self.keys.meta(&channel))
-                .key(self.keys.frames(&channel))
-                .key(self.keys.epoch())
-                .arg(after)
-                .arg(limit)
-                .arg(self.max_age_micros())
-                .arg(Epoch::random().as_str())
-                .arg(self.history_ttl_ms())
-                .invoke_async(&mut self.commands.clone())
-                .await,
-        )?;
+        let mut script = self.history.key(self.keys.meta(&channel));
+        script.key(self.keys.frames(&channel)).key(self.keys.epoch(&channel));
+        script
+            .arg(after)
+            .arg(limit)
+            .arg(self.max_age_micros())
+            .arg(Epoch::random().as_str())
+            .arg(self.read_epoch_ttl_ms())
+            .arg(self.meta_ttl_ms())
+            .arg(self.keys.mode());
+        let (epoch, head, oldest, frames): (String, String, String, Vec<String>) =
+            self.check(script.invoke_async(&mut self.commands.clone()).await)?;
         let epoch: Epoch = epoch.parse().map_err(unavailable)?;
         let head: u64 = head.parse().map_err(unavailable)?;
         let oldest: u64 = oldest.parse().map_err(unavailable)?;
@@ -124,6 +154,11 @@ impl Storage {
             .map(|frame| decode(channel.clone(), frame).map(Arc::new).ok_or_else(|| unavailable("a malformed frame")))
             .collect::<Result<_, _>>()?;
         Ok(History { epoch, head, oldest, messages })
+    }
+
+    /// The command connection (shared: clones are cheap).
+    pub(super) fn commands(&self) -> Connection {
+        self.commands.clone()
     }
 
     /// Whether Redis answers on the command connection (readiness untouched).
@@ -138,6 +173,13 @@ impl Storage {
     /// The TTL of a channel's frames and of the hub's epoch: the history age.
     fn history_ttl_ms(&self) -> u64 {
         millis(self.limits.max_age)
+    }
+
+    /// The TTL of an epoch a history read makes. One Redis has one hub epoch;
+    /// a cluster has one per channel, and reads of channels nobody publishes
+    /// on must not fill it with epochs kept a whole history age.
+    fn read_epoch_ttl_ms(&self) -> u64 {
+        if self.keys.cluster { self.history_ttl_ms().min(READ_EPOCH_TTL_MS) } else { self.history_ttl_ms() }
     }
 
     /// The TTL of a channel's metadata: twice the history age, so that a
@@ -185,6 +227,9 @@ impl Storage {
 fn may_have_run(e: &RedisError) -> bool {
     !e.is_connection_refusal() && (e.is_io_error() || e.kind() == ErrorKind::Parse)
 }
+
+/// How long a channel's epoch made by a read lives on a cluster, at most.
+const READ_EPOCH_TTL_MS: u64 = 10_000;
 
 /// Redis refuses an expiry that overflows its millisecond clock; no history
 /// age needs more than these two thousand years.

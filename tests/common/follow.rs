@@ -1,0 +1,300 @@
+//! Clients that follow channels for as long as a chaos test runs, over any
+//! transport, reconnecting and resuming from their own position the way a
+//! real client does; and the check that what they received holds every
+//! acknowledged message exactly once and in order, or a reset covering it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A publish the server acknowledged (201).
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub channel: String,
+    pub seq: u64,
+    pub ts: u64,
+    pub epoch: String,
+}
+
+impl Acked {
+    pub fn from_answer(channel: &str, answer: &Value) -> Acked {
+        Acked {
+            channel: channel.to_string(),
+            seq: answer["seq"].as_u64().unwrap(),
+            ts: answer["ts"].as_u64().unwrap(),
+            epoch: answer["epoch"].as_str().unwrap().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+    LongPoll,
+    Poll,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+}
+
+/// A follower's frames (the `subscribed` of its first connection, then every
+/// `message` and `reset`, as received), and its reconnects.
+#[derive(Default)]
+pub struct Follower {
+    pub log: Mutex<Vec<Value>>,
+    pub reconnects: std::sync::atomic::AtomicUsize,
+}
+
+/// Where a follower is: per channel, `(epoch, seq)`.
+type Position = HashMap<String, (String, u64)>;
+
+/// Follows `channels` at `base` (`http://host:port`) from local address
+/// `from`, for ever: run it as a task and abort it when done.
+pub async fn follow(transport: Transport, base: String, from: IpAddr, channels: Vec<String>, me: Arc<Follower>) {
+    let http = reqwest::Client::builder().local_address(from).build().unwrap();
+    let mut position = Position::new();
+    let mut last_event_id: Option<String> = None;
+    let list = channels.join(",");
+    loop {
+        let cursor: Vec<String> = position.iter().map(|(c, (e, s))| format!("{c}:{s}:{e}")).collect();
+        let cursor = cursor.join(",");
+        match transport {
+            Transport::WebSocket => {
+                let url = format!("{}/ws?channels={list}&cursor={cursor}", base.replace("http://", "ws://"));
+                if let Some(mut stream) = ws_from(from, &url).await {
+                    while let Some(Ok(frame)) = stream.next().await {
+                        if let WsMessage::Text(text) = frame {
+                            record(&mut position, &me, serde_json::from_str(&text).unwrap());
+                        }
+                    }
+                }
+            }
+            Transport::Sse => {
+                let mut request = http.get(format!("{base}/sse?channels={list}"));
+                if let Some(id) = &last_event_id {
+                    request = request.header("last-event-id", id);
+                }
+                if let Ok(response) = request.send().await
+                    && response.status() == 200
+                {
+                    let mut body = response.bytes_stream();
+                    let mut buf = String::new();
+                    while let Some(Ok(bytes)) = body.next().await {
+                        buf.push_str(std::str::from_utf8(&bytes).unwrap());
+                        while let Some(end) = buf.find("\n\n") {
+                            let block: String = buf.drain(..end + 2).collect();
+                            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                                last_event_id = Some(id.to_string());
+                            }
+                            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                                record(&mut position, &me, serde_json::from_str(data).unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+            Transport::LongPoll | Transport::Poll => {
+                let path = if transport == Transport::Poll { "poll" } else { "long-poll" };
+                let url = format!("{base}/{path}?channels={list}&cursor={cursor}&timeout=5");
+                if let Ok(response) = http.get(url).send().await
+                    && response.status() == 200
+                    && let Ok(answer) = response.json::<Value>().await
+                {
+                    for frame in
+                        answer["resets"].as_array().unwrap().iter().chain(answer["messages"].as_array().unwrap())
+                    {
+                        record(&mut position, &me, frame.clone());
+                    }
+                    // The answer's cursor is where to go on; it names every channel.
+                    for entry in answer["cursor"].as_str().unwrap().split(',') {
+                        let mut parts = entry.split(':');
+                        if let (Some(c), Some(s), Some(e)) = (parts.next(), parts.next(), parts.next()) {
+                            let seq: u64 = s.parse().unwrap();
+                            if position.contains_key(c) {
+                                position.insert(c.to_string(), (e.to_string(), seq));
+                            } else {
+                                // The first answer says where this client starts, as `subscribed` does.
+                                let start =
+                                    serde_json::json!({"type": "subscribed", "channel": c, "seq": seq, "epoch": e});
+                                record(&mut position, &me, start);
+                            }
+                        }
+                    }
+                    if transport == Transport::Poll {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    continue;
+                }
+            }
+        }
+        me.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..200))).await;
+    }
+}
+
+/// A WebSocket from local address `from`, `None` if it cannot be opened.
+async fn ws_from(
+    from: IpAddr,
+    url: &str,
+) -> Option<tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
+    let target: SocketAddr = url.strip_prefix("ws://")?.split('/').next()?.parse().ok()?;
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::new(from, 0)).ok()?;
+    let tcp = tokio::time::timeout(Duration::from_secs(5), socket.connect(target)).await.ok()?.ok()?;
+    let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.ok()?;
+    Some(stream)
+}
+
+/// Keeps a follower's position and logs what the check needs.
+fn record(position: &mut Position, me: &Follower, frame: Value) {
+    let Some(channel) = frame["channel"].as_str().map(String::from) else { return };
+    let seq = frame["seq"].as_u64().unwrap_or(0);
+    let mut log = me.log.lock().unwrap();
+    match frame["type"].as_str() {
+        Some("subscribed") => {
+            if position.contains_key(&channel) {
+                return; // a resumed subscription: the position is the client's own
+            }
+            position.insert(channel, (frame["epoch"].as_str().unwrap().into(), seq));
+        }
+        Some("message") => position.entry(channel).or_default().1 = seq,
+        Some("reset") => {
+            position.insert(channel, (frame["epoch"].as_str().unwrap().into(), seq));
+        }
+        _ => return,
+    }
+    log.push(frame);
+}
+
+/// What a follower's log proves about one channel.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub epoch: String,
+    pub position: u64,
+    pub delivered: Vec<(u64, u64)>,
+    /// `(epoch and position before, epoch and position after)` of each reset.
+    pub resets: Vec<((String, u64), (String, u64))>,
+}
+
+/// Replays a log for `channel`, asserting that messages come in order with
+/// no gap and no duplicate, except across a reset.
+pub fn replay(log: &[Value], channel: &str, acked: &[Acked]) -> Verdict {
+    let mut v = Verdict::default();
+    for frame in log.iter().filter(|f| f["channel"] == channel) {
+        let seq = frame["seq"].as_u64().unwrap();
+        match frame["type"].as_str().unwrap() {
+            "subscribed" => (v.epoch, v.position) = (frame["epoch"].as_str().unwrap().into(), seq),
+            "message" => {
+                assert_eq!(seq, v.position + 1, "{channel}: a gap or a duplicate without a reset: {frame}");
+                let ts = frame["ts"].as_u64().unwrap();
+                // A position at 0 may continue into a new epoch; the message's
+                // own epoch is the one its publish was acknowledged in.
+                if let Some(a) = acked.iter().find(|a| a.channel == channel && a.seq == seq && a.ts == ts) {
+                    v.epoch = a.epoch.clone();
+                }
+                v.position = seq;
+                v.delivered.push((seq, ts));
+            }
+            "reset" => {
+                let after = (frame["epoch"].as_str().unwrap().to_string(), seq);
+                v.resets.push(((v.epoch.clone(), v.position), after.clone()));
+                (v.epoch, v.position) = after;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    v
+}
+
+/// Whether the follower is at the last acknowledged message of each channel.
+pub fn caught_up(me: &Follower, channels: &[String], acked: &[Acked]) -> bool {
+    let log = me.log.lock().unwrap().clone();
+    channels.iter().all(|c| {
+        let Some(last) = acked.iter().rev().find(|a| &a.channel == c) else { return true };
+        let v = replay(&log, c, acked);
+        (v.epoch.as_str(), v.position) == (last.epoch.as_str(), last.seq)
+    })
+}
+
+/// Asserts that every acknowledged message of `channels` reached the
+/// follower exactly once and in order, or that a reset told it what was
+/// missing. Returns the `(messages delivered, resets)` it counted.
+pub fn assert_nothing_lost_silently(name: &str, me: &Follower, channels: &[String], acked: &[Acked]) -> (usize, usize) {
+    let log = me.log.lock().unwrap().clone();
+    let (mut delivered, mut resets) = (0, 0);
+    for channel in channels {
+        let v = replay(&log, channel, acked);
+        for a in acked.iter().filter(|a| &a.channel == channel) {
+            let got = v.delivered.contains(&(a.seq, a.ts));
+            let covered = v.resets.iter().any(|((from_epoch, from), (to_epoch, to))| {
+                (from_epoch == &a.epoch && *from < a.seq) || (to_epoch == &a.epoch && *to >= a.seq)
+            });
+            assert!(got || covered, "{name}: {a:?} neither delivered nor covered by a reset: {v:?}");
+        }
+        delivered += v.delivered.len();
+        resets += v.resets.len();
+    }
+    (delivered, resets)
+}
+
+/// Publishes `total` messages `{"i": i}` round-robin on `channels` at `base`,
+/// each with the key `{key}-{i}` and retried until acknowledged, 10 ms
+/// apart. The watch counts the acknowledged ones; the task answers each
+/// acknowledgement and when it came.
+pub fn publish_steadily(
+    base: String,
+    channels: Vec<String>,
+    total: u64,
+    key: &'static str,
+) -> (tokio::sync::watch::Receiver<u64>, tokio::task::JoinHandle<Vec<(std::time::Instant, Acked)>>) {
+    let (progress, published) = tokio::sync::watch::channel(0u64);
+    let http = reqwest::Client::new();
+    let task = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 1..=total {
+            let channel = &channels[i as usize % channels.len()];
+            let url = format!("{base}/channels/{channel}/messages");
+            let data = serde_json::json!({"i": i});
+            let (answer, _) = super::publish_until_acked(&http, &url, &format!("{key}-{i}"), &data).await;
+            acked.push((std::time::Instant::now(), Acked::from_answer(channel, &answer)));
+            progress.send_replace(i);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acked
+    });
+    (published, task)
+}
+
+/// Waits until every follower logged where it starts on each of its channels.
+pub async fn wait_started<'a>(followers: impl IntoIterator<Item = (&'a Arc<Follower>, usize)>) {
+    let deadline = tokio::time::Instant::now() + super::PATIENCE * 3;
+    for (me, channels) in followers {
+        while me.log.lock().unwrap().len() < channels {
+            assert!(tokio::time::Instant::now() < deadline, "a follower never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until every follower is at the last acknowledged message of its channels.
+pub async fn wait_caught_up<'a>(
+    followers: impl IntoIterator<Item = (&'a Arc<Follower>, &'a [String])>,
+    acked: &[Acked],
+) {
+    let deadline = tokio::time::Instant::now() + super::PATIENCE * 6;
+    for (me, channels) in followers {
+        while !caught_up(me, channels, acked) {
+            assert!(tokio::time::Instant::now() < deadline, "a follower never caught up on {channels:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
