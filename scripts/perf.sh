@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The performance issue's figures, pushwire beside the Node reference (../shared/reference-node,
+# untuned), each from a freshly started server on a free port, printed as the Markdown tables of
+# docs/benchmarks.md:
+#   1. idle memory: server RSS per idle WebSocket, SSE stream and held long poll (`pushwire bench`
+#      with --server-pid: (RSS with N connected − RSS before) / N), at IDLE_CLIENTS connections;
+#   2. fan-out: FAN_CLIENTS subscribers of one transport × FAN_RATE msg/s × 100 B for FAN_DURATION:
+#      deliveries per server CPU-second, latency, nothing missing;
+#   3. churn: examples/churn.rs against a one-worker server, CHURN_CYCLES × 10,000 WebSockets.
+#
+#   scripts/perf.sh                       # everything, about 4 minutes
+#   IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
+FAN_CLIENTS=${FAN_CLIENTS:-1000}
+FAN_RATE=${FAN_RATE:-100}
+FAN_DURATION=${FAN_DURATION:-10s}
+CHURN_CYCLES=${CHURN_CYCLES:-10}
+PARTS=${PARTS:-idle fanout churn}
+REFERENCE=${REFERENCE:-../shared/reference-node}
+
+command -v node >/dev/null || { echo "perf.sh: node is needed for the reference server" >&2; exit 1; }
+[ -d "$REFERENCE" ] || { echo "perf.sh: no reference server at $REFERENCE" >&2; exit 1; }
+cargo build --release --quiet
+cargo build --release --quiet --example churn
+BIN=target/release/pushwire
+
+scratch=$(mktemp -d)
+cp -r "$REFERENCE"/. "$scratch"
+(cd "$scratch" && npm install --silent --no-audit --no-fund >/dev/null)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$scratch"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "perf.sh: server on $1 did not start" >&2; exit 1; }
+
+# start SERVER PORT [pushwire flags...]: starts node or pushwire; sets $server
+start() {
+  local which=$1 port=$2; shift 2
+  if [ "$which" = node ]; then
+    (cd "$scratch" && PORT=$port exec node server.js >/dev/null 2>&1) &
+  else
+    "$BIN" --demo-rate 0 --bind "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
+  fi
+  server=$!
+  pids+=("$server")
+  wait_up "$port"
+}
+
+# measure SERVER TRANSPORT CLIENTS RATE DURATION -> JSON file path on stdout
+measure() {
+  local which=$1 transport=$2 clients=$3 rate=$4 duration=$5 port out
+  port=$(free_port)
+  out=$(mktemp --suffix .json)
+  start "$which" "$port" --max-connections $((clients + 500))
+  "$BIN" bench --url "http://127.0.0.1:$port" --transports "$transport" --clients "$clients" --rate "$rate" \
+    --duration "$duration" --server-pid "$server" --no-progress --json "$out" >/dev/null
+  kill "$server"; wait "$server" 2>/dev/null || true
+  echo "$out"
+}
+
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/{print $2}') GiB,"
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $(date -u +%F); node $(node --version); pushwire $(git rev-parse --short HEAD)"
+echo
+
+if [[ " $PARTS " == *" idle "* ]]; then
+  echo "### Idle memory: server RSS per connection, $IDLE_CLIENTS connections"
+  echo
+  echo "| transport | pushwire | Node reference | ratio |"
+  echo "|---|---:|---:|---:|"
+  for t in ws sse long-poll; do
+    p=$(measure pushwire "$t" "$IDLE_CLIENTS" 1 2s); n=$(measure node "$t" "$IDLE_CLIENTS" 1 2s)
+    pk=$(field "$p" "d['server_usage']['rss_per_connection_bytes']/1024")
+    nk=$(field "$n" "d['server_usage']['rss_per_connection_bytes']/1024")
+    printf '| %s | %.1f KiB | %.1f KiB | %.2f× |\n' "$t" "$pk" "$nk" "$(python3 -c "print($pk/$nk)")"
+  done
+  echo
+fi
+
+if [[ " $PARTS " == *" fanout "* ]]; then
+  echo "### Fan-out: $FAN_CLIENTS subscribers × $FAN_RATE msg/s × 100 B for $FAN_DURATION, one transport per run"
+  echo
+  echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | server CPU s | deliveries per CPU-second |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  for t in ws sse long-poll; do
+    for which in node pushwire; do
+      f=$(measure "$which" "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
+      field "$f" "'| $t | $which | %d | %d | %d | %.1f | %.1f | %.2f | %.0f |' % (d['transports'][0]['deliveries'], d['transports'][0]['missing'], d['transports'][0]['duplicates'], d['transports'][0]['latency_us']['p50']/1000, d['transports'][0]['latency_us']['p99']/1000, d['server_usage']['cpu_seconds'], d['transports'][0]['deliveries']/d['server_usage']['cpu_seconds'])"
+    done
+  done
+  echo
+fi
+
+if [[ " $PARTS " == *" churn "* ]]; then
+  echo "### Churn: $CHURN_CYCLES × 10,000 WebSocket connects and drops, server on one worker"
+  echo
+  port=$(free_port)
+  start pushwire "$port" --workers 1
+  echo '```'
+  target/release/examples/churn "http://127.0.0.1:$port" "$server" 10000 "$CHURN_CYCLES"
+  echo '```'
+fi
