@@ -16,22 +16,10 @@ DURATION=${DURATION:-20s}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 OUT=${OUT:-docs/bench}
 
-command -v node >/dev/null || { echo "bench.sh: node is needed for the reference server" >&2; exit 1; }
-[ -d "$REFERENCE" ] || { echo "bench.sh: no reference server at $REFERENCE" >&2; exit 1; }
+NAME=bench.sh
 cargo build --release --quiet
 mkdir -p "$OUT"
-
-# The reference installs its dependency into a scratch copy, so nothing is written into shared/.
-scratch=$(mktemp -d)
-cp -r "$REFERENCE"/. "$scratch"
-(cd "$scratch" && npm install --silent --no-audit --no-fund >/dev/null)
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "bench.sh: server on $1 did not start" >&2; exit 1; }
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$scratch"; }
-trap cleanup EXIT
+. scripts/reference.sh
 
 run() { # name port pid
   target/release/pushwire bench --url "http://127.0.0.1:$2" --clients "$CLIENTS" --rate "$RATE" \

@@ -21,21 +21,11 @@ CHURN_CYCLES=${CHURN_CYCLES:-10}
 PARTS=${PARTS:-idle fanout churn}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 
-command -v node >/dev/null || { echo "perf.sh: node is needed for the reference server" >&2; exit 1; }
-[ -d "$REFERENCE" ] || { echo "perf.sh: no reference server at $REFERENCE" >&2; exit 1; }
+NAME=perf.sh
 cargo build --release --quiet
 cargo build --release --quiet --example churn
 BIN=target/release/pushwire
-
-scratch=$(mktemp -d)
-cp -r "$REFERENCE"/. "$scratch"
-(cd "$scratch" && npm install --silent --no-audit --no-fund >/dev/null)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$scratch"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "perf.sh: server on $1 did not start" >&2; exit 1; }
+. scripts/reference.sh
 
 # start SERVER PORT [pushwire flags...]: starts node or pushwire; sets $server
 start() {

@@ -1,0 +1,17 @@
+# Sourced by bench.sh and perf.sh: the Node reference in a scratch copy (its dependency is
+# installed there, so nothing is written into shared/), free ports, servers waited for and
+# stopped on exit. Expects REFERENCE (the reference's directory) and NAME (for messages).
+
+command -v node >/dev/null || { echo "$NAME: node is needed for the reference server" >&2; exit 1; }
+[ -d "$REFERENCE" ] || { echo "$NAME: no reference server at $REFERENCE" >&2; exit 1; }
+
+scratch=$(mktemp -d)
+cp -r "$REFERENCE"/. "$scratch"
+(cd "$scratch" && npm install --silent --no-audit --no-fund >/dev/null)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$scratch"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "$NAME: server on $1 did not start" >&2; exit 1; }
