@@ -20,7 +20,7 @@ pub struct Connections {
     /// 0: no per-address limit (and no lock taken).
     per_ip: usize,
     open: AtomicUsize,
-    /// The most open at once since [`Connections::take_peak`].
+    /// The most open at once since [`Connections::reset_peak`].
     peak: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -76,9 +76,14 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// The most connections open at once since the last call.
-    pub fn take_peak(&self) -> usize {
-        self.peak.swap(self.open(), Ordering::Relaxed)
+    /// The most connections open at once since [`Connections::reset_peak`].
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Starts the peak over from the connections open now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.open(), Ordering::Relaxed);
     }
 
     pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Permit, Refusal> {

@@ -28,7 +28,7 @@ pub struct Subscriber {
     lagged: AtomicBool,
     /// Set by [`Subscriber::poke`]: live delivery may have missed messages.
     stale: AtomicBool,
-    /// A lag or poke that [`Subscriber::woken`] has not reported yet.
+    /// A lag or poke that [`Inbox::recv_or_woken`] has not reported yet.
     signalled: AtomicBool,
     waker: AtomicWaker,
 }
@@ -44,6 +44,9 @@ pub struct Inbox {
 pub struct Empty;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Room an empty queue may keep (messages); past it, it is freed.
+const KEPT: usize = 8;
 
 impl Subscriber {
     pub fn new(capacity: usize) -> (Arc<Subscriber>, Inbox) {
@@ -66,6 +69,17 @@ impl Subscriber {
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Message>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the next queued message. A queue a burst left empty gives its
+    /// room back, so that an idle connection keeps none.
+    fn pop(&self) -> Option<Arc<Message>> {
+        let mut queue = self.queue();
+        let message = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEPT {
+            *queue = VecDeque::new();
+        }
+        message
     }
 
     /// Offers a message without waiting. Returns false when it was dropped.
@@ -113,21 +127,12 @@ impl Subscriber {
     pub fn take_stale(&self) -> bool {
         self.stale.swap(false, Ordering::Relaxed)
     }
-
-    /// Resolves on the next lag or poke (at once if one is pending).
-    pub async fn woken(&self) {
-        poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.signalled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await
-    }
 }
 
 impl Inbox {
     /// The next queued message, without waiting.
     pub fn try_recv(&mut self) -> Result<Arc<Message>, Empty> {
-        self.subscriber.queue().pop_front().ok_or(Empty)
+        self.subscriber.pop().ok_or(Empty)
     }
 
     /// The next message, waiting for one.
@@ -145,7 +150,7 @@ impl Inbox {
         let subscriber = &self.subscriber;
         poll_fn(|cx| {
             subscriber.waker.register(cx.waker());
-            if let Some(message) = subscriber.queue().pop_front() {
+            if let Some(message) = subscriber.pop() {
                 return Poll::Ready(Some(message));
             }
             if subscriber.signalled.swap(false, Ordering::AcqRel) {
@@ -239,6 +244,21 @@ mod tests {
         assert!(fanout.remove(&c, b.id()));
         assert_eq!(fanout.deliver(&message(2)), 0);
         assert_eq!(fanout.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_queue_emptied_after_a_burst_gives_its_room_back() {
+        let fanout = Fanout::default();
+        let c: ChannelName = "c".parse().unwrap();
+        let (s, mut inbox) = Subscriber::new(64);
+        fanout.add(&c, s.clone());
+        for seq in 1..=64 {
+            assert_eq!(fanout.deliver(&message(seq)), 1);
+        }
+        assert!(s.queue().capacity() >= 64);
+        let seqs: Vec<u64> = std::iter::from_fn(|| inbox.try_recv().ok()).map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=64).collect::<Vec<_>>());
+        assert_eq!(s.queue().capacity(), 0, "an idle connection keeps no queue");
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub async fn after_waves(connections: Arc<Connections>, shutdown: Shutdown) {
             () = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        let open = connections.open();
-        if connections.take_peak().saturating_sub(open) >= WAVE {
+        // The peak holds until a trim, so that a slow wave of closes counts too.
+        if connections.peak().saturating_sub(connections.open()) >= WAVE {
+            connections.reset_peak();
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }

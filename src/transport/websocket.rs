@@ -169,10 +169,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         loop {
             let step = tokio::select! {
                 () = &mut shutdown => Err(Disconnect::SHUTDOWN.into()),
-                why = &mut self.cut => Err(match why {
-                    CutReason::Dropped => Disconnect::DROPPED,
-                    CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,
-                }.into()),
+                why = &mut self.cut => Err(cut_short(why)),
                 incoming = self.socket.recv() => match incoming {
                     // Boxed, as are the other rare paths: what a session keeps
                     // while it waits stays small.
@@ -289,8 +286,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
     /// Writes `event` and every event ready behind it (up to [`BATCH`]) in
     /// one write.
     async fn deliver(&mut self, event: Event) -> Outcome {
-        // The page's network lab may hold it back, and deliver one at a time.
-        let batch = self.impairment.pace(&event, BATCH).await;
+        // The page's network lab may hold it back, and deliver one at a time;
+        // a cut (the lab's own change of settings, say) is heard meanwhile.
+        let batch = tokio::select! {
+            batch = self.impairment.pace(&event, BATCH) => batch,
+            why = &mut self.cut => return Err(cut_short(why)),
+        };
         self.queue(event);
         for _ in 1..batch {
             // Only what is ready without waiting: a history read to come is
@@ -364,6 +365,15 @@ async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, 
         Ok(Err(_)) => Err(Stop::Gone),
         Err(_) => Err(Disconnect::WRITE_TIMEOUT.into()),
     }
+}
+
+/// The close for a session ended from outside.
+fn cut_short(why: CutReason) -> Stop {
+    match why {
+        CutReason::Dropped => Disconnect::DROPPED,
+        CutReason::TokenExpired => Disconnect::TOKEN_EXPIRED,
+    }
+    .into()
 }
 
 fn published_ack(reference: &Value, message: &Message) -> String {
