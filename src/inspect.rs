@@ -204,7 +204,12 @@ pub fn tags_a_client(head_start: &[u8]) -> bool {
 
 /// The `client` parameter of a query string, if valid.
 pub fn client_param(query: &str) -> Option<&str> {
-    query.split('&').find_map(|pair| pair.strip_prefix("client=")).filter(|id| valid_id(id))
+    client_given(query).filter(|id| valid_id(id))
+}
+
+/// The `client=` value of a query string as given, valid or not.
+pub fn client_given(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("client="))
 }
 
 /// Where a tagged request's bytes are counted: under its page's id, or, for

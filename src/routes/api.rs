@@ -214,7 +214,7 @@ pub async fn impair(
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(impairment))
 }
 
-fn client_id(id: &str) -> Result<(), AppError> {
+pub fn client_id(id: &str) -> Result<(), AppError> {
     if valid_id(id) { Ok(()) } else { Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9")) }
 }
 

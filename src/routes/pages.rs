@@ -7,9 +7,10 @@ use askama_web::WebTemplate;
 use serde::Serialize;
 use serde_json::json;
 
+use super::api::client_id;
 use crate::demo;
 use crate::error::AppError;
-use crate::inspect::valid_id;
+use crate::inspect::client_given;
 use crate::state::AppState;
 use crate::transport::Transport;
 
@@ -58,10 +59,9 @@ pub struct DashboardPage {
 /// `GET /[?client=ID]`: the dashboard, tagging its connections with `ID`
 /// (a random one without it), so that a lab can be prepared for it.
 pub async fn index(req: HttpRequest, state: web::Data<AppState>) -> Result<DashboardPage, AppError> {
-    let client = match req.query_string().split('&').find_map(|pair| pair.strip_prefix("client=")) {
+    let client = match client_given(req.query_string()) {
         None | Some("") => None,
-        Some(id) if valid_id(id) => Some(id.to_owned()),
-        Some(_) => return Err(AppError::bad_request("a client id is 1 to 32 of A-Z a-z 0-9")),
+        Some(id) => client_id(id).map(|()| Some(id.to_owned()))?,
     };
     Ok(DashboardPage::new(&state, client))
 }
