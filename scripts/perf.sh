@@ -10,6 +10,7 @@
 #
 #   scripts/perf.sh                       # everything, about 4 minutes
 #   IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
+#   PARTS=fanout TRANSPORTS=sse scripts/perf.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ FAN_RATE=${FAN_RATE:-100}
 FAN_DURATION=${FAN_DURATION:-10s}
 CHURN_CYCLES=${CHURN_CYCLES:-10}
 PARTS=${PARTS:-idle fanout churn}
+TRANSPORTS=${TRANSPORTS:-ws sse long-poll}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 
 NAME=perf.sh
@@ -63,7 +65,7 @@ if [[ " $PARTS " == *" idle "* ]]; then
   echo
   echo "| transport | pushwire | Node reference | ratio |"
   echo "|---|---:|---:|---:|"
-  for t in ws sse long-poll; do
+  for t in $TRANSPORTS; do
     p=$(measure pushwire "$t" "$IDLE_CLIENTS" 1 2s); n=$(measure node "$t" "$IDLE_CLIENTS" 1 2s)
     pk=$(field "$p" "d['server_usage']['rss_per_connection_bytes']/1024")
     nk=$(field "$n" "d['server_usage']['rss_per_connection_bytes']/1024")
@@ -77,7 +79,7 @@ if [[ " $PARTS " == *" fanout "* ]]; then
   echo
   echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | server CPU s | deliveries per CPU-second |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-  for t in ws sse long-poll; do
+  for t in $TRANSPORTS; do
     for which in node pushwire; do
       f=$(measure "$which" "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
       field "$f" "'| $t | $which | %d | %d | %d | %.1f | %.1f | %.2f | %.0f |' % (d['transports'][0]['deliveries'], d['transports'][0]['missing'], d['transports'][0]['duplicates'], d['transports'][0]['latency_us']['p50']/1000, d['transports'][0]['latency_us']['p99']/1000, d['server_usage']['cpu_seconds'], d['transports'][0]['deliveries']/d['server_usage']['cpu_seconds'])"

@@ -208,6 +208,25 @@ impl Drop for ConnMeter {
     }
 }
 
+/// Bytes read from a socket per call by [`poll_read_into`].
+const READ_CHUNK: usize = 4096;
+
+/// Reads what `io` has and appends it to `read`, through a buffer on the
+/// worker's stack: a connection waiting for its peer then holds no read
+/// buffer, only what it has read of something incomplete. `Ok(0)`: the peer
+/// closed its side.
+pub fn poll_read_into<T: AsyncRead + Unpin>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    read: &mut bytes::BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut buf = ReadBuf::uninit(&mut chunk);
+    std::task::ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+    read.extend_from_slice(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
+}
+
 /// The time limits a [`MeteredStream`] enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

@@ -135,6 +135,16 @@ pub fn inspected(req: &HttpRequest) -> Option<Tag> {
     req.extensions().get::<Tag>().cloned()
 }
 
+/// The byte meter of the request's connection: the dispatcher's requests
+/// carry it as connection data, those of the server's own HTTP/1 path
+/// (`server::front`) in their extensions.
+pub(crate) fn conn_meter(req: &HttpRequest) -> Option<Arc<ConnMeter>> {
+    match req.conn_data::<Arc<ConnMeter>>() {
+        Some(meter) => Some(meter.clone()),
+        None => req.extensions().get::<Arc<ConnMeter>>().cloned(),
+    }
+}
+
 /// Attributes each request, and the bytes its connection carries meanwhile,
 /// to its traffic. A WebSocket keeps its connection's bytes for life.
 pub async fn meter(
@@ -142,7 +152,7 @@ pub async fn meter(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let traffic = traffic_of(route_of(&req).as_deref());
-    let meter = req.conn_data::<Arc<ConnMeter>>().cloned();
+    let meter = conn_meter(req.request());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let tag = match (&state, traffic) {
         (Some(state), Traffic::Stream(_)) => state.inspector.tag(req.query_string()),

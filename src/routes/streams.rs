@@ -7,16 +7,17 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::inspected;
+use super::{conn_meter, inspected};
 use crate::auth::Access;
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::impair::WebSocketPath;
+use crate::transport::long_poll::{self, Held, Holdable, Opened};
 use crate::transport::websocket::{Accepted, Upgradable};
 use crate::transport::{self, Impairment, StreamRequest};
-use crate::wire::{ConnMeter, Mark};
+use crate::wire::Mark;
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -54,7 +55,7 @@ fn stream_request(
     let tag = inspected(req);
     let dropped = tag.as_ref().map(|tag| Box::pin(tag.dropped()) as _);
     let cut = transport::cut(dropped, access.expires());
-    let wire = req.conn_data::<std::sync::Arc<ConnMeter>>().cloned().map(Mark::now);
+    let wire = conn_meter(req).map(Mark::now);
     let impairment = impairment(req);
     Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut, wire, impairment })
 }
@@ -128,9 +129,26 @@ pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppSta
             )));
         }
     };
-    let answer = transport::long_poll::run(state.ctx.clone(), request, Duration::from_secs(timeout)).await?;
-    impairment.delay_answer().await;
-    Ok(poll_response(answer.to_json()))
+    let waiting = match long_poll::open(state.ctx.clone(), request, Duration::from_secs(timeout)).await? {
+        Opened::Ready(answer) => {
+            impairment.delay_answer().await;
+            return Ok(poll_response(answer.to_json()));
+        }
+        Opened::Waiting(waiting) => waiting,
+    };
+    let answer = async move {
+        let answer = waiting.wait().await;
+        impairment.delay_answer().await;
+        answer.to_json()
+    };
+    if !req.extensions().contains::<Holdable>() {
+        return Ok(poll_response(answer.await));
+    }
+    // The server's own HTTP/1 path holds the wait, without this request's
+    // future; the answer's head is this one's.
+    let mut response = poll_response(String::new());
+    response.extensions_mut().insert(Held(Box::pin(answer)));
+    Ok(response)
 }
 
 pub async fn poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {

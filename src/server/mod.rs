@@ -32,7 +32,9 @@ use crate::stats::Stats;
 use crate::tls;
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
+use front::Replay;
 
+mod front;
 mod trim;
 mod upgrade;
 
@@ -91,6 +93,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
             let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
+            let front = front::Settings::new(base.prefix(), config.keep_alive, tls.is_some(), addr);
             let data = web::Data::new(state);
             // actix-web's own server builds this per-connection config with a
             // crate-private constructor; its public twin is doc-hidden (made
@@ -126,14 +129,19 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), Protocol::Http1, peer))
                         }
                     })
-                    .and_then(
+                    .and_then(front::factory(
+                        front.clone(),
+                        app(),
                         HttpService::build()
                             .keep_alive(keep_alive)
                             .client_request_timeout(Duration::ZERO)
-                            .on_connect_ext(remember_meter::<TcpStream>)
+                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
+                                remember_meter::<TcpStream>(io.get_ref(), ext)
+                            })
                             .upgrade(upgrade::factory(app()))
                             .finish(app()),
-                    )
+                        remember_meter::<TcpStream>,
+                    ))
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
                 ),
@@ -152,14 +160,19 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             Ok((MeteredStream::new(io, Arc::new(meter), timeouts, Some(permit)), protocol, peer))
                         }
                     })
-                    .and_then(
+                    .and_then(front::factory(
+                        front.clone(),
+                        app(),
                         HttpService::build()
                             .keep_alive(keep_alive)
                             .client_request_timeout(Duration::ZERO)
-                            .on_connect_ext(remember_meter::<TlsStream<TcpStream>>)
+                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
+                                remember_meter::<TlsStream<TcpStream>>(io.get_ref(), ext)
+                            })
                             .upgrade(upgrade::factory(app()))
                             .finish(app()),
-                    )
+                        remember_meter::<TlsStream<TcpStream>>,
+                    ))
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
                 ),

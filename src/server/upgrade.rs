@@ -1,6 +1,7 @@
-//! The WebSocket upgrade path. actix-http hands a request that asks for a
-//! WebSocket (`Upgrade: websocket`) here, with its socket, instead of to the
-//! app. It is still answered by the same app (routing, middleware, access
+//! The WebSocket upgrade path. The server's own HTTP/1 path (`front`) and,
+//! for an upgrade later on a connection it handed over, actix-http hand a
+//! request that asks for a WebSocket (`Upgrade: websocket`) here, with its
+//! socket, instead of to the app. It is still answered by the same app (routing, middleware, access
 //! control, byte metering): when the app accepts, its `101` is written and the
 //! session gets the bare socket, so the HTTP dispatcher and its buffers are
 //! gone for the rest of the connection; any other answer is written as it is,
@@ -39,19 +40,34 @@ where
         async move {
             let app = Rc::new(app.await?);
             Ok(fn_service(move |(req, framed)| {
-                // Boxed, both: answering the handshake takes a large future
-                // (the app's) that is done with once the session starts, and
-                // the session's own future is sized to what it keeps.
-                let handshake = Box::pin(handshake(app.clone(), req, framed));
-                async move {
-                    if let Some(session) = handshake.await? {
-                        session.await;
-                    }
-                    Ok(())
-                }
+                let serving = serve(app.clone(), req, framed);
+                async move { Ok(serving.await?) }
             }))
         }
     })
+}
+
+/// Answers an upgrade request with `app`, and serves the WebSocket session
+/// when it is accepted; `framed` is the socket with what was read past the
+/// request head.
+pub fn serve<T, S, B>(app: Rc<S>, req: Request, framed: Framed<T, h1::Codec>) -> impl Future<Output = io::Result<()>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Service<Request> + 'static,
+    S::Response: Into<Response<B>>,
+    S::Error: Into<Response<BoxBody>>,
+    B: MessageBody + 'static,
+{
+    // Boxed, both: answering the handshake takes a large future (the app's)
+    // that is done with once the session starts, and the session's own
+    // future is sized to what it keeps.
+    let handshake = Box::pin(handshake(app, req, framed));
+    async move {
+        if let Some(session) = handshake.await? {
+            session.await;
+        }
+        Ok(())
+    }
 }
 
 /// Answers the request with the app; hands back what an accepted WebSocket

@@ -1,41 +1,89 @@
 //! Long polling: hold the request until something is after the cursor, the
 //! timeout passes, or the server shuts down; answer with everything ready.
+//!
+//! [`open`] subscribes and takes what is ready; a poll with nothing ready
+//! comes back [`Waiting`], which holds no more than the wait needs, so that
+//! the server's own HTTP/1 path can keep it instead of the request's whole
+//! future ([`Holdable`]).
 
 use std::time::Duration;
 
 use super::poll::{Answer, collect};
-use super::{Connection, Context, CutReason, StreamRequest, Transport};
+use super::{Connection, Context, Cut, CutReason, StreamRequest, Subscription, Transport};
 use crate::hub::HubError;
 use crate::stats::Ending;
 
-pub async fn run(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Answer, HubError> {
+/// Marks a request that arrived on the server's own HTTP/1 path, which can
+/// hold its answer: the route may answer with a [`Held`] body to come.
+pub struct Holdable;
+
+/// The body of a held poll's answer, carried on its response to the path
+/// that holds it.
+pub struct Held(pub futures_util::future::LocalBoxFuture<'static, String>);
+
+/// A poll after [`open`]: answered at once, or waiting for something.
+// Made once per poll and taken apart at once; a waiting poll moves into its
+// own (boxed) future anyway.
+#[allow(clippy::large_enum_variant)]
+pub enum Opened {
+    Ready(Answer),
+    Waiting(Waiting),
+}
+
+/// A subscribed poll waiting for something after its cursor.
+pub struct Waiting {
+    ctx: Context,
+    subscription: Subscription,
+    connection: Connection,
+    cut: Cut,
+    timeout: Duration,
+}
+
+/// Subscribes and takes what is ready: answered when anything is (or when
+/// the poll may not wait), waiting otherwise.
+pub async fn open(ctx: Context, request: StreamRequest, timeout: Duration) -> Result<Opened, HubError> {
     let mut subscription = ctx.live_subscription();
     subscription.subscribe(&request.channels, &request.cursor).await?;
     // Counted as held from here: whatever is published from now on reaches it.
     // No byte counts in its log line: its answer is written after it ends.
-    let mut connection = Connection::open(&ctx.stats, Transport::LongPoll, request.channels.len(), None);
+    let connection = Connection::open(&ctx.stats, Transport::LongPoll, request.channels.len(), None);
     let mut answer = Answer::default();
     collect(&mut subscription, &mut answer, &ctx.config).await;
+    let waiting = Waiting { ctx, subscription, connection, cut: request.cut, timeout };
     if answer.is_empty() && !timeout.is_zero() {
-        let shutdown = ctx.shutdown.clone();
+        return Ok(Opened::Waiting(waiting));
+    }
+    Ok(Opened::Ready(waiting.answer(answer)))
+}
+
+impl Waiting {
+    /// Waits for the first event, then answers with it and everything ready
+    /// after it; empty at the timeout, a cut or the server's shutdown.
+    pub async fn wait(mut self) -> Answer {
+        let mut answer = Answer::default();
+        let shutdown = self.ctx.shutdown.clone();
         tokio::select! {
-            why = request.cut => connection.end(match why {
+            why = &mut self.cut => self.connection.end(match why {
                 CutReason::Dropped => Ending::Dropped,
                 CutReason::TokenExpired => Ending::TokenExpired,
             }),
-            event = subscription.next() => {
+            event = self.subscription.next() => {
                 if let Ok(event) = event {
                     answer.push(event);
-                    collect(&mut subscription, &mut answer, &ctx.config).await;
+                    collect(&mut self.subscription, &mut answer, &self.ctx.config).await;
                 }
             }
-            () = tokio::time::sleep(timeout) => {}
-            () = shutdown.wait() => connection.end(Ending::Shutdown),
+            () = tokio::time::sleep(self.timeout) => {}
+            () = shutdown.wait() => self.connection.end(Ending::Shutdown),
         }
+        self.answer(answer)
     }
-    answer.cursor = subscription.cursor().to_string();
-    answer.count(&ctx.stats, Transport::LongPoll);
-    connection.delivered(answer.messages.len());
-    connection.end(Ending::Normal);
-    Ok(answer)
+
+    fn answer(mut self, mut answer: Answer) -> Answer {
+        answer.cursor = self.subscription.cursor().to_string();
+        answer.count(&self.ctx.stats, Transport::LongPoll);
+        self.connection.delivered(answer.messages.len());
+        self.connection.end(Ending::Normal);
+        answer
+    }
 }

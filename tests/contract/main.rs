@@ -10,6 +10,7 @@ mod canary;
 mod cluster;
 mod dashboard_api;
 mod errors;
+mod front;
 mod hub_contract;
 mod lab;
 mod limits;

@@ -12,19 +12,17 @@
 //! is actix-http's own WebSocket codec, the one actix-ws uses.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_codec::Decoder;
 use actix_http::ws::{CloseReason, Codec, Frame, Item, OpCode, Parser, ProtocolError};
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Bytes read from the socket per call, into a buffer on the stack.
-const READ_CHUNK: usize = 4096;
+use crate::wire::poll_read_into;
 
 /// What the peer sent, with fragmented messages put back together.
 #[derive(Debug)]
@@ -108,14 +106,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         }
     }
 
-    /// Reads what the socket has into `read`, through a buffer on the stack,
-    /// so that a connection waiting for its peer holds no read buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-        self.read.extend_from_slice(buf.filled());
-        Poll::Ready(Ok(buf.filled().len()))
+        poll_read_into(&mut self.io, cx, &mut self.read)
     }
 
     /// A whole message from a frame, or `None` while a fragmented one is

@@ -1,0 +1,471 @@
+//! pushwire's own HTTP/1 path, for the connections it keeps: SSE streams,
+//! long polls and WebSocket handshakes.
+//!
+//! An SSE stream and a held long poll are ordinary HTTP/1 responses, so under
+//! actix-http's dispatcher such a connection kept the dispatcher's 8 KiB read
+//! and 8 KiB write buffers for as long as it was held: ~8 KiB of RSS per idle
+//! stream before anything of pushwire's, against a goal of 8 KiB in all
+//! (docs/benchmarks.md). The buffers' size is a constant of actix-http
+//! (actix-web #2075, #3367), so every HTTP/1 connection starts here instead:
+//!
+//! - the request head is read through a buffer on the worker's stack, and
+//!   only what has arrived of it is kept on the heap;
+//! - a bodyless `GET` of `/sse` or `/long-poll` is decoded with actix-http's
+//!   own codec and answered by the same app (routing, middleware, access
+//!   control, byte metering); the answer is encoded by the same codec (status
+//!   line, headers, `date`, chunked framing) and written from a buffer that
+//!   exists only while it holds bytes. A long poll that has to wait hands its
+//!   wait back on the response ([`Held`]), so that what a held poll keeps is
+//!   its subscription, not the request's whole future;
+//! - a `GET` of `/ws` asking to upgrade goes straight to the upgrade path
+//!   (`upgrade`), without a dispatcher ever being made for it;
+//! - any other request, and everything after it on that connection, goes to
+//!   actix-http's dispatcher with the bytes read so far put back in front of
+//!   the socket ([`Replay`]); so do HTTP/2 connections.
+//!
+//! The socket is the same [`MeteredStream`](crate::wire::MeteredStream)
+//! either way, so byte counts and time limits do not depend on the path.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use actix_codec::{Decoder, Encoder, Framed, FramedParts};
+use actix_http::body::{BoxBody, MessageBody};
+use actix_http::error::DispatchError;
+use actix_http::h1::{self, Message, MessageType};
+use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
+use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::upgrade;
+use crate::transport::Transport;
+use crate::transport::long_poll::{Held, Holdable};
+use crate::wire::poll_read_into;
+
+/// Longest request head this path reads; a longer one is the dispatcher's
+/// to refuse.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Most bytes of an answer gathered into one write.
+const GATHER: usize = 64 * 1024;
+
+/// What the front needs to know of the server it stands in front of.
+#[derive(Clone)]
+pub struct Settings {
+    /// The routes whose answers are held here, base path included (`/pushwire/sse`).
+    pub held: Rc<[String]>,
+    /// The WebSocket route: its upgrades go straight to the upgrade path.
+    pub websocket: Rc<str>,
+    pub keep_alive: Duration,
+    pub secure: bool,
+    pub local_addr: SocketAddr,
+}
+
+impl Settings {
+    pub fn new(base: &str, keep_alive: Duration, secure: bool, local_addr: SocketAddr) -> Settings {
+        let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
+        let websocket = format!("{base}{}", Transport::WebSocket.path());
+        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr }
+    }
+}
+
+/// The HTTP service of one worker: held answers here, the rest to `http`,
+/// both answered by an instance of `app`. `on_connect` gives each request
+/// answered here what actix-http's `on_connect_ext` gives the dispatcher's.
+pub fn factory<T, A, B, H>(
+    settings: Settings,
+    app: A,
+    http: H,
+    on_connect: fn(&T, &mut Extensions),
+) -> impl ServiceFactory<(T, Protocol, Option<SocketAddr>), Config = (), Response = (), Error = DispatchError, InitError = ()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    A: ServiceFactory<Request, Config = (), InitError = ()> + 'static,
+    A::Future: 'static,
+    A::Service: 'static,
+    A::Response: Into<Response<B>>,
+    A::Error: Into<Response<BoxBody>>,
+    B: MessageBody + 'static,
+    H: ServiceFactory<
+            (Replay<T>, Protocol, Option<SocketAddr>),
+            Config = (),
+            Response = (),
+            Error = DispatchError,
+            InitError = (),
+        > + 'static,
+    H::Service: 'static,
+{
+    fn_factory(move || {
+        let (settings, app, http) = (settings.clone(), app.new_service(()), http.new_service(()));
+        async move {
+            let app = Rc::new(app.await?);
+            let http = Rc::new(http.await?);
+            // One per worker, like the dispatcher's: its `date` is shared.
+            let config = ServiceConfig::new(
+                KeepAlive::Timeout(settings.keep_alive),
+                Duration::ZERO,
+                Duration::ZERO,
+                settings.secure,
+                Some(settings.local_addr),
+            );
+            Ok(fn_service(move |(io, protocol, peer): (T, Protocol, Option<SocketAddr>)| {
+                let (app, http, settings) = (app.clone(), http.clone(), settings.clone());
+                let conn = Conn::new(io, h1::Codec::new(config.clone()), peer);
+                // Both paths boxed: the connection's future keeps only the one
+                // it is on (the dispatcher's alone is over a kilobyte).
+                async move {
+                    if protocol != Protocol::Http1 {
+                        return Box::pin(http.call((Replay::new(conn.io, Bytes::new()), protocol, peer))).await;
+                    }
+                    match Box::pin(serve(conn, &app, &settings, on_connect)).await {
+                        Served::Closed => Ok(()),
+                        Served::Failed(e) => Err(DispatchError::Io(e)),
+                        Served::HandOver(conn) => {
+                            let read = conn.read.freeze();
+                            Box::pin(http.call((Replay::new(conn.io, read), Protocol::Http1, peer))).await
+                        }
+                        Served::Upgrade(req, conn) => {
+                            let framed = Framed::from_parts(FramedParts::with_read_buf(conn.io, conn.codec, conn.read));
+                            upgrade::serve(app, req, framed).await.map_err(DispatchError::Io)
+                        }
+                    }
+                }
+            }))
+        }
+    })
+}
+
+/// One HTTP/1 connection on this path.
+struct Conn<T> {
+    io: T,
+    codec: h1::Codec,
+    peer: Option<SocketAddr>,
+    /// Bytes read and not yet part of an answered request; empty
+    /// (unallocated) between requests.
+    read: BytesMut,
+    /// The client closed its side.
+    eof: bool,
+}
+
+/// How a connection left this path.
+enum Served<T> {
+    Closed,
+    Failed(io::Error),
+    /// A request the dispatcher answers: it gets the connection.
+    HandOver(Conn<T>),
+    /// A WebSocket handshake, for the upgrade path.
+    Upgrade(Request, Conn<T>),
+}
+
+/// The requests this path takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// A bodyless `GET` of `/sse` or `/long-poll`: answered here.
+    Held,
+    /// A `GET` of `/ws` asking to upgrade.
+    Upgrade,
+}
+
+async fn serve<T, S, B>(
+    mut conn: Conn<T>,
+    app: &S,
+    settings: &Settings,
+    on_connect: fn(&T, &mut Extensions),
+) -> Served<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request>,
+    S::Response: Into<Response<B>>,
+    S::Error: Into<Response<BoxBody>>,
+    B: MessageBody + 'static,
+{
+    let mut first = true;
+    loop {
+        // The first head is timed by the socket (`--request-timeout`, from the
+        // accept); later ones start within the keep-alive or the connection ends.
+        let wait = if first { None } else { Some(settings.keep_alive) };
+        first = false;
+        let len = match conn.read_head(wait).await {
+            Ok(Some(len)) => len,
+            Ok(None) => return Served::Closed,
+            Err(e) => return Served::Failed(e),
+        };
+        let Some((mut req, route)) = conn.decode(len, settings) else {
+            return Served::HandOver(conn);
+        };
+        req.head_mut().peer_addr = conn.peer;
+        on_connect(&conn.io, &mut req.extensions_mut());
+        if route == Route::Upgrade {
+            return Served::Upgrade(req, conn);
+        }
+        req.extensions_mut().insert(Holdable);
+        // Boxed: the app's future is done with once it answers, and the
+        // connection's own future is sized to what an answer keeps.
+        let call = Box::pin(app.call(req));
+        let response: Response<BoxBody> = match call.await {
+            Ok(response) => response.into().map_into_boxed_body(),
+            Err(error) => error.into(),
+        };
+        match conn.answer(response).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = conn.io.shutdown().await;
+                return Served::Closed;
+            }
+            Err(e) => return Served::Failed(e),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+    fn new(io: T, codec: h1::Codec, peer: Option<SocketAddr>) -> Conn<T> {
+        Conn { io, codec, peer, read: BytesMut::new(), eof: false }
+    }
+
+    /// Reads until `read` holds a whole head (its length), or as much as a
+    /// head may be. `None`: the client left, or sent nothing within `wait`.
+    async fn read_head(&mut self, wait: Option<Duration>) -> io::Result<Option<usize>> {
+        loop {
+            if let Some(len) = head_len(&self.read) {
+                return Ok(Some(len));
+            }
+            if self.read.len() >= MAX_HEAD {
+                return Ok(Some(self.read.len()));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let wait = wait.filter(|_| self.read.is_empty());
+            let filled = poll_fn(|cx| self.poll_fill(cx));
+            let n = match wait {
+                Some(wait) => match tokio::time::timeout(wait, filled).await {
+                    Ok(n) => n?,
+                    Err(_) => return Ok(None),
+                },
+                None => filled.await?,
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        poll_read_into(&mut self.io, cx, &mut self.read)
+    }
+
+    /// The request whose head is the first `len` bytes read, if it is one
+    /// this path takes (a [`Route`]). Anything else is left as it was read,
+    /// for the dispatcher.
+    fn decode(&mut self, len: usize, settings: &Settings) -> Option<(Request, Route)> {
+        let target = self.read[..len].strip_prefix(b"GET ")?;
+        let end = target.iter().position(|&b| b == b' ' || b == b'?')?;
+        let path = &target[..end];
+        let route = if settings.held.iter().any(|p| p.as_bytes() == path) {
+            Route::Held
+        } else if settings.websocket.as_bytes() == path {
+            Route::Upgrade
+        } else {
+            return None;
+        };
+        let mut head = BytesMut::from(&self.read[..len]);
+        let Ok(Some(Message::Item(req))) = self.codec.decode(&mut head) else { return None };
+        let taken = head.is_empty()
+            && req.method() == Method::GET
+            && match route {
+                Route::Held => self.codec.message_type() == MessageType::None && !self.codec.upgrade(),
+                Route::Upgrade => self.codec.upgrade(),
+            };
+        if !taken {
+            return None;
+        }
+        self.read.advance(len);
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        Some((req, route))
+    }
+
+    /// Writes `response` whole, its body as it comes. `Ok(false)`: the
+    /// connection is done (the answer asked so, or the client left).
+    async fn answer(&mut self, mut response: Response<BoxBody>) -> io::Result<bool> {
+        let held = response.extensions_mut().remove::<Held>();
+        if let Some(Held(body)) = held {
+            // A response's head is pooled with room for a dozen headers
+            // (~2 KiB): a held poll keeps only its status and the few it has.
+            let status = response.status();
+            let headers: Vec<_> = response.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            drop(response);
+            let body = body.await;
+            response = Response::with_body(status, BoxBody::new(body));
+            for (name, value) in headers {
+                response.headers_mut().append(name, value);
+            }
+        }
+        let (head, body) = response.into_parts();
+        let size = body.size();
+        let mut out = BytesMut::new();
+        self.codec.encode(Message::Item((head, size)), &mut out)?;
+        let mut body = pin!(body);
+        loop {
+            // What is ready now goes out with what waits to be written (a
+            // poll's answer with its head, events that came together); the
+            // rest is written before waiting for more.
+            let chunk = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_next(cx))).await {
+                Poll::Ready(chunk) if out.len() < GATHER => chunk,
+                ready => {
+                    self.write(&mut out).await?;
+                    match ready {
+                        Poll::Ready(chunk) => chunk,
+                        Poll::Pending => match self.next_chunk(body.as_mut()).await {
+                            Some(chunk) => chunk,
+                            // The client left: nobody half-closes an event
+                            // stream and waits for the rest of it.
+                            None => return Ok(false),
+                        },
+                    }
+                }
+            };
+            match chunk {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+                    self.codec.encode(Message::Chunk(Some(chunk)), &mut out)?;
+                }
+                None => break,
+            }
+        }
+        self.codec.encode(Message::Chunk(None), &mut out)?;
+        self.write(&mut out).await?;
+        Ok(self.codec.keep_alive() && !self.eof)
+    }
+
+    /// The body's next chunk, watching the socket meanwhile: bytes the
+    /// client sends are kept for its next request (up to a head's worth),
+    /// and its close ends the wait (`None`).
+    async fn next_chunk(
+        &mut self,
+        mut body: Pin<&mut BoxBody>,
+    ) -> Option<Option<Result<Bytes, Box<dyn std::error::Error>>>> {
+        poll_fn(|cx| {
+            if let Poll::Ready(chunk) = body.as_mut().poll_next(cx) {
+                return Poll::Ready(Some(chunk));
+            }
+            while !self.eof && self.read.len() < MAX_HEAD {
+                match ready!(self.poll_fill(cx)) {
+                    Ok(0) | Err(_) => self.eof = true,
+                    Ok(_) => {}
+                }
+            }
+            match self.eof {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Writes `out` whole and frees it.
+    async fn write(&mut self, out: &mut BytesMut) -> io::Result<()> {
+        self.io.write_all(out).await?;
+        *out = BytesMut::new();
+        Ok(())
+    }
+}
+
+/// The length of the request head at the start of `read` (through its blank
+/// line), once it is all there.
+fn head_len(read: &[u8]) -> Option<usize> {
+    // A line ends with CRLF or, leniently (as httparse reads it), LF alone.
+    let mut at = 0;
+    while let Some(lf) = read[at..].iter().position(|&b| b == b'\n') {
+        let next = at + lf + 1;
+        match read.get(next..) {
+            Some([b'\n', ..]) => return Some(next + 1),
+            Some([b'\r', b'\n', ..]) => return Some(next + 2),
+            _ => at = next,
+        }
+    }
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// A socket with bytes already read from it put back in front: what the
+    /// front read of a request it hands to the dispatcher.
+    pub struct Replay<T> {
+        #[pin]
+        io: T,
+        read: Bytes,
+    }
+}
+
+impl<T> Replay<T> {
+    pub fn new(io: T, read: Bytes) -> Replay<T> {
+        Replay { io, read }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Replay<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.read.is_empty() {
+            return this.io.poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read.split_to(n));
+        if this.read.is_empty() {
+            // An empty view would still keep the bytes it was cut from.
+            *this.read = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Replay<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_len;
+
+    #[test]
+    fn a_head_ends_at_its_blank_line() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest"), Some(27));
+        assert_eq!(head_len(b"GET / HTTP/1.1\nHost: a\n\nrest"), Some(24));
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(head_len(b""), None);
+    }
+}
