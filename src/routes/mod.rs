@@ -79,9 +79,22 @@ fn routes(cfg: &mut web::ServiceConfig) {
 /// base path taken off the matched pattern): what the byte meter and the
 /// CORS policy go by.
 pub(crate) fn route_of(req: &ServiceRequest) -> Option<String> {
-    let pattern = req.match_pattern()?;
+    let pattern = matched_pattern(req)?;
     let state = req.app_data::<web::Data<AppState>>()?;
     state.ctx.config.base_path.route(&pattern).map(str::to_owned)
+}
+
+/// The router pattern `req` matches, looked up once per request: the request
+/// span, the byte meter and the CORS policy all go by it.
+pub(crate) fn matched_pattern(req: &ServiceRequest) -> Option<String> {
+    #[derive(Clone)]
+    struct Matched(Option<String>);
+    if let Some(Matched(pattern)) = req.extensions().get::<Matched>() {
+        return pattern.clone();
+    }
+    let pattern = req.match_pattern();
+    req.extensions_mut().insert(Matched(pattern.clone()));
+    pattern
 }
 
 /// What a request is counted as, from its [`route_of`].

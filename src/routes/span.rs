@@ -18,7 +18,7 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let route = super::matched_pattern(request).unwrap_or_else(|| "default".into());
         let request_id = request.extensions().get::<RequestId>().map(ToString::to_string).unwrap_or_default();
         let user_agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
         tracing::info_span!(

@@ -79,18 +79,31 @@ impl Drop for Connection {
         let (sent, received) = self.wire.as_ref().map(Mark::since).unzip();
         // Milliseconds are precision enough, and read better than nanoseconds.
         let duration_secs = self.started.elapsed().as_millis() as f64 / 1000.0;
-        tracing::info!(
-            target: LOG_TARGET,
-            parent: &self.span,
-            transport = self.transport.name(),
-            channels = self.channels,
-            reason = ending.name(),
-            code = self.code,
-            duration_secs,
-            messages = self.messages,
-            bytes_sent = sent,
-            bytes_received = received,
-            "connection closed"
-        );
+        macro_rules! closed {
+            ($level:expr) => {
+                tracing::event!(
+                    target: LOG_TARGET,
+                    parent: &self.span,
+                    $level,
+                    transport = self.transport.name(),
+                    channels = self.channels,
+                    reason = ending.name(),
+                    code = self.code,
+                    duration_secs,
+                    messages = self.messages,
+                    bytes_sent = sent,
+                    bytes_received = received,
+                    "connection closed"
+                )
+            };
+        }
+        // A long poll answered as usual is one request of many a second per
+        // client: a line each would drown the log (and cost more than the
+        // poll). How one ended otherwise is worth a line.
+        if self.transport == Transport::LongPoll && ending == Ending::Normal {
+            closed!(tracing::Level::DEBUG);
+        } else {
+            closed!(tracing::Level::INFO);
+        }
     }
 }
