@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_http::ws::{HandshakeError, handshake};
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{conn_meter, inspected};
@@ -14,9 +15,9 @@ use crate::error::{AppError, ErrorCode};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::impair::WebSocketPath;
-use crate::transport::long_poll::{self, Held, Holdable, Opened};
+use crate::transport::long_poll::{self, Opened};
 use crate::transport::websocket::{Accepted, Upgradable};
-use crate::transport::{self, Impairment, StreamRequest};
+use crate::transport::{self, Held, Holdable, Impairment, StreamRequest};
 use crate::wire::Mark;
 
 #[derive(Deserialize)]
@@ -106,12 +107,23 @@ pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -
         }
     }
     let impairment = request.impairment;
-    let stream = transport::sse::open(state.ctx.clone(), request).await?;
+    let stream = impairment.sse(Box::pin(transport::sse::open(state.ctx.clone(), request).await?));
     let mut response = HttpResponse::Ok();
     for header in transport::sse::HEADERS {
         response.insert_header(header);
     }
-    Ok(response.streaming(impairment.sse(Box::pin(stream))))
+    if !req.extensions().contains::<Holdable>() {
+        return Ok(response.streaming(stream));
+    }
+    // The server's own HTTP/1 path writes the stream as it comes, without
+    // the wrappers the middleware would put around a body on every poll.
+    let stream = stream.map(|chunk| match chunk {
+        Ok(chunk) => chunk,
+        Err(never) => match never {},
+    });
+    let mut response = response.finish();
+    response.extensions_mut().insert(Held::Stream(Box::pin(stream)));
+    Ok(response)
 }
 
 pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -147,7 +159,7 @@ pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppSta
     // The server's own HTTP/1 path holds the wait, without this request's
     // future; the answer's head is this one's.
     let mut response = poll_response(String::new());
-    response.extensions_mut().insert(Held(Box::pin(answer)));
+    response.extensions_mut().insert(Held::Answer(Box::pin(answer)));
     Ok(response)
 }
 

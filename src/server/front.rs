@@ -16,7 +16,8 @@
 //!   line, headers, `date`, chunked framing) and written from a buffer that
 //!   exists only while it holds bytes. A long poll that has to wait hands its
 //!   wait back on the response ([`Held`]), so that what a held poll keeps is
-//!   its subscription, not the request's whole future;
+//!   its subscription, not the request's whole future; an event stream comes
+//!   the same way, and is polled without the middleware's body wrappers;
 //! - a `GET` of `/ws` asking to upgrade goes straight to the upgrade path
 //!   (`upgrade`), without a dispatcher ever being made for it;
 //! - any other request, and everything after it on that connection, goes to
@@ -26,6 +27,7 @@
 //! The socket is the same [`MeteredStream`](crate::wire::MeteredStream)
 //! either way, so byte counts and time limits do not depend on the path.
 
+use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -35,17 +37,18 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use actix_codec::{Decoder, Encoder, Framed, FramedParts};
-use actix_http::body::{BoxBody, MessageBody};
+use actix_http::body::{BodyStream, BoxBody, MessageBody};
 use actix_http::error::DispatchError;
 use actix_http::h1::{self, Message, MessageType};
 use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
 use crate::transport::Transport;
-use crate::transport::long_poll::{Held, Holdable};
+use crate::transport::{Held, Holdable};
 use crate::wire::poll_read_into;
 
 /// Longest request head this path reads; a longer one is the dispatcher's
@@ -296,17 +299,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// connection is done (the answer asked so, or the client left).
     async fn answer(&mut self, mut response: Response<BoxBody>) -> io::Result<bool> {
         let held = response.extensions_mut().remove::<Held>();
-        if let Some(Held(body)) = held {
-            // A response's head is pooled with room for a dozen headers
-            // (~2 KiB): a held poll keeps only its status and the few it has.
-            let status = response.status();
-            let headers: Vec<_> = response.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-            drop(response);
-            let body = body.await;
-            response = Response::with_body(status, BoxBody::new(body));
-            for (name, value) in headers {
-                response.headers_mut().append(name, value);
+        match held {
+            Some(Held::Answer(body)) => {
+                // A response's head is pooled with room for a dozen headers
+                // (~2 KiB): a held poll keeps only its status and the few it has.
+                let status = response.status();
+                let headers: Vec<_> = response.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+                drop(response);
+                let body = body.await;
+                response = Response::with_body(status, BoxBody::new(body));
+                for (name, value) in headers {
+                    response.headers_mut().append(name, value);
+                }
             }
+            Some(Held::Stream(stream)) => {
+                response = response.set_body(BoxBody::new(BodyStream::new(stream.map(Ok::<_, Infallible>))));
+            }
+            None => {}
         }
         let (head, body) = response.into_parts();
         let size = body.size();

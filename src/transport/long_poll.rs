@@ -4,7 +4,7 @@
 //! [`open`] subscribes and takes what is ready; a poll with nothing ready
 //! comes back [`Waiting`], which holds no more than the wait needs, so that
 //! the server's own HTTP/1 path can keep it instead of the request's whole
-//! future ([`Holdable`]).
+//! future ([`Holdable`](super::Holdable)).
 
 use std::time::Duration;
 
@@ -12,14 +12,6 @@ use super::poll::{Answer, collect};
 use super::{Connection, Context, Cut, CutReason, StreamRequest, Subscription, Transport};
 use crate::hub::HubError;
 use crate::stats::Ending;
-
-/// Marks a request that arrived on the server's own HTTP/1 path, which can
-/// hold its answer: the route may answer with a [`Held`] body to come.
-pub struct Holdable;
-
-/// The body of a held poll's answer, carried on its response to the path
-/// that holds it.
-pub struct Held(pub futures_util::future::LocalBoxFuture<'static, String>);
 
 /// A poll after [`open`]: answered at once, or waiting for something.
 // Made once per poll and taken apart at once; a waiting poll moves into its

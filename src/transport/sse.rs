@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
+use futures_util::future::LocalBoxFuture;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
 use super::{Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
@@ -31,7 +32,10 @@ pub async fn open(
     let every = ctx.config.sse_heartbeat;
     let mut heartbeat = interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let shutdown = ctx.shutdown.clone();
     let state = SseStream {
+        // Made once: a wait made anew for every chunk took the signal's lock each time.
+        shutdown: Box::pin(async move { shutdown.wait().await }),
         single: request.channels.len() == 1,
         cut: request.cut,
         connection: Connection::open(&ctx.stats, Transport::Sse, request.channels.len(), request.wire),
@@ -49,6 +53,7 @@ pub async fn open(
 
 struct SseStream {
     ctx: Context,
+    shutdown: LocalBoxFuture<'static, ()>,
     cut: Cut,
     subscription: Subscription,
     heartbeat: Interval,
@@ -79,9 +84,8 @@ impl SseStream {
         if self.done {
             return None;
         }
-        let shutdown = self.ctx.shutdown.clone();
         let first = tokio::select! {
-            () = shutdown.wait() => return self.finish(Ending::Shutdown, ": server restarting; reconnect\n\n"),
+            () = &mut self.shutdown => return self.finish(Ending::Shutdown, ": server restarting; reconnect\n\n"),
             why = &mut self.cut => return match why {
                 CutReason::Dropped => self.finish(Ending::Dropped, ": dropped from the dashboard; reconnect\n\n"),
                 CutReason::TokenExpired => {
