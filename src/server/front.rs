@@ -329,10 +329,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             let chunk = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_next(cx))).await {
                 Poll::Ready(chunk) if out.len() < GATHER => chunk,
                 ready => {
-                    self.write(&mut out).await?;
+                    let waited = self.write(&mut out).await?;
                     match ready {
                         Poll::Ready(chunk) => chunk,
-                        Poll::Pending => match self.next_chunk(body.as_mut()).await {
+                        Poll::Pending => match self.next_chunk(body.as_mut(), !waited).await {
                             Some(chunk) => chunk,
                             // The client left: nobody half-closes an event
                             // stream and waits for the rest of it.
@@ -356,13 +356,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
 
     /// The body's next chunk, watching the socket meanwhile: bytes the
     /// client sends are kept for its next request (up to a head's worth),
-    /// and its close ends the wait (`None`).
+    /// and its close ends the wait (`None`). `asked`: the body has just
+    /// answered `Pending` in this same turn of the task.
     async fn next_chunk(
         &mut self,
         mut body: Pin<&mut BoxBody>,
+        mut asked: bool,
     ) -> Option<Option<Result<Bytes, Box<dyn std::error::Error>>>> {
+        // Then its `Pending` holds this task's waker, and the first poll need
+        // not ask again: a chunk that came meanwhile has woken the task, and
+        // the next poll takes it (one body poll less per delivery). Not after
+        // a write that had to wait: the task has been woken and run since.
         poll_fn(|cx| {
-            if let Poll::Ready(chunk) = body.as_mut().poll_next(cx) {
+            if !std::mem::take(&mut asked)
+                && let Poll::Ready(chunk) = body.as_mut().poll_next(cx)
+            {
                 return Poll::Ready(Some(chunk));
             }
             while !self.eof && self.read.len() < MAX_HEAD {
@@ -379,11 +387,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         .await
     }
 
-    /// Writes `out` whole and frees it.
-    async fn write(&mut self, out: &mut BytesMut) -> io::Result<()> {
-        self.io.write_all(out).await?;
+    /// Writes `out` whole and frees it; true when it had to wait for the
+    /// client to make room (the task then ran for wakes other than its body's).
+    async fn write(&mut self, out: &mut BytesMut) -> io::Result<bool> {
+        let mut waited = false;
+        let mut write = pin!(self.io.write_all(out));
+        poll_fn(|cx| {
+            let written = write.as_mut().poll(cx);
+            waited |= written.is_pending();
+            written
+        })
+        .await?;
         *out = BytesMut::new();
-        Ok(())
+        Ok(waited)
     }
 }
 
