@@ -6,9 +6,11 @@
 #      with --server-pid: (RSS with N connected − RSS before) / N), at IDLE_CLIENTS connections;
 #   2. fan-out: FAN_CLIENTS subscribers of one transport × FAN_RATE msg/s × 100 B for FAN_DURATION:
 #      deliveries per server CPU-second, latency, nothing missing;
-#   3. churn: examples/churn.rs against a one-worker server, CHURN_CYCLES × 10,000 WebSockets.
+#   3. overload: OVERLOAD_CLIENTS WebSocket subscribers × FAN_RATE msg/s, more than 2 cores write:
+#      whether the publisher keeps its rate and latency stays bounded;
+#   4. churn: examples/churn.rs against a one-worker server, CHURN_CYCLES × 10,000 WebSockets.
 #
-#   scripts/perf.sh                       # everything, about 4 minutes
+#   scripts/perf.sh                       # everything, about 7 minutes
 #   IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
 #   PARTS=fanout TRANSPORTS=sse scripts/perf.sh
 set -euo pipefail
@@ -19,7 +21,8 @@ FAN_CLIENTS=${FAN_CLIENTS:-1000}
 FAN_RATE=${FAN_RATE:-100}
 FAN_DURATION=${FAN_DURATION:-10s}
 CHURN_CYCLES=${CHURN_CYCLES:-10}
-PARTS=${PARTS:-idle fanout churn}
+OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-5000}
+PARTS=${PARTS:-idle fanout overload churn}
 TRANSPORTS=${TRANSPORTS:-ws sse long-poll}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 
@@ -95,6 +98,18 @@ if [[ " $PARTS " == *" fanout "* ]]; then
       f=$(measure "$which" "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
       field "$f" "'| $t | $which | %d | %d | %d | %.1f | %.1f | %.2f (%.2f + %.2f) | %.0f |' % (d['transports'][0]['deliveries'], d['transports'][0]['missing'], d['transports'][0]['duplicates'], d['transports'][0]['latency_us']['p50']/1000, d['transports'][0]['latency_us']['p99']/1000, d['server_usage']['cpu_seconds'], d['server_cpu_split']['user_seconds'], d['server_cpu_split']['system_seconds'], d['transports'][0]['deliveries']/d['server_usage']['cpu_seconds'])"
     done
+  done
+  echo
+fi
+
+if [[ " $PARTS " == *" overload "* ]]; then
+  echo "### Overload: $OVERLOAD_CLIENTS WebSocket subscribers × $FAN_RATE msg/s × 100 B for $FAN_DURATION"
+  echo
+  echo "| server | published | publish due → answered p50 / p99 | deliveries | missing | receive p50 / p99 | server CPU s | deliveries per CPU-second |"
+  echo "|---|---|---|---:|---:|---|---:|---:|"
+  for which in pushwire node; do
+    f=$(measure "$which" ws "$OVERLOAD_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
+    field "$f" "'| $which | %d in %.1f s (%.0f/s, %d connections) | %.0f ms / %.0f ms | %d | %d | %.0f ms / %.0f ms | %.1f | %.0fk |' % (d['published'], d['publish_seconds'], d['published']/d['publish_seconds'], d['publish_connections'], d['publish_delay_us']['p50']/1000, d['publish_delay_us']['p99']/1000, d['transports'][0]['deliveries'], d['transports'][0]['missing'], d['transports'][0]['latency_us']['p50']/1000, d['transports'][0]['latency_us']['p99']/1000, d['server_usage']['cpu_seconds'], d['transports'][0]['deliveries']/d['server_usage']['cpu_seconds']/1000)"
   done
   echo
 fi

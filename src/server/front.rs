@@ -47,6 +47,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
+use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 use crate::transport::{Held, Holdable};
 use crate::wire::poll_read_into;
@@ -68,13 +69,15 @@ pub struct Settings {
     pub keep_alive: Duration,
     pub secure: bool,
     pub local_addr: SocketAddr,
+    /// The server's shutdown: a connection between requests closes on it.
+    pub shutdown: Shutdown,
 }
 
 impl Settings {
-    pub fn new(base: &str, keep_alive: Duration, secure: bool, local_addr: SocketAddr) -> Settings {
+    pub fn new(base: &str, keep_alive: Duration, secure: bool, local_addr: SocketAddr, shutdown: Shutdown) -> Settings {
         let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
         let websocket = format!("{base}{}", Transport::WebSocket.path());
-        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr }
+        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr, shutdown }
     }
 }
 
@@ -191,8 +194,9 @@ where
     let mut first = true;
     loop {
         // The first head is timed by the socket (`--request-timeout`, from the
-        // accept); later ones start within the keep-alive or the connection ends.
-        let wait = if first { None } else { Some(settings.keep_alive) };
+        // accept); later ones start within the keep-alive, and before the
+        // server shuts down, or the connection ends.
+        let wait = if first { None } else { Some(settings) };
         first = false;
         let len = match conn.read_head(wait).await {
             Ok(Some(len)) => len,
@@ -232,8 +236,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     }
 
     /// Reads until `read` holds a whole head (its length), or as much as a
-    /// head may be. `None`: the client left, or sent nothing within `wait`.
-    async fn read_head(&mut self, wait: Option<Duration>) -> io::Result<Option<usize>> {
+    /// head may be. `None`: the client left, or, with `wait`, sent nothing
+    /// within its keep-alive or before its shutdown.
+    async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Option<usize>> {
         loop {
             if let Some(len) = head_len(&self.read) {
                 return Ok(Some(len));
@@ -247,9 +252,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             let wait = wait.filter(|_| self.read.is_empty());
             let filled = poll_fn(|cx| self.poll_fill(cx));
             let n = match wait {
-                Some(wait) => match tokio::time::timeout(wait, filled).await {
-                    Ok(n) => n?,
-                    Err(_) => return Ok(None),
+                Some(settings) => tokio::select! {
+                    n = tokio::time::timeout(settings.keep_alive, filled) => match n {
+                        Ok(n) => n?,
+                        Err(_) => return Ok(None),
+                    },
+                    () = settings.shutdown.wait() => return Ok(None),
                 },
                 None => filled.await?,
             };

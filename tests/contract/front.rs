@@ -227,3 +227,15 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive() {
     let n = timeout(PATIENCE, client.tcp.read(&mut buf)).await.expect("the connection was kept past its keep-alive");
     assert_eq!(n.unwrap(), 0, "closed without a word");
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_between_requests_closes_when_the_server_shuts_down() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.keep_alive = Duration::from_secs(600)).await;
+    let mut client = Client::connect(&app).await;
+    client.send(&get(&app, "/long-poll?channels=bye&timeout=0")).await;
+    assert_eq!(client.answer().await.status, 200);
+    app.state.ctx.shutdown.trigger();
+    let mut buf = [0u8; 64];
+    let n = timeout(PATIENCE, client.tcp.read(&mut buf)).await.expect("kept open through the shutdown");
+    assert_eq!(n.unwrap(), 0, "closed without a word");
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Regenerates the figures of docs/benchmarks.md and docs/benchmarks-bench.md on this
+# machine: every table between a pair of markers
+#   <!-- scripts/benchmarks.sh: NAME -->  …  <!-- end NAME -->
+# is replaced by what the script that makes it prints now; the prose around them is
+# not touched (read it again against the new figures). About 15 minutes; run it on an
+# otherwise idle machine, since the figures are CPU seconds and latencies.
+#
+#   scripts/benchmarks.sh             # everything
+#   ONLY=perf scripts/benchmarks.sh   # one block
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ONLY=${ONLY:-}
+
+# splice FILE NAME: replaces the block NAME of FILE with standard input.
+splice() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+path, name = sys.argv[1], sys.argv[2]
+text = open(path).read()
+begin, end = f"<!-- scripts/benchmarks.sh: {name} -->", f"<!-- end {name} -->"
+pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+if not pattern.search(text):
+    sys.exit(f"benchmarks.sh: no block {name!r} in {path}")
+body = sys.stdin.read().strip()
+text = pattern.sub(lambda _: f"{begin}\n\n{body}\n\n{end}", text)
+open(path, "w").write(text)
+PY
+}
+
+# block FILE NAME COMMAND...: runs COMMAND (unless ONLY names another block) into the block.
+block() {
+  local file=$1 name=$2; shift 2
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return; fi
+  echo "benchmarks.sh: $name ($*)" >&2
+  local out
+  out=$("$@")
+  splice "$file" "$name" <<<"$out"
+}
+
+block docs/benchmarks.md perf scripts/perf.sh
+block docs/benchmarks.md perf-19000 env IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
+block docs/benchmarks-bench.md bench scripts/bench.sh
+echo "benchmarks.sh: done; git diff docs/ shows what changed" >&2
