@@ -198,7 +198,6 @@ impl Report {
             "req/deliv",
             "empty polls",
         ];
-        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
         let ratio = |r: Option<f64>, decimals: usize| r.map_or("-".into(), |r| format!("{r:.decimals$}"));
         let rows: Vec<Vec<String>> = self
             .transports
@@ -265,45 +264,36 @@ impl Report {
             "\nstalled: {} of {} clients per transport read nothing for {} s from {} s into the publish stream\n",
             stall.clients, self.parameters.clients, stall.duration_s, stall.start_s
         );
-        let header = [
-            "transport",
-            "stalled",
-            "cut",
-            "reconnects",
-            "server cuts",
-            "missing",
-            "dup",
-            "others p50",
-            "others p99",
-            "others max",
-            "stalled p99",
-            "stalled max",
+        type Cell = fn(&TransportRow, &StallRow) -> String;
+        let columns: [(&str, Cell); 12] = [
+            ("transport", |t, _| t.transport.to_string()),
+            ("stalled", |_, s| s.clients.to_string()),
+            ("cut", |_, s| s.cut.to_string()),
+            ("reconnects", |_, s| s.reconnects.to_string()),
+            ("server cuts", |t, _| t.server_slow_disconnects.map_or("-".into(), |n| n.to_string())),
+            ("missing", |_, s| s.missing.to_string()),
+            ("dup", |_, s| s.duplicates.to_string()),
+            ("others p50", |_, s| ms(s.healthy_latency_us.p50)),
+            ("others p99", |_, s| ms(s.healthy_latency_us.p99)),
+            ("others max", |_, s| ms(s.healthy_latency_us.max)),
+            ("stalled p99", |_, s| ms(s.stalled_latency_us.p99)),
+            ("stalled max", |_, s| ms(s.stalled_latency_us.max)),
         ];
-        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let header = columns.map(|(name, _)| name);
         let rows: Vec<Vec<String>> = self
             .transports
             .iter()
             .filter_map(|t| Some((t, t.stall.as_ref()?)))
-            .map(|(t, s)| {
-                vec![
-                    t.transport.to_string(),
-                    s.clients.to_string(),
-                    s.cut.to_string(),
-                    s.reconnects.to_string(),
-                    t.server_slow_disconnects.map_or("-".into(), |n| n.to_string()),
-                    s.missing.to_string(),
-                    s.duplicates.to_string(),
-                    ms(s.healthy_latency_us.p50),
-                    ms(s.healthy_latency_us.p99),
-                    ms(s.healthy_latency_us.max),
-                    ms(s.stalled_latency_us.p99),
-                    ms(s.stalled_latency_us.max),
-                ]
-            })
+            .map(|(t, s)| columns.iter().map(|(_, cell)| cell(t, s)).collect())
             .collect();
         out.push_str(&align(&header, &rows));
         out
     }
+}
+
+/// µs as ms, two decimals.
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
 }
 
 /// Columns padded to their widest cell: the first left-aligned, the rest right.
