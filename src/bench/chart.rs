@@ -72,16 +72,25 @@ where
         .x_label_formatter(&percentile_label)
         .y_label_formatter(&|ms| if *ms >= 1.0 { format!("{ms:.0}") } else { format!("{ms}") })
         .draw()?;
-    for (i, t) in report.transports.iter().enumerate().filter(|(_, t)| !t.histogram.is_empty()) {
-        let points = (0..=(x_max * 50.0) as usize).map(|k| {
-            let x = k as f64 / 50.0;
-            (x, ms(t.histogram.value_at_quantile(quantile(x))))
-        });
-        let style = color(i).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(points, style))?
-            .label(t.transport)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    for (i, t) in report.transports.iter().enumerate() {
+        // With `--stall`, the clients that read all along and the stalled ones apart.
+        let curves = match &t.stall {
+            Some(s) => {
+                vec![(&s.healthy, t.transport.to_string(), 1.0), (&s.stalled, format!("{} stalled", t.transport), 0.4)]
+            }
+            None => vec![(&t.histogram, t.transport.to_string(), 1.0)],
+        };
+        for (histogram, label, opacity) in curves.into_iter().filter(|(h, _, _)| !h.is_empty()) {
+            let points = (0..=(x_max * 50.0) as usize).map(|k| {
+                let x = k as f64 / 50.0;
+                (x, ms(histogram.value_at_quantile(quantile(x))))
+            });
+            let style = color(i).mix(opacity).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points, style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        }
     }
     chart
         .configure_series_labels()

@@ -4,7 +4,8 @@
 //! client starts from the channel's position before the first publish, so a
 //! late connection catches up instead of missing messages, and a lost one
 //! resumes from its cursor. A client ends once it holds the last published
-//! seq, or when told to stop.
+//! seq, or when told to stop. A client picked to stall (`--stall`) reads
+//! nothing while the stall signal is on: it neither reads its socket nor asks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,27 +57,33 @@ pub struct Shared {
     pub cursor: String,
     pub poll_interval: Duration,
     pub stop: watch::Receiver<Stop>,
+    /// On while the clients picked to stall read nothing.
+    pub stall: watch::Receiver<bool>,
 }
 
 /// A client's first word to the run: subscribed (or connected, for polls), or why not.
 pub type Ready = Result<(), String>;
 
-/// Runs client `index` of `lane` until it is told to stop; returns what it received.
+/// Runs client `index` of `lane` (one that `stalls`, or not) until it is
+/// told to stop; returns what it received.
 pub async fn run(
     lane: Arc<Lane>,
     shared: Arc<Shared>,
-    index: usize,
+    (index, stalls): (usize, bool),
     base: u64,
     ready: mpsc::UnboundedSender<Ready>,
 ) -> Tally {
+    let mut tally = Tally::new(base);
+    tally.stalled = stalls;
     let mut client = Client {
         stop: shared.stop.clone(),
+        stall: stalls.then(|| shared.stall.clone()),
         cursor: shared.cursor.clone(),
         epoch: None,
         lane,
         shared,
         index,
-        tally: Tally::new(base),
+        tally,
         ready: Some(ready),
     };
     loop {
@@ -96,6 +103,7 @@ pub async fn run(
             Err(_) => {
                 // Lost mid-run: resume from the cursor, as a real client would.
                 Lane::count(&client.lane.reconnects);
+                client.tally.reconnects += 1;
                 sleep(Duration::from_millis(100)).await;
             }
         }
@@ -109,11 +117,23 @@ struct Client {
     index: usize,
     tally: Tally,
     stop: watch::Receiver<Stop>,
+    /// The stall signal, for a client picked to stall.
+    stall: Option<watch::Receiver<bool>>,
     /// Where to resume: the start position, then what the server handed out.
     cursor: String,
     /// The channel's epoch, from `subscribed` (WebSocket builds its own cursor).
     epoch: Option<String>,
     ready: Option<mpsc::UnboundedSender<Ready>>,
+}
+
+/// What a client waits for besides its connection.
+enum Signal {
+    /// The client should end.
+    End,
+    /// Its stall begins.
+    Stall,
+    /// Neither: the run goes on.
+    Nothing,
 }
 
 /// A server frame, as far as the bench reads it (`data` is skipped).
@@ -153,9 +173,37 @@ impl Client {
         self.stop.borrow().reached(self.tally.last)
     }
 
-    /// Waits for the stop signal to change; true when this client should end.
-    async fn stop_changed(&mut self) -> bool {
-        self.stop.changed().await.is_err() || self.stopped()
+    /// Waits for the stop signal to change or, for a client picked to
+    /// stall, for its stall to begin.
+    async fn signal(&mut self) -> Signal {
+        let (stop, stall) = (&mut self.stop, &mut self.stall);
+        let stall_begins = async {
+            let begun = match stall {
+                Some(stall) => stall.wait_for(|&on| on).await.is_ok(),
+                None => false,
+            };
+            if !begun {
+                // Not a stalling client, or a signal that is gone: it will not come on again.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || self.stopped() { Signal::End } else { Signal::Nothing }
+            }
+            () = stall_begins => Signal::Stall,
+        }
+    }
+
+    /// Reads and asks nothing until the stall is over, or the run.
+    async fn sit_out(&mut self) {
+        let (stop, stall) = (&mut self.stop, &mut self.stall);
+        if let Some(stall) = stall {
+            tokio::select! {
+                _ = stall.wait_for(|&on| !on) => {}
+                _ = stop.wait_for(|&s| s == Stop::Now) => {}
+            }
+        }
     }
 
     fn announce(&mut self, ready: Ready) {
@@ -214,7 +262,10 @@ impl Client {
                 return Ok(());
             }
             tokio::select! {
-                end = self.stop_changed() => if end { continue },
+                signal = self.signal() => match signal {
+                    Signal::End | Signal::Nothing => continue,
+                    Signal::Stall => self.sit_out().await,
+                },
                 frame = ws.next() => match frame {
                     Some(Ok(WsMessage::Text(text))) => self.frame(&text),
                     Some(Ok(WsMessage::Close(close))) => return Err(format!("closed by the server: {close:?}")),
@@ -244,7 +295,10 @@ impl Client {
                 return Ok(());
             }
             tokio::select! {
-                end = self.stop_changed() => if end { continue },
+                signal = self.signal() => match signal {
+                    Signal::End | Signal::Nothing => continue,
+                    Signal::Stall => self.sit_out().await,
+                },
                 frame = body.frame() => match frame {
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else { continue };
@@ -279,7 +333,11 @@ impl Client {
             }
             if !long {
                 tokio::select! {
-                    end = self.stop_changed() => if end { return Ok(()) } else { continue },
+                    signal = self.signal() => match signal {
+                        Signal::End => return Ok(()),
+                        Signal::Stall => { self.sit_out().await; continue }
+                        Signal::Nothing => continue,
+                    },
                     _ = tick.tick() => {}
                 }
             }
@@ -291,7 +349,11 @@ impl Client {
             let answer = loop {
                 tokio::select! {
                     answer = &mut answer => break answer,
-                    end = self.stop_changed(), if long => if end { return Ok(()) },
+                    signal = self.signal(), if long => match signal {
+                        Signal::End => return Ok(()),
+                        Signal::Stall => self.sit_out().await,
+                        Signal::Nothing => {}
+                    },
                 }
             };
             if let Err(e) = self.answer(answer).await {

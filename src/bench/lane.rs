@@ -27,8 +27,26 @@ pub struct Lane {
     pub reconnects: AtomicU64,
     /// Requests answered with an error status, or failed on the wire.
     pub errors: AtomicU64,
-    /// Publish → receive, in µs.
-    latency: Mutex<Histogram<u64>>,
+    /// Publish → receive, in µs: of the clients that read all along, and of
+    /// those that stalled (`--stall`).
+    latency: Mutex<Latencies>,
+}
+
+/// Publish → receive of a lane's healthy and stalled clients.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub healthy: Histogram<u64>,
+    pub stalled: Histogram<u64>,
+}
+
+impl Latencies {
+    /// Every client's.
+    pub fn all(&self) -> Histogram<u64> {
+        let mut all = self.healthy.clone();
+        // unwrap: both have the same bounds, so every value fits.
+        all.add(&self.stalled).unwrap();
+        all
+    }
 }
 
 impl Lane {
@@ -42,7 +60,7 @@ impl Lane {
             resets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            latency: Mutex::new(histogram()),
+            latency: Mutex::new(Latencies { healthy: histogram(), stalled: histogram() }),
         }
     }
 
@@ -56,10 +74,12 @@ impl Lane {
         let latency = now_micros().saturating_sub(ts);
         tally.record(seq);
         Lane::count(&self.deliveries);
-        self.latency.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(latency);
+        let mut latencies = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let histogram = if tally.stalled { &mut latencies.stalled } else { &mut latencies.healthy };
+        histogram.saturating_record(latency);
     }
 
-    pub fn latency(&self) -> Histogram<u64> {
+    pub fn latency(&self) -> Latencies {
         self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -87,11 +107,22 @@ pub struct Tally {
     pub last: u64,
     /// Whether the client connected at all.
     pub connected: bool,
+    /// Whether it is one of the clients that stall (`--stall`).
+    pub stalled: bool,
+    /// Connections it lost while the run went on.
+    pub reconnects: u64,
 }
 
 impl Tally {
     pub fn new(base: u64) -> Tally {
-        Tally { base, counts: Vec::new(), last: base.saturating_sub(1), connected: false }
+        Tally {
+            base,
+            counts: Vec::new(),
+            last: base.saturating_sub(1),
+            connected: false,
+            stalled: false,
+            reconnects: 0,
+        }
     }
 
     pub fn record(&mut self, seq: u64) {

@@ -16,6 +16,7 @@
 //! - `clients`: one client loop per transport.
 //! - `publish`: the publish stream.
 //! - `lane`: per-transport counters and per-client seq tallies.
+//! - `stall`: `--stall`, consumers that stop reading for a while.
 //! - `probe`: server CPU and memory from `/proc`.
 //! - `report` and `chart`: the table, the JSON and the SVG.
 
@@ -26,6 +27,7 @@ mod net;
 mod probe;
 mod publish;
 mod report;
+mod stall;
 
 /// Reads a server's CPU time and memory from `/proc` (also for `examples/churn.rs`).
 pub use probe::Probe;
@@ -55,6 +57,7 @@ use net::{HttpClient, Meter, Target};
 use probe::Usage;
 use publish::Plan;
 use report::{Latency, Parameters, Report, TransportRow, per_delivery};
+use stall::{SlowCuts, Stall};
 
 /// Measures the four transports side by side: latency, completeness, bytes
 /// on the wire and requests per delivered message, and the server's CPU and
@@ -100,6 +103,11 @@ pub struct BenchArgs {
     /// Draw latency percentiles and bytes per delivery as SVG to this file.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+
+    /// K of each transport's clients stop reading for DURATION (default 10s), from a quarter into
+    /// the publish stream, then read again and resume when cut (poll clients stall by not asking).
+    #[arg(long, value_name = "K[:DURATION]", value_parser = stall::parse)]
+    pub stall: Option<Stall>,
 
     /// No progress bar.
     #[arg(long)]
@@ -189,6 +197,10 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     for path in [&args.json, &args.svg].into_iter().flatten() {
         writable(path)?;
     }
+    if let Some(stall) = args.stall.filter(|s| s.clients > args.clients) {
+        let why = format!("--stall {}: more stalled clients than --clients {}", stall.clients, args.clients);
+        return Err(Error::Input(why));
+    }
     let files = crate::limits::raise_open_file_limit();
     // In-process, each connection is two descriptors: the client's and the server's.
     let needed = connections * if args.url.is_some() { 1 } else { 2 } + 256;
@@ -211,14 +223,17 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     };
     let setup = Arc::new(Meter::default());
     let (cursor, head) = head(&target, args.channel.as_str(), &url, &setup).await?;
+    let slow_before = SlowCuts::read(&target).await;
 
     let bar = progress_bar(args.no_progress);
     let mut usage = probe.map(Usage::start);
     let lanes: Vec<Arc<Lane>> = transports.iter().map(|&t| Arc::new(Lane::new(t))).collect();
     let (stop_tx, stop) = watch::channel(Stop::Running);
+    let (stall_tx, stall) = watch::channel(false);
     let channel = args.channel.as_str().to_string();
-    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval: args.poll_interval, stop });
-    let mut clients = connect(&lanes, &shared, args.clients, head + 1, &bar).await;
+    let poll_interval = args.poll_interval;
+    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval, stop, stall });
+    let mut clients = connect(&lanes, &shared, (args.clients, args.stall), head + 1, &bar).await;
 
     usage.iter_mut().for_each(Usage::connected);
     // The clients' own CPU, apart from a remote server's: on a shared machine
@@ -232,12 +247,18 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
         duration: args.duration,
     };
     let publish_meter = Arc::new(Meter::default());
+    let stalling = args.stall.map(|s| s.drive(stall_tx, args.duration));
     let published = publishing(&target, &plan, &publish_meter, &lanes, &bar).await;
 
     bar.set_prefix("draining");
     let _ = stop_tx.send(Stop::After(published.seqs.last().copied().unwrap_or(head)));
-    let drain = args.poll_interval + (args.duration / 4).max(Duration::from_secs(5));
+    let mut drain = args.poll_interval + (args.duration / 4).max(Duration::from_secs(5));
+    drain += args.stall.map_or(Duration::ZERO, |s| s.overhang(args.duration));
     let tallies = join(&mut clients, lanes.len(), drain, &stop_tx).await;
+    if let Some(task) = stalling {
+        task.abort();
+    }
+    let slow_after = SlowCuts::read(&target).await;
     bar.finish_and_clear();
     let server_usage = usage.and_then(|u| u.finish(connections));
     let bench_cpu_seconds = own.cpu_seconds().zip(own_start).map(|(end, start)| end - start);
@@ -259,7 +280,12 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     if let Some(usage) = server_usage.as_ref().filter(|_| local.is_some() && args.server_pid.is_none()) {
         notes.push(format!("server CPU and memory are of {}", usage.scope));
     }
-    let rows = lanes.iter().zip(&tallies).map(|(lane, tallies)| row(lane, tallies, args.clients, &published.seqs));
+    let rows = lanes.iter().zip(&tallies).map(|(lane, tallies)| {
+        let mut row = row(lane, tallies, args.clients, &published.seqs);
+        row.server_slow_disconnects = slow_before.since(&slow_after, lane.transport);
+        row.stall = args.stall.map(|s| stall::row(s.clients, &lane.latency(), tallies, &published.seqs));
+        row
+    });
     Ok(Report {
         server: url,
         in_process: local.is_some(),
@@ -271,6 +297,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
             duration_s: args.duration.as_secs_f64(),
             poll_interval_s: args.poll_interval.as_secs_f64(),
             channel: plan.channel,
+            stall: args.stall.map(|s| s.parameters(args.duration)),
         },
         published: published.seqs.len() as u64,
         publish_errors: published.errors,
@@ -368,12 +395,13 @@ fn progress_bar(hidden: bool) -> ProgressBar {
 /// A running client, and the lane it belongs to.
 type Client = (usize, JoinHandle<Tally>);
 
-/// Starts every client, a bounded number connecting at a time; returns once
-/// each has subscribed (or connected, for polls) or given up.
+/// Starts every client (`per_lane` of each lane, some of them picked to
+/// stall), a bounded number connecting at a time; returns once each has
+/// subscribed (or connected, for polls) or given up.
 async fn connect(
     lanes: &[Arc<Lane>],
     shared: &Arc<Shared>,
-    per_lane: usize,
+    (per_lane, stall): (usize, Option<Stall>),
     base: u64,
     bar: &ProgressBar,
 ) -> Vec<Client> {
@@ -393,7 +421,9 @@ async fn connect(
                 answered += 1;
                 bar.inc(1);
             }
-            let client = clients::run(lane.clone(), shared.clone(), index * lanes.len() + l, base, ready_tx.clone());
+            let stalls = stall.is_some_and(|s| s.picks(index, per_lane));
+            let id = (index * lanes.len() + l, stalls);
+            let client = clients::run(lane.clone(), shared.clone(), id, base, ready_tx.clone());
             clients.push((l, tokio::spawn(client)));
         }
     }
@@ -475,7 +505,7 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
     for tally in tallies {
         judged += tally.judge(published);
     }
-    let histogram = lane.latency();
+    let histogram = lane.latency().all();
     let requests = lane.requests.load(Ordering::Relaxed);
     let (sent, received) = (lane.meter.written(), lane.meter.read());
     TransportRow {
@@ -496,6 +526,8 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
         requests,
         requests_per_delivery: per_delivery(requests, judged.deliveries),
         empty_polls: lane.empty_polls.load(Ordering::Relaxed),
+        server_slow_disconnects: None,
+        stall: None,
         histogram,
     }
 }

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::stall::StallParameters;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// The server's URL; in-process servers are marked so.
@@ -43,6 +45,8 @@ pub struct Parameters {
     pub duration_s: f64,
     pub poll_interval_s: f64,
     pub channel: String,
+    /// `--stall`, when given.
+    pub stall: Option<StallParameters>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,8 +75,37 @@ pub struct TransportRow {
     pub requests: u64,
     pub requests_per_delivery: Option<f64>,
     pub empty_polls: u64,
+    /// Connections the server cut for not keeping up (`/api/stats`
+    /// `slow_disconnects` over the run), when the server tells.
+    pub server_slow_disconnects: Option<u64>,
+    /// How the stalled clients fared, and the others meanwhile (`--stall`).
+    pub stall: Option<StallRow>,
+    /// Every client's latency (`latency_us`).
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+}
+
+/// One transport's stalled clients, apart from the others.
+#[derive(Debug, Serialize)]
+pub struct StallRow {
+    pub clients: usize,
+    /// Stalled clients whose connection ended at least once, as they saw it: cut.
+    pub cut: usize,
+    /// Connections the stalled clients lost, all told (each resumed from its cursor).
+    pub reconnects: u64,
+    /// Connections the other clients lost: none unless the server cut them too.
+    pub healthy_reconnects: u64,
+    /// The stalled clients' part of the transport's `missing` and `duplicates`.
+    pub missing: u64,
+    pub duplicates: u64,
+    /// Publish → receive of the clients that read all along.
+    pub healthy_latency_us: Latency,
+    /// Publish → receive of the stalled clients, their stall included.
+    pub stalled_latency_us: Latency,
+    #[serde(skip)]
+    pub healthy: Histogram<u64>,
+    #[serde(skip)]
+    pub stalled: Histogram<u64>,
 }
 
 /// Publish → receive, in µs.
@@ -165,7 +198,6 @@ impl Report {
             "req/deliv",
             "empty polls",
         ];
-        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
         let ratio = |r: Option<f64>, decimals: usize| r.map_or("-".into(), |r| format!("{r:.decimals$}"));
         let rows: Vec<Vec<String>> = self
             .transports
@@ -189,6 +221,9 @@ impl Report {
             })
             .collect();
         out.push_str(&align(&header, &rows));
+        if let Some(stall) = &p.stall {
+            out.push_str(&self.stall_table(stall));
+        }
         for t in self.transports.iter().filter(|t| t.resets + t.reconnects + t.errors > 0) {
             let _ = writeln!(
                 out,
@@ -220,6 +255,45 @@ impl Report {
         }
         out
     }
+}
+
+impl Report {
+    /// The stalled clients of each transport, and the others' latency meanwhile.
+    fn stall_table(&self, stall: &StallParameters) -> String {
+        let mut out = format!(
+            "\nstalled: {} of {} clients per transport read nothing for {} s from {} s into the publish stream\n",
+            stall.clients, self.parameters.clients, stall.duration_s, stall.start_s
+        );
+        type Cell = fn(&TransportRow, &StallRow) -> String;
+        let columns: [(&str, Cell); 12] = [
+            ("transport", |t, _| t.transport.to_string()),
+            ("stalled", |_, s| s.clients.to_string()),
+            ("cut", |_, s| s.cut.to_string()),
+            ("reconnects", |_, s| s.reconnects.to_string()),
+            ("server cuts", |t, _| t.server_slow_disconnects.map_or("-".into(), |n| n.to_string())),
+            ("missing", |_, s| s.missing.to_string()),
+            ("dup", |_, s| s.duplicates.to_string()),
+            ("others p50", |_, s| ms(s.healthy_latency_us.p50)),
+            ("others p99", |_, s| ms(s.healthy_latency_us.p99)),
+            ("others max", |_, s| ms(s.healthy_latency_us.max)),
+            ("stalled p99", |_, s| ms(s.stalled_latency_us.p99)),
+            ("stalled max", |_, s| ms(s.stalled_latency_us.max)),
+        ];
+        let header = columns.map(|(name, _)| name);
+        let rows: Vec<Vec<String>> = self
+            .transports
+            .iter()
+            .filter_map(|t| Some((t, t.stall.as_ref()?)))
+            .map(|(t, s)| columns.iter().map(|(_, cell)| cell(t, s)).collect())
+            .collect();
+        out.push_str(&align(&header, &rows));
+        out
+    }
+}
+
+/// µs as ms, two decimals.
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
 }
 
 /// Columns padded to their widest cell: the first left-aligned, the rest right.

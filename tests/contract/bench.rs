@@ -138,9 +138,11 @@ async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
     let unreachable = format!("http://{free}");
     let json = temp("never-written.json");
     let json_arg = format!("--json={}", json.display());
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--transports", "ws,pigeon"], "unknown transport 'pigeon'"),
         (&["--clients", "0"], "--clients"),
+        (&["--clients", "2", "--stall", "3"], "--stall 3: more stalled clients than --clients 2"),
+        (&["--stall", "3:soon"], "--stall"),
         (&["--url", &unreachable, &json_arg], "cannot reach"),
         (&["--json", "/no/such/dir/run.json"], "cannot write /no/such/dir/run.json"),
         (&["--url", "ftp://example.com"], "--url"),
@@ -163,4 +165,64 @@ fn the_server_flags_are_still_the_top_level_ones() {
     let help = text(&out.stdout);
     assert!(out.status.success());
     assert!(help.contains("--bind") && help.contains("--demo-rate") && help.contains("bench"), "{help}");
+}
+
+#[tokio::test]
+async fn stalled_clients_are_cut_and_resume_without_loss() {
+    // One of two clients per stream stops reading for 2 s while 40 messages of
+    // 1 MB go by: more than loopback's socket buffers hold, so the server's
+    // 4-message queue overflows and it cuts them. History (1000 messages)
+    // still holds everything, so they resume without a gap.
+    let json = temp("stall.json");
+    let server = ["--queue-size", "4", "--max-body", "1048576", "bench"];
+    let load = [
+        "--transports",
+        "ws,sse,long-poll",
+        "--clients",
+        "2",
+        "--rate",
+        "20",
+        "--payload",
+        "1000000",
+        "--duration",
+        "3s",
+        "--stall",
+        "1:2s",
+        "--no-progress",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let args: Vec<String> = server.iter().chain(&load).map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pushwire")).args(&args).env_remove("RUST_LOG").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
+    assert!(stdout.contains("stalled: 1 of 2 clients per transport"), "{stdout}");
+
+    let report = read_json(&json);
+    assert_eq!(report["parameters"]["stall"]["clients"], 1, "{report}");
+    assert_eq!(report["parameters"]["stall"]["duration_s"], 2.0, "{report}");
+    for t in report["transports"].as_array().unwrap() {
+        let (name, stall) = (t["transport"].as_str().unwrap(), &t["stall"]);
+        assert_eq!(t["deliveries"], 2 * 60, "{name}: every client got every message: {t}");
+        assert_eq!((&t["missing"], &t["duplicates"]), (&Value::from(0), &Value::from(0)), "{name}: {t}");
+        assert_eq!((&stall["missing"], &stall["duplicates"]), (&Value::from(0), &Value::from(0)), "{name}: {t}");
+        assert_eq!(stall["clients"], 1, "{name}: {t}");
+        for latency in ["healthy_latency_us", "stalled_latency_us"] {
+            assert!(stall[latency]["p99"].as_u64() <= stall[latency]["max"].as_u64(), "{name}: {t}");
+        }
+        let server_cuts = t["server_slow_disconnects"].as_u64().expect("a pushwire tells its slow_disconnects");
+        if name == "long-poll" {
+            // Nothing is queued for a poller between requests: a stall is a pause.
+            assert_eq!((server_cuts, &stall["cut"]), (0, &Value::from(0)), "{name}: {t}");
+        } else {
+            assert!(server_cuts > 0, "{name}: the server cut a slow consumer: {t}");
+            assert_eq!(stall["cut"], 1, "{name}: the stalled client saw its connection end: {t}");
+            assert!(stall["reconnects"].as_u64() >= Some(1), "{name}: and resumed: {t}");
+        }
+    }
+    let _ = std::fs::remove_file(json);
 }
