@@ -13,8 +13,24 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// A channel name: `^[A-Za-z0-9_.-]{1,64}$`. Cloning is cheap (shared).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
+
+/// A connection compares each live message's channel with its own: when they
+/// share one name (the hub's), without reading the text.
+impl PartialEq for ChannelName {
+    fn eq(&self, other: &ChannelName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for ChannelName {}
+
+impl std::hash::Hash for ChannelName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// What was wrong with a channel name, cursor or epoch, said for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,8 +171,24 @@ impl fmt::Debug for IdempotencyKey {
 
 /// A channel's epoch: `[A-Za-z0-9]{1,16}`. It changes whenever the hub loses
 /// the channel's sequence, so a cursor from an older epoch cannot be trusted.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Epoch(Arc<str>);
+
+/// A live message and the position it is checked against usually share one
+/// epoch: compared without reading the text.
+impl PartialEq for Epoch {
+    fn eq(&self, other: &Epoch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Epoch {}
+
+impl std::hash::Hash for Epoch {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl Epoch {
     pub const MAX_LEN: usize = 16;

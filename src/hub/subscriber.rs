@@ -133,6 +133,11 @@ impl Subscriber {
         self.signal();
     }
 
+    /// Whether a poke came that [`Subscriber::take_stale`] has not taken.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
     /// Whether a poke came since the last call.
     pub fn take_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed) && self.stale.swap(false, Ordering::Relaxed)
