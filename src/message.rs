@@ -68,6 +68,11 @@ impl ChannelName {
         &self.0
     }
 
+    /// Whether both are the same shared name (not only equal).
+    pub fn shares(&self, other: &ChannelName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Parses a comma-separated list such as `a,b`, in order, without
     /// duplicates, refusing it as soon as it names more than `max` channels
     /// (so a huge list costs no more than its first `max` names).
@@ -330,7 +335,9 @@ impl fmt::Display for Cursor {
 }
 
 /// A published message, as every transport delivers it. Built once per
-/// publish (or once per arrival from another instance) and shared.
+/// publish (or once per arrival from another instance) and shared; a copy
+/// shares the encoding.
+#[derive(Clone)]
 pub struct Message {
     pub channel: ChannelName,
     pub seq: u64,

@@ -232,6 +232,11 @@ async fn drain(task: Drain) {
         if !open {
             return;
         }
+        // A copy of each message for this worker's connections: the count of
+        // references every delivery takes and drops stays on this core.
+        for message in &mut batch {
+            *message = Arc::new(Message::clone(message));
+        }
         worker.offer(&batch);
         batch.clear();
     }

@@ -326,7 +326,9 @@ impl Subscription {
         let index = self.channels.iter().position(|c| c.name == message.channel)?;
         let channel = &mut self.channels[index];
         // The hub's own name from now on: the next compare goes by pointer.
-        channel.name = message.channel.clone();
+        if !channel.name.shares(&message.channel) {
+            channel.name = message.channel.clone();
+        }
         if channel.behind {
             return None; // history will bring it
         }
