@@ -16,21 +16,28 @@ use serde_json::value::RawValue;
 #[derive(Clone, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
 
-/// A connection compares each live message's channel with its own: when they
-/// share one name (the hub's), without reading the text.
-impl PartialEq for ChannelName {
-    fn eq(&self, other: &ChannelName) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
-    }
+/// Equality of a shared text by pointer first, then by text; hashing by text.
+macro_rules! eq_by_pointer_first {
+    ($name:ident) => {
+        impl PartialEq for $name {
+            fn eq(&self, other: &$name) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+    };
 }
 
-impl Eq for ChannelName {}
-
-impl std::hash::Hash for ChannelName {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
+// A connection compares each live message's channel with its own: when they
+// share one name (the hub's), without reading the text.
+eq_by_pointer_first!(ChannelName);
 
 /// What was wrong with a channel name, cursor or epoch, said for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,21 +186,9 @@ impl fmt::Debug for IdempotencyKey {
 #[derive(Clone)]
 pub struct Epoch(Arc<str>);
 
-/// A live message and the position it is checked against usually share one
-/// epoch: compared without reading the text.
-impl PartialEq for Epoch {
-    fn eq(&self, other: &Epoch) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
-    }
-}
-
-impl Eq for Epoch {}
-
-impl std::hash::Hash for Epoch {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
+// A live message and the position it is checked against usually share one
+// epoch: compared without reading the text.
+eq_by_pointer_first!(Epoch);
 
 impl Epoch {
     pub const MAX_LEN: usize = 16;
