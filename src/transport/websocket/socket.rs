@@ -193,7 +193,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
 
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.write.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))?;
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
