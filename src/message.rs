@@ -13,8 +13,31 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// A channel name: `^[A-Za-z0-9_.-]{1,64}$`. Cloning is cheap (shared).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
+
+/// Equality of a shared text by pointer first, then by text; hashing by text.
+macro_rules! eq_by_pointer_first {
+    ($name:ident) => {
+        impl PartialEq for $name {
+            fn eq(&self, other: &$name) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+    };
+}
+
+// A connection compares each live message's channel with its own: when they
+// share one name (the hub's), without reading the text.
+eq_by_pointer_first!(ChannelName);
 
 /// What was wrong with a channel name, cursor or epoch, said for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +73,11 @@ impl ChannelName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether both are the same shared name (not only equal).
+    pub fn shares(&self, other: &ChannelName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Parses a comma-separated list such as `a,b`, in order, without
@@ -155,8 +183,12 @@ impl fmt::Debug for IdempotencyKey {
 
 /// A channel's epoch: `[A-Za-z0-9]{1,16}`. It changes whenever the hub loses
 /// the channel's sequence, so a cursor from an older epoch cannot be trusted.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Epoch(Arc<str>);
+
+// A live message and the position it is checked against usually share one
+// epoch: compared without reading the text.
+eq_by_pointer_first!(Epoch);
 
 impl Epoch {
     pub const MAX_LEN: usize = 16;
@@ -298,7 +330,9 @@ impl fmt::Display for Cursor {
 }
 
 /// A published message, as every transport delivers it. Built once per
-/// publish (or once per arrival from another instance) and shared.
+/// publish (or once per arrival from another instance) and shared; a copy
+/// shares the encoding.
+#[derive(Clone)]
 pub struct Message {
     pub channel: ChannelName,
     pub seq: u64,

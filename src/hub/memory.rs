@@ -61,6 +61,9 @@ pub struct MemoryHub {
 }
 
 struct Log {
+    /// The name every message of the channel carries: one shared name, which
+    /// a connection compares by pointer.
+    name: ChannelName,
     epoch: Epoch,
     head: u64,
     history: VecDeque<Arc<Message>>,
@@ -74,8 +77,9 @@ struct Log {
 }
 
 impl Log {
-    fn new(epoch: Epoch) -> Log {
+    fn new(name: ChannelName, epoch: Epoch) -> Log {
         Log {
+            name,
             epoch,
             head: 0,
             history: VecDeque::new(),
@@ -157,7 +161,7 @@ impl MemoryHub {
         if map.len() >= self.bounds.max_channels {
             return Err(HubError::Full(format!("the hub holds {} channels, its limit", map.len())));
         }
-        let log = Arc::new(Mutex::new(Log::new(self.epoch())));
+        let log = Arc::new(Mutex::new(Log::new(channel.clone(), self.epoch())));
         map.insert(channel.clone(), log.clone());
         Ok(Some(log))
     }
@@ -183,7 +187,7 @@ impl MemoryHub {
             }
             let ts = now_micros();
             log.head += 1;
-            let message = Arc::new(Message::new(channel.clone(), log.head, ts, log.epoch.clone(), data));
+            let message = Arc::new(Message::new(log.name.clone(), log.head, ts, log.epoch.clone(), data));
             if log.history.is_empty() {
                 self.index().insert((ts, channel.clone()));
             }

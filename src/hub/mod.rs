@@ -34,6 +34,7 @@ mod counted;
 mod fanout;
 pub mod memory;
 pub mod redis;
+mod subscriber;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -44,9 +45,10 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 pub use counted::{Counted, HubCounts};
-pub use fanout::{Fanout, Inbox, Subscriber};
+pub use fanout::Fanout;
 pub use memory::MemoryHub;
 pub use redis::{RedisHub, RedisOptions};
+pub use subscriber::{Inbox, Subscriber};
 
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 

@@ -44,6 +44,14 @@ impl ChannelPosition {
         ChannelPosition { epoch, seq }
     }
 
+    /// Moves to `seq` in `epoch` (the epoch is cloned only when it changes).
+    pub fn advance(&mut self, epoch: &Epoch, seq: u64) {
+        if self.epoch.as_ref() != Some(epoch) {
+            self.epoch = Some(epoch.clone());
+        }
+        self.seq = seq;
+    }
+
     pub fn on_live(&self, message: &Message) -> Live {
         if self.epoch.as_ref() != Some(&message.epoch) {
             return Live::Behind;

@@ -68,6 +68,15 @@ pub struct Subscription {
     reads: Reads,
 }
 
+/// What [`Subscription::next_in_line`] found.
+enum InLine {
+    Event(Event),
+    /// Nothing is ready: nothing pending or behind, and the queue is empty.
+    Nothing,
+    /// Anything else: the general path decides.
+    Unsure,
+}
+
 /// How much history one subscription reads and holds at a time, so that a
 /// catch-up over large messages or many channels stays bounded: one page of
 /// one channel per read, and reads at subscribe time only while what is
@@ -195,10 +204,38 @@ impl Subscription {
 
     /// The next event that is ready now, without waiting for a live one.
     pub async fn next_ready(&mut self) -> Result<Option<Event>, Ended> {
+        match self.next_in_line() {
+            InLine::Event(event) => return Ok(Some(event)),
+            InLine::Nothing => return Ok(None),
+            InLine::Unsure => {}
+        }
         if self.peek_ready().await?.is_none() {
             return Ok(None);
         }
         Ok(self.take_ready())
+    }
+
+    /// The usual case of a live connection, judged without the pending
+    /// queue or a history read: nothing waits, and the next live message (if
+    /// any) is the next in line of its channel.
+    fn next_in_line(&mut self) -> InLine {
+        let Some((subscriber, inbox)) = self.live.as_mut() else { return InLine::Unsure };
+        let clear = self.pending.is_empty() && !subscriber.is_lagged() && !subscriber.is_stale();
+        if !clear || self.channels.iter().any(|c| c.behind) {
+            return InLine::Unsure;
+        }
+        match inbox.try_recv() {
+            Ok(message) => self.take_in_line(message),
+            Err(_) => InLine::Nothing,
+        }
+    }
+
+    /// Hands out a live message at once when it is the next in line and
+    /// nothing is pending; else it is judged as usual and left to `peek_ready`.
+    fn take_in_line(&mut self, message: Arc<Message>) -> InLine {
+        let Some(index) = self.in_line(&message) else { return InLine::Unsure };
+        self.channels[index].delivered.advance(&message.epoch, message.seq);
+        InLine::Event(Event::Message(message))
     }
 
     /// Takes the event [`Subscription::peek_ready`] showed.
@@ -252,20 +289,23 @@ impl Subscription {
                 return std::future::pending().await;
             };
             // `None`: a lag or a poke, which the next round of `next_ready` acts on.
-            if let Some(message) = inbox.recv_or_woken().await {
-                self.accept(message);
+            // Nothing is pending here (`next_ready` found nothing ready).
+            if let Some(message) = inbox.recv_or_woken().await
+                && let InLine::Event(event) = self.take_in_line(message)
+            {
+                return Ok(event);
             }
         }
     }
 
     fn pop(&mut self) -> Option<Event> {
         let event = self.pending.pop_front()?;
-        let (name, at) = match &event {
-            Event::Message(m) => (&m.channel, ChannelPosition::new(Some(m.epoch.clone()), m.seq)),
-            Event::Reset(r) => (&r.channel, ChannelPosition::new(Some(r.epoch.clone()), r.seq)),
+        let (name, epoch, seq) = match &event {
+            Event::Message(m) => (&m.channel, &m.epoch, m.seq),
+            Event::Reset(r) => (&r.channel, &r.epoch, r.seq),
         };
         if let Some(channel) = self.channels.iter_mut().find(|c| &c.name == name) {
-            channel.delivered = at;
+            channel.delivered.advance(epoch, seq);
         }
         Some(event)
     }
@@ -274,19 +314,34 @@ impl Subscription {
     /// and one after a gap (or from another epoch) marks the channel behind,
     /// so that history is read before anything more of it is delivered.
     fn accept(&mut self, message: Arc<Message>) {
-        let Some(channel) = self.channels.iter_mut().find(|c| c.name == message.channel) else {
-            return; // unsubscribed meanwhile
-        };
-        if channel.behind {
-            return; // history will bring it
+        if self.in_line(&message).is_some() {
+            self.pending.push_back(Event::Message(message));
         }
-        match channel.queued.on_live(&message) {
+    }
+
+    /// Judges a live message as [`Subscription::accept`] says; when it is the
+    /// next in line, it is counted queued and its channel's index returned.
+    fn in_line(&mut self, message: &Message) -> Option<usize> {
+        // None: unsubscribed meanwhile.
+        let index = self.channels.iter().position(|c| c.name == message.channel)?;
+        let channel = &mut self.channels[index];
+        // The hub's own name from now on: the next compare goes by pointer.
+        if !channel.name.shares(&message.channel) {
+            channel.name = message.channel.clone();
+        }
+        if channel.behind {
+            return None; // history will bring it
+        }
+        match channel.queued.on_live(message) {
             Live::Queue => {
                 channel.queued.seq = message.seq;
-                self.pending.push_back(Event::Message(message));
+                Some(index)
             }
-            Live::Duplicate => {}
-            Live::Behind => channel.behind = true,
+            Live::Duplicate => None,
+            Live::Behind => {
+                channel.behind = true;
+                None
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 //! frame queued for the connection in one write.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_http::ws::{CloseCode as WsCloseCode, CloseReason};
@@ -17,7 +19,7 @@ use futures_util::FutureExt;
 use futures_util::future::Either;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::Instrument;
 
 use super::impair::{self, WebSocketPath};
@@ -29,8 +31,10 @@ use crate::message::{ChannelName, Cursor, Message, now_micros};
 use crate::protocol::{ClientFrame, Disconnect, FrameError, ServerFrame};
 use crate::stats::{Counters, Ending, Rejection};
 
+mod heartbeat;
 mod socket;
 
+use heartbeat::{Beat, Heartbeat};
 pub use socket::WsSocket;
 use socket::{Incoming, ReadError};
 
@@ -38,6 +42,9 @@ use socket::{Incoming, ReadError};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Most frames put in one write when deliveries queue up.
 const BATCH: usize = 64;
+/// Turns of a session's loop after which its deliveries let the client's
+/// frames be read first.
+const FAIR: u32 = 32;
 
 /// Marks a request that arrived through the server's upgrade path, with its
 /// socket at hand: only such a request can become a WebSocket (an HTTP/2
@@ -160,16 +167,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         {
             return stop;
         }
-        let mut ping = interval_at(Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pong_deadline: Option<Instant> = None;
+        let mut heartbeat = Heartbeat::new(Instant::now(), ping_every, self.ctx.config.ws_pong_timeout);
+        let mut timer = std::pin::pin!(sleep_until(heartbeat.due()));
         // Made once for the session, not on every turn of the loop.
         let shutdown = self.ctx.shutdown.clone();
         let mut shutdown = std::pin::pin!(shutdown.wait());
+        let mut turn: u32 = 0;
         loop {
+            // Biased, deliveries before the client's frames (a delivery's turn
+            // then polls the socket once, not twice); every FAIR-th turn they
+            // give way once, so that frames (pongs) are read under any load.
+            turn = turn.wrapping_add(1);
+            let give_way = turn.is_multiple_of(FAIR);
             let step = tokio::select! {
+                biased;
                 () = &mut shutdown => Err(Disconnect::SHUTDOWN.into()),
                 why = &mut self.cut => Err(cut_short(why)),
+                event = after_yield(give_way, self.subscription.next()) => match event {
+                    Ok(event) => self.deliver(event).await,
+                    Err(Ended::Lagged) => Err(Disconnect::TOO_SLOW.into()),
+                    Err(Ended::Hub(_)) => Err(Disconnect::HUB_FAILURE.into()),
+                },
                 incoming = self.socket.recv() => match incoming {
                     // Boxed, as are the other rare paths: what a session keeps
                     // while it waits stays small.
@@ -183,7 +201,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                         self.flush().await
                     }
                     Some(Ok(Incoming::Pong)) => {
-                        pong_deadline = None;
+                        heartbeat.pong();
                         Ok(())
                     }
                     Some(Ok(Incoming::Close)) => Err(Disconnect::BYE.into()),
@@ -196,18 +214,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                         Err(Disconnect::PROTOCOL.into())
                     }
                 },
-                event = self.subscription.next() => match event {
-                    Ok(event) => self.deliver(event).await,
-                    Err(Ended::Lagged) => Err(Disconnect::TOO_SLOW.into()),
-                    Err(Ended::Hub(_)) => Err(Disconnect::HUB_FAILURE.into()),
-                },
-                _ = ping.tick() => {
-                    pong_deadline.get_or_insert(Instant::now() + self.ctx.config.ws_pong_timeout);
-                    self.socket.queue_ping();
-                    self.flush().await
-                }
-                () = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
-                    Err(Disconnect::NO_PONG.into())
+                () = &mut timer => {
+                    let beat = heartbeat.fire(Instant::now());
+                    timer.as_mut().reset(heartbeat.due());
+                    match beat {
+                        Beat::Ping => {
+                            self.socket.queue_ping();
+                            self.flush().await
+                        }
+                        Beat::NoPong => Err(Disconnect::NO_PONG.into()),
+                        Beat::Nothing => Ok(()),
+                    }
                 }
             };
             if let Err(stop) = step {
@@ -288,9 +305,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
     async fn deliver(&mut self, event: Event) -> Outcome {
         // The page's network lab may hold it back, and deliver one at a time;
         // a cut (the lab's own change of settings, say) is heard meanwhile.
-        let batch = tokio::select! {
-            batch = self.impairment.pace(&event, BATCH) => batch,
-            why = &mut self.cut => return Err(cut_short(why)),
+        let batch = if self.impairment.latency_ms == 0 {
+            BATCH
+        } else {
+            tokio::select! {
+                batch = self.impairment.pace(&event, BATCH) => batch,
+                why = &mut self.cut => return Err(cut_short(why)),
+            }
         };
         self.queue(event);
         for _ in 1..batch {
@@ -304,7 +325,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         }
         // A client that stops reading blocks this write; the lag signal (its
         // queue overflowing meanwhile) or the write timeout cuts it loose.
+        // Biased: a write the socket takes at once never looks at the lag.
         tokio::select! {
+            biased;
             written = write_out(&mut self.socket, self.ctx.config.write_timeout) => written,
             () = self.subscriber.lagged() => Err(Disconnect::TOO_SLOW.into()),
         }
@@ -360,11 +383,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
 /// does not read cannot hold the session (and its ping, lag and shutdown
 /// checks) in a write.
 async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, limit: Duration) -> Outcome {
-    match tokio::time::timeout(limit, socket.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Stop::Gone),
-        Err(_) => Err(Disconnect::WRITE_TIMEOUT.into()),
+    // Armed only once the socket makes the write wait: most writes never do.
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
+    std::future::poll_fn(|cx| match socket.poll_flush(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(_)) => Poll::Ready(Err(Stop::Gone)),
+        Poll::Pending => {
+            let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            deadline.as_mut().poll(cx).map(|()| Err(Disconnect::WRITE_TIMEOUT.into()))
+        }
+    })
+    .await
+}
+
+/// `future`, after yielding to the scheduler once if `first`.
+async fn after_yield<F: Future>(first: bool, future: F) -> F::Output {
+    if first {
+        tokio::task::yield_now().await;
     }
+    future.await
 }
 
 /// The close for a session ended from outside.

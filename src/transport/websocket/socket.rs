@@ -11,6 +11,7 @@
 //! however many frames it holds, and released once written. The frame format
 //! is actix-http's own WebSocket codec, the one actix-ws uses.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,6 +24,16 @@ use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::wire::poll_read_into;
+
+/// The largest write buffer kept as a thread's spare.
+const SPARE_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// A write buffer handed from session to session on one thread: frames
+    /// are encoded into it and written at once, so a delivery allocates
+    /// nothing and an idle connection keeps no buffer of its own.
+    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
 
 /// What the peer sent, with fragmented messages put back together.
 #[derive(Debug)]
@@ -145,29 +156,52 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
 
     /// Queues a text frame; [`WsSocket::flush`] writes it.
     pub fn queue_text(&mut self, text: &str) {
-        Parser::write_message(&mut self.write, text.as_bytes(), OpCode::Text, true, false);
+        Parser::write_message(self.write_buffer(), text.as_bytes(), OpCode::Text, true, false);
     }
 
     pub fn queue_ping(&mut self) {
-        Parser::write_message(&mut self.write, b"", OpCode::Ping, true, false);
+        Parser::write_message(self.write_buffer(), b"", OpCode::Ping, true, false);
     }
 
     pub fn queue_pong(&mut self, payload: &[u8]) {
-        Parser::write_message(&mut self.write, payload, OpCode::Pong, true, false);
+        Parser::write_message(self.write_buffer(), payload, OpCode::Pong, true, false);
+    }
+
+    /// The buffer frames are queued in: the thread's spare when nothing is queued.
+    fn write_buffer(&mut self) -> &mut BytesMut {
+        if self.write.capacity() == 0
+            && let Some(spare) = SPARE.take()
+        {
+            self.write = spare;
+        }
+        &mut self.write
     }
 
     /// Writes everything queued, in as few calls as the socket allows.
     /// Cancel-safe: what is not written yet stays queued.
     pub async fn flush(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.write.is_empty() {
-            let n = std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &self.write)).await?;
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))?;
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.write.advance(n);
+            if n == self.write.len() {
+                self.write.clear(); // its room stays whole for reuse
+            } else {
+                self.write.advance(n);
+            }
         }
-        self.write = BytesMut::new();
-        std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await
+        // Written: the buffer goes back to the thread for the next writer.
+        let mut written = std::mem::take(&mut self.write);
+        if written.capacity() > 0 && written.capacity() <= SPARE_MAX {
+            written.clear();
+            SPARE.set(Some(written));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     /// Closes as RFC 6455 asks: the close frame, then the end of our side,
