@@ -41,5 +41,6 @@ block() {
 
 block docs/benchmarks.md perf scripts/perf.sh
 block docs/benchmarks.md perf-19000 env IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
-block docs/benchmarks-bench.md bench scripts/bench.sh
+fenced() { echo '```'; "$@"; echo '```'; }
+block docs/benchmarks-bench.md bench fenced scripts/bench.sh
 echo "benchmarks.sh: done; git diff docs/ shows what changed" >&2

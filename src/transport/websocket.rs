@@ -42,6 +42,10 @@ use socket::{Incoming, ReadError};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Most frames put in one write when deliveries queue up.
 const BATCH: usize = 64;
+/// Most bytes gathered into one write: a session blocked on a client that
+/// does not read holds at most this much besides its queue, however large the
+/// messages (64 frames of 64 KiB each once made 4 MiB per stuck connection).
+const BATCH_BYTES: usize = 64 * 1024;
 /// Turns of a session's loop after which its deliveries let the client's
 /// frames be read first.
 const FAIR: u32 = 32;
@@ -300,8 +304,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         }
     }
 
-    /// Writes `event` and every event ready behind it (up to [`BATCH`]) in
-    /// one write.
+    /// Writes `event` and every event ready behind it (up to [`BATCH`]
+    /// frames or [`BATCH_BYTES`]) in one write.
     async fn deliver(&mut self, event: Event) -> Outcome {
         // The page's network lab may hold it back, and deliver one at a time;
         // a cut (the lab's own change of settings, say) is heard meanwhile.
@@ -315,6 +319,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         };
         self.queue(event);
         for _ in 1..batch {
+            if self.socket.queued() >= BATCH_BYTES {
+                break;
+            }
             // Only what is ready without waiting: a history read to come is
             // left for the next turn (`next_ready` is cancel-safe).
             match self.subscription.next_ready().now_or_never() {

@@ -159,6 +159,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         Parser::write_message(self.write_buffer(), text.as_bytes(), OpCode::Text, true, false);
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.write.len()
+    }
+
     pub fn queue_ping(&mut self) {
         Parser::write_message(self.write_buffer(), b"", OpCode::Ping, true, false);
     }
