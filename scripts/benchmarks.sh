@@ -13,17 +13,17 @@ cd "$(dirname "$0")/.."
 
 ONLY=${ONLY:-}
 
-# splice FILE NAME: replaces the block NAME of FILE with standard input.
+# splice FILE NAME TEXT: replaces the block NAME of FILE with TEXT.
 splice() {
-  python3 - "$1" "$2" <<'PY'
-import re, sys
+  BLOCK="$3" python3 - "$1" "$2" <<'PY'
+import os, re, sys
 path, name = sys.argv[1], sys.argv[2]
 text = open(path).read()
 begin, end = f"<!-- scripts/benchmarks.sh: {name} -->", f"<!-- end {name} -->"
 pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
 if not pattern.search(text):
     sys.exit(f"benchmarks.sh: no block {name!r} in {path}")
-body = sys.stdin.read().strip()
+body = os.environ["BLOCK"].strip()
 text = pattern.sub(lambda _: f"{begin}\n\n{body}\n\n{end}", text)
 open(path, "w").write(text)
 PY
@@ -35,12 +35,14 @@ block() {
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ]; then return; fi
   echo "benchmarks.sh: $name ($*)" >&2
   local out
-  out=$("$@")
-  splice "$file" "$name" <<<"$out"
+  out=$("$@" | tee "${TMPDIR:-/tmp}/benchmarks-$name.md")
+  splice "$file" "$name" "$out"
 }
 
-block docs/benchmarks.md perf scripts/perf.sh
+# 19,000 connections first: the other runs leave tens of thousands of loopback ports in
+# TIME_WAIT for a minute, and the 19,000 would not find enough free.
 block docs/benchmarks.md perf-19000 env IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
 fenced() { echo '```'; "$@"; echo '```'; }
 block docs/benchmarks-bench.md bench fenced scripts/bench.sh
+block docs/benchmarks.md perf scripts/perf.sh
 echo "benchmarks.sh: done; git diff docs/ shows what changed" >&2
