@@ -120,6 +120,25 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             // 500 ms, so short timeouts would fire at once: it is off (zero).
             let keep_alive = config.keep_alive;
             let connections = connections.clone();
+            // The HTTP service over sockets of one type: the front path, with
+            // actix-http's dispatcher (and its upgrade path) behind it.
+            macro_rules! http {
+                ($io:ty) => {
+                    front::factory(
+                        front.clone(),
+                        app(),
+                        HttpService::build()
+                            .keep_alive(keep_alive)
+                            .client_request_timeout(Duration::ZERO)
+                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
+                                remember_meter::<$io>(io.get_ref(), ext)
+                            })
+                            .upgrade(upgrade::factory(app()))
+                            .finish(app()),
+                        remember_meter::<$io>,
+                    )
+                };
+            }
             match tls.clone() {
                 None => boxed::factory(
                     fn_service(move |io: TcpStream| {
@@ -130,19 +149,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), Protocol::Http1, peer))
                         }
                     })
-                    .and_then(front::factory(
-                        front.clone(),
-                        app(),
-                        HttpService::build()
-                            .keep_alive(keep_alive)
-                            .client_request_timeout(Duration::ZERO)
-                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
-                                remember_meter::<TcpStream>(io.get_ref(), ext)
-                            })
-                            .upgrade(upgrade::factory(app()))
-                            .finish(app()),
-                        remember_meter::<TcpStream>,
-                    ))
+                    .and_then(http!(TcpStream))
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
                 ),
@@ -161,19 +168,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             Ok((MeteredStream::new(io, Arc::new(meter), timeouts, Some(permit)), protocol, peer))
                         }
                     })
-                    .and_then(front::factory(
-                        front.clone(),
-                        app(),
-                        HttpService::build()
-                            .keep_alive(keep_alive)
-                            .client_request_timeout(Duration::ZERO)
-                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
-                                remember_meter::<TlsStream<TcpStream>>(io.get_ref(), ext)
-                            })
-                            .upgrade(upgrade::factory(app()))
-                            .finish(app()),
-                        remember_meter::<TlsStream<TcpStream>>,
-                    ))
+                    .and_then(http!(TlsStream<TcpStream>))
                     .map_err(|_| ())
                     .map_init_err(|_| ()),
                 ),
