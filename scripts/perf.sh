@@ -6,11 +6,12 @@
 #      with --server-pid: (RSS with N connected − RSS before) / N), at IDLE_CLIENTS connections;
 #   2. fan-out: FAN_CLIENTS subscribers of one transport × FAN_RATE msg/s × 100 B for FAN_DURATION:
 #      deliveries per server CPU-second, latency, nothing missing;
+#   2b. batching: the same fan-out with pushwire's --write-delay at each of WRITE_DELAYS;
 #   3. overload: OVERLOAD_CLIENTS WebSocket subscribers × FAN_RATE msg/s, more than 2 cores write:
 #      whether the publisher keeps its rate and latency stays bounded;
 #   4. churn: examples/churn.rs against a one-worker server, CHURN_CYCLES × 10,000 WebSockets.
 #
-#   scripts/perf.sh                       # everything, about 7 minutes
+#   scripts/perf.sh                       # everything, about 9 minutes
 #   IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
 #   PARTS=fanout TRANSPORTS=sse scripts/perf.sh
 set -euo pipefail
@@ -22,7 +23,8 @@ FAN_RATE=${FAN_RATE:-100}
 FAN_DURATION=${FAN_DURATION:-10s}
 CHURN_CYCLES=${CHURN_CYCLES:-10}
 OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-5000}
-PARTS=${PARTS:-idle fanout overload churn}
+WRITE_DELAYS=${WRITE_DELAYS:-10ms 25ms}
+PARTS=${PARTS:-idle fanout batching overload churn}
 TRANSPORTS=${TRANSPORTS:-ws sse long-poll}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 
@@ -45,9 +47,10 @@ start() {
   wait_up "$port"
 }
 
-# measure SERVER TRANSPORT CLIENTS RATE DURATION -> JSON file path on stdout
+# measure SERVER TRANSPORT CLIENTS RATE DURATION [pushwire flags...] -> JSON file path on stdout
 measure() {
   local which=$1 transport=$2 clients=$3 rate=$4 duration=$5 port out
+  shift 5
   if [ "$clients" -ge 10000 ]; then
     # Tens of thousands of closed loopback connections sit in TIME_WAIT for a minute,
     # holding the source ports the next run of this size needs.
@@ -55,7 +58,7 @@ measure() {
   fi
   port=$(free_port)
   out=$(mktemp --suffix .json)
-  start "$which" "$port" --max-connections $((clients + 500))
+  start "$which" "$port" --max-connections $((clients + 500)) "$@"
   "$BIN" bench --url "http://127.0.0.1:$port" --transports "$transport" --clients "$clients" --rate "$rate" \
     --duration "$duration" --server-pid "$server" --no-progress --json "$out" >/dev/null
   # The server's CPU split into user and kernel time (its whole life; start-up is a
@@ -76,7 +79,7 @@ PY
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/{print $2}') GiB,"
-echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $(date -u +%F); node $(node --version); pushwire $(git rev-parse --short HEAD)"
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $(date -u +%F); node $(node --version); pushwire $(git describe --always --dirty)"
 echo
 
 if [[ " $PARTS " == *" idle "* ]]; then
@@ -93,15 +96,51 @@ if [[ " $PARTS " == *" idle "* ]]; then
   echo
 fi
 
+# fan_row LABEL FILE [NODE_FILE]: one row of the fan-out tables; with NODE_FILE, the ratio of
+# deliveries per CPU-second to Node's.
+fan_row() {
+  local label=$1 f=$2 ref=${3:-}
+  python3 - "$label" "$f" "$ref" <<'PY'
+import json, sys
+label, f, ref = sys.argv[1:]
+d = json.load(open(f)); t = d["transports"][0]
+rate = t["deliveries"] / d["server_usage"]["cpu_seconds"]
+ratio = f"{rate / (lambda r: r['transports'][0]['deliveries'] / r['server_usage']['cpu_seconds'])(json.load(open(ref))):.2f}×" if ref else "—"
+split = d["server_cpu_split"]
+print(f"| {t['transport']} | {label} | {t['deliveries']} | {t['missing']} | {t['duplicates']} | "
+      f"{t['latency_us']['p50'] / 1000:.1f} | {t['latency_us']['p99'] / 1000:.1f} | {t['requests_per_delivery']:.2f} | "
+      f"{d['server_usage']['cpu_seconds']:.2f} ({split['user_seconds']:.2f} + {split['system_seconds']:.2f}) | {rate:.0f} | {ratio} |")
+PY
+}
+
+fan_header() {
+  echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | requests per delivery | server CPU s (user + kernel) | deliveries per CPU-second | vs Node |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+}
+
 if [[ " $PARTS " == *" fanout "* ]]; then
   echo "### Fan-out: $FAN_CLIENTS subscribers × $FAN_RATE msg/s × 100 B for $FAN_DURATION, one transport per run"
   echo
-  echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | server CPU s (user + kernel) | deliveries per CPU-second |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  fan_header
   for t in $TRANSPORTS; do
-    for which in node pushwire; do
-      f=$(measure "$which" "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
-      field "$f" "'| $t | $which | %d | %d | %d | %.1f | %.1f | %.2f (%.2f + %.2f) | %.0f |' % (d['transports'][0]['deliveries'], d['transports'][0]['missing'], d['transports'][0]['duplicates'], d['transports'][0]['latency_us']['p50']/1000, d['transports'][0]['latency_us']['p99']/1000, d['server_usage']['cpu_seconds'], d['server_cpu_split']['user_seconds'], d['server_cpu_split']['system_seconds'], d['transports'][0]['deliveries']/d['server_usage']['cpu_seconds'])"
+    n=$(measure node "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
+    p=$(measure pushwire "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
+    fan_row node "$n"
+    fan_row pushwire "$p" "$n"
+  done
+  echo
+fi
+
+if [[ " $PARTS " == *" batching "* ]]; then
+  echo "### Fan-out with \`--write-delay\`: the same load, latency traded for fewer writes"
+  echo
+  fan_header
+  for t in $TRANSPORTS; do
+    n=$(measure node "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
+    fan_row node "$n"
+    for delay in $WRITE_DELAYS; do
+      p=$(measure pushwire "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION" --write-delay "$delay")
+      fan_row "pushwire --write-delay $delay" "$p" "$n"
     done
   done
   echo

@@ -195,6 +195,11 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_WRITE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub write_timeout: Duration,
 
+    /// How long a message may be held so that what is published after it leaves in the same
+    /// write, SSE chunk or long-poll answer (0: at once; at most 1s). Latency for fewer writes.
+    #[arg(long, env = "PUSHWIRE_WRITE_DELAY", default_value = "0s", value_parser = write_delay)]
+    pub write_delay: Duration,
+
     /// Bytes of messages in one poll or long-poll answer (it always holds at least one).
     #[arg(long, env = "PUSHWIRE_POLL_MAX_BYTES", default_value_t = 1024 * 1024, value_parser = at_least_one)]
     pub poll_max_bytes: usize,
@@ -256,6 +261,19 @@ pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Longest `--write-delay`: past it, latency is no longer the price of
+/// fewer writes but a stall.
+pub const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
+
+/// A duration from zero (off) to [`MAX_WRITE_DELAY`].
+fn write_delay(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d > MAX_WRITE_DELAY => Err("must be at most 1s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A rate of zero (off) or more per second.
 fn non_negative_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -298,6 +316,8 @@ mod tests {
             &["pushwire", "--demo-payload=16385"],
             &["pushwire", "--demo-channel", "no spaces"],
             &["pushwire", "--ws-ping-interval", "0s"],
+            &["pushwire", "--write-delay", "2s"],
+            &["pushwire", "--write-delay", "soon"],
             &["pushwire", "--queue-size", "0"],
             &["pushwire", "--base-path", "pushwire"],
             &["pushwire", "--base-path", "/pushwire/"],

@@ -58,6 +58,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         hub = ctx.hub.kind(),
         demo_rate = config.demo_rate,
+        write_delay = ?config.write_delay,
         "pushwire listening: open http://{}{}/ in a browser",
         running.addr,
         config.base_path.prefix()

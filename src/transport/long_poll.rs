@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::poll::{Answer, collect};
-use super::{Connection, Context, Cut, CutReason, StreamRequest, Subscription, Transport};
+use super::{Connection, Context, Cut, CutReason, StreamRequest, Subscription, Transport, gather_for};
 use crate::hub::HubError;
 use crate::stats::Ending;
 
@@ -41,6 +41,16 @@ pub async fn open(ctx: Context, request: StreamRequest, timeout: Duration) -> Re
     let connection = Connection::open(&ctx.stats, Transport::LongPoll, request.channels.len(), None);
     let mut answer = Answer::default();
     collect(&mut subscription, &mut answer, &ctx.config).await;
+    // `--write-delay`: messages just published are held with what follows them
+    // (a poll that may not wait is not held).
+    let oldest = answer.messages.iter().map(|m| m.ts).min();
+    if oldest.is_some()
+        && !timeout.is_zero()
+        && let Some(delay) = gather_for(ctx.config.write_delay, oldest)
+    {
+        delay.await;
+        collect(&mut subscription, &mut answer, &ctx.config).await;
+    }
     let waiting = Waiting { ctx, subscription, connection, cut: request.cut, timeout };
     if answer.is_empty() && !timeout.is_zero() {
         return Ok(Opened::Waiting(waiting));
@@ -61,6 +71,9 @@ impl Waiting {
             }),
             event = self.subscription.next() => {
                 if let Ok(event) = event {
+                    if let Some(delay) = gather_for(self.ctx.config.write_delay, event.published()) {
+                        delay.await;
+                    }
                     answer.push(event);
                     collect(&mut self.subscription, &mut answer, &self.ctx.config).await;
                 }

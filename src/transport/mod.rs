@@ -22,7 +22,7 @@ pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::auth::Access;
 use crate::config::Config;
@@ -231,4 +231,54 @@ pub fn cut(dropped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>, expires: O
             () = expired => CutReason::TokenExpired,
         }
     })
+}
+
+/// The wait of `--write-delay` before a delivery is written, so that what is
+/// published meanwhile goes out in the same write: until the oldest message
+/// held, published at `published` (µs since the epoch; `None`: now), has
+/// waited the delay. None when no delay is set or it has passed already (a
+/// client catching up is not slowed). Boxed: made only then, it adds nothing
+/// to what an idle connection keeps.
+pub(crate) fn gather_for(delay: Duration, published: Option<u64>) -> Option<Pin<Box<tokio::time::Sleep>>> {
+    if delay.is_zero() {
+        return None;
+    }
+    // A publisher's clock ahead of ours (another instance's) waits the delay, no more.
+    let waited = published.map_or(0, |ts| crate::message::now_micros().saturating_sub(ts));
+    let left = delay.saturating_sub(Duration::from_micros(waited));
+    (!left.is_zero()).then(|| Box::pin(tokio::time::sleep(left)))
+}
+
+impl Event {
+    /// When its message was published; a reset is the server's own news.
+    pub(crate) fn published(&self) -> Option<u64> {
+        match self {
+            Event::Message(message) => Some(message.ts),
+            Event::Reset(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::now_micros;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_write_delay_counts_from_the_publish() {
+        const DELAY: Duration = Duration::from_millis(100);
+        let now = now_micros();
+        assert!(gather_for(Duration::ZERO, Some(now)).is_none(), "no delay set");
+        assert!(gather_for(DELAY, Some(now - 150_000)).is_none(), "older than the delay: written at once");
+        let start = tokio::time::Instant::now();
+        gather_for(DELAY, Some(now - 40_000)).expect("waits the rest").await;
+        let waited = start.elapsed();
+        assert!(waited <= Duration::from_millis(61) && waited >= Duration::from_millis(55), "{waited:?}");
+        let start = tokio::time::Instant::now();
+        gather_for(DELAY, Some(now + 5_000_000)).expect("a clock ahead").await;
+        assert_eq!(start.elapsed(), DELAY, "a publisher's clock ahead waits the delay, no more");
+        let start = tokio::time::Instant::now();
+        gather_for(DELAY, None).expect("a reset").await;
+        assert_eq!(start.elapsed(), DELAY);
+    }
 }

@@ -11,7 +11,9 @@ use futures_util::Stream;
 use futures_util::future::LocalBoxFuture;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
-use super::{Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport};
+use super::{
+    Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport, gather_for,
+};
 use crate::hub::HubError;
 use crate::message::{now_micros, sse_event};
 use crate::protocol::ServerFrame;
@@ -95,6 +97,10 @@ impl SseStream {
             _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             event = self.subscription.next() => event,
         };
+        let published = first.as_ref().ok().and_then(Event::published);
+        if let Some(delay) = gather_for(self.ctx.config.write_delay, published) {
+            delay.await;
+        }
         let mut chunk = BytesMut::new();
         let mut next = first.map(Some);
         loop {

@@ -23,7 +23,9 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::Instrument;
 
 use super::impair::{self, WebSocketPath};
-use super::{Connection, Context, Cut, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport};
+use super::{
+    Connection, Context, Cut, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport, gather_for,
+};
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
@@ -317,6 +319,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                 why = &mut self.cut => return Err(cut_short(why)),
             }
         };
+        // `--write-delay`: what is published meanwhile goes out in the same write.
+        if let Some(delay) = gather_for(self.ctx.config.write_delay, event.published()) {
+            tokio::select! {
+                () = delay => {}
+                why = &mut self.cut => return Err(cut_short(why)),
+            }
+        }
         self.queue(event);
         for _ in 1..batch {
             if self.socket.queued() >= BATCH_BYTES {

@@ -24,3 +24,4 @@ mod short_poll;
 mod sse;
 mod tls;
 mod websocket;
+mod write_delay;

@@ -84,7 +84,7 @@ async fn websocket_bytes_include_the_handshake_and_frame_headers(hub: HubKind) {
 }
 
 /// Complete unmasked server frames after the HTTP head (payloads < 126 bytes or 16-bit lengths).
-fn count_frames(received: &[u8]) -> usize {
+pub(crate) fn count_frames(received: &[u8]) -> usize {
     let Some(head) = received.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
     let (mut at, mut frames) = (head + 4, 0);
     while at + 2 <= received.len() {
