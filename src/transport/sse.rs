@@ -97,8 +97,10 @@ impl SseStream {
             _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
             event = self.subscription.next() => event,
         };
-        let published = first.as_ref().ok().and_then(Event::published);
-        if let Some(delay) = gather_for(self.ctx.config.write_delay, published) {
+        // A lagged stream's last words are not held.
+        if let Ok(event) = &first
+            && let Some(delay) = gather_for(self.ctx.config.write_delay, event.published())
+        {
             delay.await;
         }
         let mut chunk = BytesMut::new();
