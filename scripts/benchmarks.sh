@@ -3,7 +3,7 @@
 # machine: every table between a pair of markers
 #   <!-- scripts/benchmarks.sh: NAME -->  …  <!-- end NAME -->
 # is replaced by what the script that makes it prints now; the prose around them is
-# not touched (read it again against the new figures). About 15 minutes; run it on an
+# not touched (read it again against the new figures). About 30 minutes; run it on an
 # otherwise idle machine, since the figures are CPU seconds and latencies.
 #
 #   scripts/benchmarks.sh             # everything

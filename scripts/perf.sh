@@ -5,13 +5,14 @@
 #   1. idle memory: server RSS per idle WebSocket, SSE stream and held long poll (`pushwire bench`
 #      with --server-pid: (RSS with N connected − RSS before) / N), at IDLE_CLIENTS connections;
 #   2. fan-out: FAN_CLIENTS subscribers of one transport × FAN_RATE msg/s × 100 B for FAN_DURATION:
-#      deliveries per server CPU-second, latency, nothing missing;
+#      deliveries per server CPU-second, latency, nothing missing; REPEAT alternating runs of
+#      each server, medians and the range of the ratio;
 #   2b. batching: the same fan-out with pushwire's --write-delay at each of WRITE_DELAYS;
 #   3. overload: OVERLOAD_CLIENTS WebSocket subscribers × FAN_RATE msg/s, more than 2 cores write:
 #      whether the publisher keeps its rate and latency stays bounded;
 #   4. churn: examples/churn.rs against a one-worker server, CHURN_CYCLES × 10,000 WebSockets.
 #
-#   scripts/perf.sh                       # everything, about 9 minutes
+#   scripts/perf.sh                       # everything, about 20 minutes (REPEAT=1: 9)
 #   IDLE_CLIENTS=19000 PARTS=idle scripts/perf.sh
 #   PARTS=fanout TRANSPORTS=sse scripts/perf.sh
 set -euo pipefail
@@ -24,6 +25,7 @@ FAN_DURATION=${FAN_DURATION:-10s}
 CHURN_CYCLES=${CHURN_CYCLES:-10}
 OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-5000}
 WRITE_DELAYS=${WRITE_DELAYS:-10ms 25ms}
+REPEAT=${REPEAT:-3}
 PARTS=${PARTS:-idle fanout batching overload churn}
 TRANSPORTS=${TRANSPORTS:-ws sse long-poll}
 REFERENCE=${REFERENCE:-../shared/reference-node}
@@ -96,25 +98,44 @@ if [[ " $PARTS " == *" idle "* ]]; then
   echo
 fi
 
-# fan_row LABEL FILE [NODE_FILE]: one row of the fan-out tables; with NODE_FILE, the ratio of
-# deliveries per CPU-second to Node's.
-fan_row() {
-  local label=$1 f=$2 ref=${3:-}
-  python3 - "$label" "$f" "$ref" <<'PY'
-import json, sys
-label, f, ref = sys.argv[1:]
-d = json.load(open(f)); t = d["transports"][0]
-rate = t["deliveries"] / d["server_usage"]["cpu_seconds"]
-ratio = f"{rate / (lambda r: r['transports'][0]['deliveries'] / r['server_usage']['cpu_seconds'])(json.load(open(ref))):.2f}×" if ref else "—"
-split = d["server_cpu_split"]
-print(f"| {t['transport']} | {label} | {t['deliveries']} | {t['missing']} | {t['duplicates']} | "
-      f"{t['latency_us']['p50'] / 1000:.1f} | {t['latency_us']['p99'] / 1000:.1f} | {t['requests_per_delivery']:.2f} | "
-      f"{d['server_usage']['cpu_seconds']:.2f} ({split['user_seconds']:.2f} + {split['system_seconds']:.2f}) | {rate:.0f} | {ratio} |")
+# fan_compare TRANSPORT LABEL [pushwire flags...]: REPEAT alternating runs of Node and of
+# pushwire (with the flags) under the same fan-out load. Prints each server's median run (by
+# deliveries per CPU-second), the missing and duplicate counts of all runs, and the ratio of
+# deliveries per CPU-second taken pair by pair: the median, and the range over the pairs.
+# One run's ratio moves by ±0.2 on this kind of machine; pairs side by side share its mood.
+fan_compare() {
+  local t=$1 label=$2 nodes=() ours=()
+  shift 2
+  for _ in $(seq "$REPEAT"); do
+    nodes+=("$(measure node "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")")
+    ours+=("$(measure pushwire "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION" "$@")")
+  done
+  python3 - "$label" "${nodes[@]}" "${ours[@]}" <<'PY'
+import json, statistics, sys
+label, files = sys.argv[1], sys.argv[2:]
+runs = [json.load(open(f)) for f in files]
+nodes, ours = runs[: len(runs) // 2], runs[len(runs) // 2 :]
+rate = lambda d: d["transports"][0]["deliveries"] / d["server_usage"]["cpu_seconds"]
+def median_run(group):
+    return sorted(group, key=rate)[len(group) // 2]
+def row(name, group, ratio):
+    d = median_run(group); t = d["transports"][0]; split = d["server_cpu_split"]
+    missing = sum(r["transports"][0]["missing"] for r in group)
+    dup = sum(r["transports"][0]["duplicates"] for r in group)
+    print(f"| {t['transport']} | {name} | {t['deliveries']} | {missing} | {dup} | "
+          f"{t['latency_us']['p50'] / 1000:.1f} | {t['latency_us']['p99'] / 1000:.1f} | {t['requests_per_delivery']:.2f} | "
+          f"{d['server_usage']['cpu_seconds']:.2f} ({split['user_seconds']:.2f} + {split['system_seconds']:.2f}) | "
+          f"{rate(d):.0f} | {ratio} |")
+ratios = sorted(rate(o) / rate(n) for n, o in zip(nodes, ours))
+row("node", nodes, "—")
+row(label, ours, f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f})")
 PY
 }
 
 fan_header() {
-  echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | requests per delivery | server CPU s (user + kernel) | deliveries per CPU-second | vs Node |"
+  echo "Each pair of rows: the median of $REPEAT alternating runs of each server (missing and duplicates: all runs)."
+  echo
+  echo "| transport | server | deliveries | missing | dup | p50 ms | p99 ms | requests per delivery | server CPU s (user + kernel) | deliveries per CPU-second | vs Node: median (range) |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 }
 
@@ -122,12 +143,7 @@ if [[ " $PARTS " == *" fanout "* ]]; then
   echo "### Fan-out: $FAN_CLIENTS subscribers × $FAN_RATE msg/s × 100 B for $FAN_DURATION, one transport per run"
   echo
   fan_header
-  for t in $TRANSPORTS; do
-    n=$(measure node "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
-    p=$(measure pushwire "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
-    fan_row node "$n"
-    fan_row pushwire "$p" "$n"
-  done
+  for t in $TRANSPORTS; do fan_compare "$t" pushwire; done
   echo
 fi
 
@@ -136,12 +152,7 @@ if [[ " $PARTS " == *" batching "* ]]; then
   echo
   fan_header
   for t in $TRANSPORTS; do
-    n=$(measure node "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION")
-    fan_row node "$n"
-    for delay in $WRITE_DELAYS; do
-      p=$(measure pushwire "$t" "$FAN_CLIENTS" "$FAN_RATE" "$FAN_DURATION" --write-delay "$delay")
-      fan_row "pushwire --write-delay $delay" "$p" "$n"
-    done
+    for delay in $WRITE_DELAYS; do fan_compare "$t" "pushwire --write-delay $delay" --write-delay "$delay"; done
   done
   echo
 fi
