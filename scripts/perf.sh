@@ -63,17 +63,6 @@ measure() {
   start "$which" "$port" --max-connections $((clients + 500)) "$@"
   "$BIN" bench --url "http://127.0.0.1:$port" --transports "$transport" --clients "$clients" --rate "$rate" \
     --duration "$duration" --server-pid "$server" --no-progress --json "$out" >/dev/null
-  # The server's CPU split into user and kernel time (its whole life; start-up is a
-  # few milliseconds): the kernel's share is what every server pays per delivery.
-  python3 - "$out" "$server" <<'PY'
-import json, os, sys
-out, pid = sys.argv[1], sys.argv[2]
-fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-tick = os.sysconf("SC_CLK_TCK")
-d = json.load(open(out))
-d["server_cpu_split"] = {"user_seconds": int(fields[11]) / tick, "system_seconds": int(fields[12]) / tick}
-json.dump(d, open(out, "w"))
-PY
   kill "$server"; wait "$server" 2>/dev/null || true
   echo "$out"
 }
@@ -119,12 +108,12 @@ rate = lambda d: d["transports"][0]["deliveries"] / d["server_usage"]["cpu_secon
 def median_run(group):
     return sorted(group, key=rate)[len(group) // 2]
 def row(name, group, ratio):
-    d = median_run(group); t = d["transports"][0]; split = d["server_cpu_split"]
+    d = median_run(group); t = d["transports"][0]; u = d["server_usage"]
     missing = sum(r["transports"][0]["missing"] for r in group)
     dup = sum(r["transports"][0]["duplicates"] for r in group)
     print(f"| {t['transport']} | {name} | {t['deliveries']} | {missing} | {dup} | "
           f"{t['latency_us']['p50'] / 1000:.1f} | {t['latency_us']['p99'] / 1000:.1f} | {t['requests_per_delivery']:.2f} | "
-          f"{d['server_usage']['cpu_seconds']:.2f} ({split['user_seconds']:.2f} + {split['system_seconds']:.2f}) | "
+          f"{u['cpu_seconds']:.2f} ({u['user_seconds']:.2f} + {u['system_seconds']:.2f}) | "
           f"{rate(d):.0f} | {ratio} |")
 ratios = sorted(rate(o) / rate(n) for n, o in zip(nodes, ours))
 row("node", nodes, "—")

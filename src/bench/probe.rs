@@ -45,12 +45,17 @@ impl Probe {
 
     /// User plus system CPU time so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
+        self.cpu_times().map(CpuTimes::total)
+    }
+
+    /// User and system CPU time so far.
+    fn cpu_times(&self) -> Option<CpuTimes> {
         let stat = std::fs::read_to_string(self.dir.join("stat")).ok()?;
         // Fields after the command name, which is in parentheses and may hold spaces.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of proc(5); the first after ')' is field 3.
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / self.ticks_per_second)
+        let seconds = |i: usize| Some(fields.get(i)?.parse::<u64>().ok()? as f64 / self.ticks_per_second);
+        Some(CpuTimes { user: seconds(11)?, system: seconds(12)? })
     }
 
     /// Resident set size (`VmRSS`).
@@ -62,6 +67,20 @@ impl Probe {
     }
 }
 
+/// CPU time in user space and in the kernel (on its behalf: system calls,
+/// and on loopback the receiving side's TCP work too).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    user: f64,
+    system: f64,
+}
+
+impl CpuTimes {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
 /// A run's readings: memory before the clients connect and once they are;
 /// CPU time and peak memory from then (the first publish) to the end.
 #[derive(Debug)]
@@ -69,7 +88,7 @@ pub struct Usage {
     probe: Arc<Probe>,
     rss_before: u64,
     rss_connected: u64,
-    cpu_start: Option<f64>,
+    cpu_start: Option<CpuTimes>,
     started: Instant,
     /// The highest RSS sampled (every 200 ms), and the sampler.
     peak: Option<(Arc<AtomicU64>, JoinHandle<()>)>,
@@ -85,7 +104,7 @@ impl Usage {
     /// Every client is connected; the load starts.
     pub fn connected(&mut self) {
         self.rss_connected = self.probe.rss_bytes().unwrap_or(0);
-        self.cpu_start = self.probe.cpu_seconds();
+        self.cpu_start = self.probe.cpu_times();
         self.started = Instant::now();
         let peak = Arc::new(AtomicU64::new(self.rss_connected));
         let (probe, seen) = (self.probe.clone(), peak.clone());
@@ -102,12 +121,14 @@ impl Usage {
 
     /// The figures, or none when the process could not be read (it exited).
     pub fn finish(self, connections: usize) -> Option<ServerUsage> {
-        let cpu = self.probe.cpu_seconds()? - self.cpu_start?;
+        let (end, start) = (self.probe.cpu_times()?, self.cpu_start?);
         let (peak, sampler) = self.peak?;
         sampler.abort();
         Some(ServerUsage {
             scope: self.probe.scope.clone(),
-            cpu_seconds: cpu,
+            cpu_seconds: end.total() - start.total(),
+            user_seconds: end.user - start.user,
+            system_seconds: end.system - start.system,
             wall_seconds: self.started.elapsed().as_secs_f64(),
             connections,
             rss_before_bytes: self.rss_before,

@@ -139,6 +139,9 @@ pub struct ServerUsage {
     pub scope: String,
     /// CPU time (user + system) from the first publish to the end of the drain.
     pub cpu_seconds: f64,
+    /// The same, in user space and in the kernel.
+    pub user_seconds: f64,
+    pub system_seconds: f64,
     pub wall_seconds: f64,
     pub connections: usize,
     pub rss_before_bytes: u64,
@@ -235,9 +238,11 @@ impl Report {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
             let _ = writeln!(
                 out,
-                "\nserver ({}):\n  {:.2} s CPU over {:.1} s ({:.0}% of one core); RSS {:.1} MiB before, {:.1} MiB with {} connections ({:.1} KiB each), {:.1} MiB peak",
+                "\nserver ({}):\n  {:.2} s CPU ({:.2} user + {:.2} kernel) over {:.1} s ({:.0}% of one core); RSS {:.1} MiB before, {:.1} MiB with {} connections ({:.1} KiB each), {:.1} MiB peak",
                 u.scope,
                 u.cpu_seconds,
+                u.user_seconds,
+                u.system_seconds,
                 u.wall_seconds,
                 100.0 * u.cpu_seconds / u.wall_seconds.max(f64::EPSILON),
                 mib(u.rss_before_bytes),

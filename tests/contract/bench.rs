@@ -76,6 +76,9 @@ async fn a_small_run_delivers_every_message_once_on_every_transport_and_writes_i
     // Short polls ask once a second: their median is hundreds of ms, the streams' is not.
     assert!(rows[3]["latency_us"]["p50"].as_u64() > rows[0]["latency_us"]["p50"].as_u64(), "{report}");
     assert!(report["server_usage"]["cpu_seconds"].as_f64().unwrap() > 0.0, "in-process CPU is measured: {report}");
+    let usage = &report["server_usage"];
+    let split = usage["user_seconds"].as_f64().unwrap() + usage["system_seconds"].as_f64().unwrap();
+    assert!((split - usage["cpu_seconds"].as_f64().unwrap()).abs() < 1e-6, "user + system is the total: {usage}");
 
     let svg = std::fs::read_to_string(&svg).expect("the SVG was written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
