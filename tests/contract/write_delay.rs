@@ -66,15 +66,10 @@ async fn an_sse_burst_goes_out_in_one_chunk() {
 #[tokio::test]
 async fn a_held_long_poll_answers_the_whole_burst() {
     let app = app().await;
-    let url = app.url("/long-poll?channels=burst&timeout=30");
-    let http = app.http.clone();
-    let held = tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
-    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    let held = held_poll(&app, "channels=burst").await;
     let first = Instant::now();
     app.publish_many("burst", BURST).await;
-    let answer = timeout(PATIENCE, held).await.expect("not answered").unwrap();
-    assert!(first.elapsed() >= DELAY, "answered after {:?}, before the delay", first.elapsed());
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), (1..=BURST).collect::<Vec<_>>());
+    assert_whole_burst(held, first).await;
 }
 
 #[tokio::test]
@@ -84,16 +79,11 @@ async fn a_poll_that_finds_a_fresh_message_holds_it_for_what_follows() {
     let app = app().await;
     let first = Instant::now();
     app.publish("fresh", serde_json::json!({"i": 1})).await;
-    let url = app.url("/long-poll?channels=fresh&cursor=fresh:0&timeout=30");
-    let http = app.http.clone();
-    let held = tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
-    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    let held = held_poll(&app, "channels=fresh&cursor=fresh:0").await;
     for i in 2..=BURST {
         app.publish("fresh", serde_json::json!({ "i": i })).await;
     }
-    let answer = timeout(PATIENCE, held).await.expect("not answered").unwrap();
-    assert!(first.elapsed() >= DELAY, "answered after {:?}, before the delay", first.elapsed());
-    assert_eq!(seqs(answer["messages"].as_array().unwrap()), (1..=BURST).collect::<Vec<_>>());
+    assert_whole_burst(held, first).await;
 }
 
 #[tokio::test]
@@ -105,6 +95,23 @@ async fn a_poll_that_may_not_wait_is_not_held() {
     assert_eq!(status, 200);
     assert_eq!(seqs(answer["messages"].as_array().unwrap()), [1, 2]);
     assert!(asked.elapsed() < DELAY, "held {:?} with timeout=0", asked.elapsed());
+}
+
+/// A long poll with `query`, once the server holds it.
+async fn held_poll(app: &TestApp, query: &str) -> tokio::task::JoinHandle<Value> {
+    let url = app.url(&format!("/long-poll?{query}&timeout=30"));
+    let http = app.http.clone();
+    let held = tokio::spawn(async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap() });
+    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    held
+}
+
+/// The poll's answer holds seqs 1..=BURST, and came no sooner than the
+/// delay after the burst's first publish at `first`.
+async fn assert_whole_burst(held: tokio::task::JoinHandle<Value>, first: Instant) {
+    let answer = timeout(PATIENCE, held).await.expect("not answered").unwrap();
+    assert!(first.elapsed() >= DELAY, "answered after {:?}, before the delay", first.elapsed());
+    assert_eq!(seqs(answer["messages"].as_array().unwrap()), (1..=BURST).collect::<Vec<_>>());
 }
 
 /// The payloads of the complete unmasked text frames in `bytes`.
