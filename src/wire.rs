@@ -13,6 +13,7 @@
 //! read what is written to it (`--write-timeout`). Either expiring fails the
 //! socket, which ends the connection and everything served on it.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Sleep, sleep};
 
@@ -218,13 +220,37 @@ const READ_CHUNK: usize = 4096;
 pub fn poll_read_into<T: AsyncRead + Unpin>(
     io: &mut T,
     cx: &mut Context<'_>,
-    read: &mut bytes::BytesMut,
+    read: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
     let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
     let mut buf = ReadBuf::uninit(&mut chunk);
     std::task::ready!(Pin::new(io).poll_read(cx, &mut buf))?;
     read.extend_from_slice(buf.filled());
     Poll::Ready(Ok(buf.filled().len()))
+}
+
+/// The largest write buffer kept as a thread's spare.
+const SPARE_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// A write buffer handed from connection to connection on one worker:
+    /// what is due is encoded into it and written at once, so a delivery
+    /// allocates nothing and an idle connection keeps no buffer of its own.
+    static SPARE: Cell<BytesMut> = Cell::new(BytesMut::new());
+}
+
+/// The thread's spare write buffer, empty; a new one while it is lent out.
+pub fn lend_buffer() -> BytesMut {
+    SPARE.take()
+}
+
+/// Keeps `buf`'s room for the next writer on this thread, unless a long
+/// catch-up grew it past what is worth keeping.
+pub fn give_back_buffer(mut buf: BytesMut) {
+    if buf.capacity() > 0 && buf.capacity() <= SPARE_MAX {
+        buf.clear();
+        SPARE.set(buf);
+    }
 }
 
 /// The time limits a [`MeteredStream`] enforces.

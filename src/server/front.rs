@@ -50,7 +50,7 @@ use super::upgrade;
 use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 use crate::transport::{Held, Holdable};
-use crate::wire::poll_read_into;
+use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head this path reads; a longer one is the dispatcher's
 /// to refuse.
@@ -327,7 +327,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         }
         let (head, body) = response.into_parts();
         let size = body.size();
-        let mut out = BytesMut::new();
+        let mut out = lend_buffer();
         self.codec.encode(Message::Item((head, size)), &mut out)?;
         let mut body = pin!(body);
         loop {
@@ -352,10 +352,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             match chunk {
                 Some(chunk) => {
                     let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+                    if out.capacity() == 0 {
+                        out = lend_buffer();
+                    }
                     self.codec.encode(Message::Chunk(Some(chunk)), &mut out)?;
                 }
                 None => break,
             }
+        }
+        if out.capacity() == 0 {
+            out = lend_buffer();
         }
         self.codec.encode(Message::Chunk(None), &mut out)?;
         self.write(&mut out).await?;
@@ -395,7 +401,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         .await
     }
 
-    /// Writes `out` whole and frees it; true when it had to wait for the
+    /// Writes `out` whole and gives it back to the worker; true when it had to wait for the
     /// client to make room (the task then ran for wakes other than its body's).
     async fn write(&mut self, out: &mut BytesMut) -> io::Result<bool> {
         let mut waited = false;
@@ -406,7 +412,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             written
         })
         .await?;
-        *out = BytesMut::new();
+        give_back_buffer(std::mem::take(out));
         Ok(waited)
     }
 }

@@ -103,16 +103,16 @@ impl SseStream {
         {
             delay.await;
         }
-        let mut chunk = BytesMut::new();
+        let mut chunk = Chunk::default();
         let mut next = first.map(Some);
         loop {
             match next {
-                Ok(Some(event)) => self.encode(event, &mut chunk),
+                Ok(Some(event)) => chunk.push(self.encode(event)),
                 Ok(None) => break,
                 Err(Ended::Lagged) => {
                     self.connection.end(Ending::Slow);
                     self.done = true;
-                    chunk.put_slice(b": too slow to keep up; reconnect\n\n");
+                    chunk.push(Bytes::from_static(b": too slow to keep up; reconnect\n\n"));
                     break;
                 }
                 // A failed history read while gathering: send what is ready;
@@ -124,7 +124,7 @@ impl SseStream {
             }
             next = self.subscription.next_ready().await;
         }
-        Some(chunk.freeze())
+        Some(chunk.into_bytes())
     }
 
     fn finish(&mut self, ending: Ending, comment: &'static str) -> Option<Bytes> {
@@ -133,25 +133,60 @@ impl SseStream {
         Some(Bytes::from_static(comment.as_bytes()))
     }
 
-    fn encode(&mut self, event: Event, chunk: &mut BytesMut) {
+    /// One event's bytes: a message on a stream of one channel is encoded
+    /// once for every stream that gets it.
+    fn encode(&mut self, event: Event) -> Bytes {
         let stats = &self.ctx.stats;
         match event {
             Event::Message(message) => {
-                if self.single {
-                    chunk.put(message.sse_single());
-                } else {
-                    chunk.put(sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()));
-                }
                 // The chunk is handed to the socket as soon as it is gathered.
                 stats.delivered(Transport::Sse, message.ts, now_micros());
                 self.connection.delivered(1);
+                match self.single {
+                    true => message.sse_single(),
+                    false => sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()),
+                }
             }
             Event::Reset(reset) => {
+                Counters::add(&stats.get(Transport::Sse).resets_delivered, 1);
                 // unwrap: a Reset holds only strings and numbers.
                 let json = serde_json::to_string(&reset).unwrap();
-                chunk.put(sse_event("reset", Some(&self.subscription.cursor().to_string()), &json));
-                Counters::add(&stats.get(Transport::Sse).resets_delivered, 1);
+                sse_event("reset", Some(&self.subscription.cursor().to_string()), &json)
             }
+        }
+    }
+}
+
+/// The events of one chunk. The usual chunk is one event, whose bytes are
+/// passed on as they are (shared with every stream that gets it): copied
+/// into a buffer only when a second joins it.
+#[derive(Default)]
+struct Chunk {
+    first: Bytes,
+    more: BytesMut,
+}
+
+impl Chunk {
+    fn push(&mut self, event: Bytes) {
+        if self.first.is_empty() && self.more.is_empty() {
+            self.first = event;
+            return;
+        }
+        if !self.first.is_empty() {
+            self.more.reserve(self.first.len() + event.len());
+            self.more.put(std::mem::take(&mut self.first));
+        }
+        self.more.put(event);
+    }
+
+    fn len(&self) -> usize {
+        self.first.len() + self.more.len()
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.more.is_empty() {
+            true => self.first,
+            false => self.more.freeze(),
         }
     }
 }
@@ -200,5 +235,23 @@ mod tests {
             assert_eq!(chunk, ": heartbeat\n\n");
             assert_eq!(start.elapsed(), EVERY * n, "heartbeat {n} at {n} intervals, not before or after");
         }
+    }
+
+    #[test]
+    fn a_lone_event_is_passed_on_as_it_is_and_events_together_are_joined() {
+        let shared = Bytes::from_static(b"id: a:1\nevent: message\ndata: {}\n\n");
+        let mut one = Chunk::default();
+        one.push(shared.clone());
+        assert_eq!(one.len(), shared.len());
+        let out = one.into_bytes();
+        assert_eq!(out.as_ptr(), shared.as_ptr(), "the message's own bytes, not a copy");
+
+        let mut three = Chunk::default();
+        for part in [&b"a\n\n"[..], b"bb\n\n", b"ccc\n\n"] {
+            three.push(Bytes::copy_from_slice(part));
+        }
+        assert_eq!(three.len(), 12);
+        assert_eq!(three.into_bytes(), "a\n\nbb\n\nccc\n\n");
+        assert!(Chunk::default().into_bytes().is_empty());
     }
 }

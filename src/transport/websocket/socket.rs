@@ -11,7 +11,6 @@
 //! however many frames it holds, and released once written. The frame format
 //! is actix-http's own WebSocket codec, the one actix-ws uses.
 
-use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,17 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::wire::poll_read_into;
-
-/// The largest write buffer kept as a thread's spare.
-const SPARE_MAX: usize = 64 * 1024;
-
-thread_local! {
-    /// A write buffer handed from session to session on one thread: frames
-    /// are encoded into it and written at once, so a delivery allocates
-    /// nothing and an idle connection keeps no buffer of its own.
-    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
-}
+use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
 /// What the peer sent, with fragmented messages put back together.
 #[derive(Debug)]
@@ -174,10 +163,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
 
     /// The buffer frames are queued in: the thread's spare when nothing is queued.
     fn write_buffer(&mut self) -> &mut BytesMut {
-        if self.write.capacity() == 0
-            && let Some(spare) = SPARE.take()
-        {
-            self.write = spare;
+        if self.write.capacity() == 0 {
+            self.write = lend_buffer();
         }
         &mut self.write
     }
@@ -201,11 +188,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
             }
         }
         // Written: the buffer goes back to the thread for the next writer.
-        let mut written = std::mem::take(&mut self.write);
-        if written.capacity() > 0 && written.capacity() <= SPARE_MAX {
-            written.clear();
-            SPARE.set(Some(written));
-        }
+        give_back_buffer(std::mem::take(&mut self.write));
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
