@@ -44,6 +44,7 @@ use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, 
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
@@ -121,30 +122,57 @@ where
                 Some(settings.local_addr),
             );
             Ok(fn_service(move |(io, protocol, peer): (T, Protocol, Option<SocketAddr>)| {
-                let (app, http, settings) = (app.clone(), http.clone(), settings.clone());
                 let conn = Conn::new(io, h1::Codec::new(config.clone()), peer);
-                // Both paths boxed: the connection's future keeps only the one
-                // it is on (the dispatcher's alone is over a kilobyte).
-                async move {
-                    if protocol != Protocol::Http1 {
-                        return Box::pin(http.call((Replay::new(conn.io, Bytes::new()), protocol, peer))).await;
-                    }
-                    match Box::pin(serve(conn, &app, &settings, on_connect)).await {
-                        Served::Closed => Ok(()),
-                        Served::Failed(e) => Err(DispatchError::Io(e)),
-                        Served::HandOver(conn) => {
-                            let read = conn.read.freeze();
-                            Box::pin(http.call((Replay::new(conn.io, read), Protocol::Http1, peer))).await
-                        }
-                        Served::Upgrade(req, conn) => {
-                            let framed = Framed::from_parts(FramedParts::with_read_buf(conn.io, conn.codec, conn.read));
-                            upgrade::serve(app, req, framed).await.map_err(DispatchError::Io)
-                        }
-                    }
-                }
+                let connection: LocalBoxFuture<'static, Result<(), DispatchError>> = if protocol != Protocol::Http1 {
+                    Box::pin(http.call((Replay::new(conn.io, Bytes::new()), protocol, peer)))
+                } else {
+                    let serving = Box::pin(serve(conn, app.clone(), settings.clone(), on_connect));
+                    Box::pin(after(serving, app.clone(), http.clone(), peer))
+                };
+                connection
             }))
         }
     })
+}
+
+/// What follows this path on a connection: the dispatcher, a WebSocket
+/// session, or nothing. Each stage is boxed and made before the future that
+/// awaits it, which lives as long as the connection: that future then keeps
+/// pointers, not what a stage owns (the socket, the codec, the settings: over
+/// a kilobyte of every connection's memory when it kept them inline). Not an
+/// `async fn`, for the reason given at [`serve`].
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+fn after<T, F, S, H, B>(
+    serving: F,
+    app: Rc<S>,
+    http: Rc<H>,
+    peer: Option<SocketAddr>,
+) -> impl Future<Output = Result<(), DispatchError>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    F: Future<Output = Served<T>>,
+    S: Service<Request> + 'static,
+    S::Response: Into<Response<B>>,
+    S::Error: Into<Response<BoxBody>>,
+    B: MessageBody + 'static,
+    H: Service<(Replay<T>, Protocol, Option<SocketAddr>), Response = (), Error = DispatchError> + 'static,
+{
+    async move {
+        let next: LocalBoxFuture<'_, Result<(), DispatchError>> = match serving.await {
+            Served::Closed => return Ok(()),
+            Served::Failed(e) => return Err(DispatchError::Io(e)),
+            Served::HandOver(conn) => {
+                let read = conn.read.freeze();
+                Box::pin(http.call((Replay::new(conn.io, read), Protocol::Http1, peer)))
+            }
+            Served::Upgrade(req, conn) => {
+                let framed = Framed::from_parts(FramedParts::with_read_buf(conn.io, conn.codec, conn.read));
+                let session = upgrade::serve(app, req, framed);
+                Box::pin(async move { session.await.map_err(DispatchError::Io) })
+            }
+        };
+        next.await
+    }
 }
 
 /// One HTTP/1 connection on this path.
@@ -178,12 +206,15 @@ enum Route {
     Upgrade,
 }
 
-async fn serve<T, S, B>(
+/// Not an `async fn`: one would keep the connection twice in its state,
+/// moved into a local beside the argument (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+fn serve<T, S, B>(
     mut conn: Conn<T>,
-    app: &S,
-    settings: &Settings,
+    app: Rc<S>,
+    settings: Settings,
     on_connect: fn(&T, &mut Extensions),
-) -> Served<T>
+) -> impl Future<Output = Served<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Service<Request>,
@@ -191,41 +222,43 @@ where
     S::Error: Into<Response<BoxBody>>,
     B: MessageBody + 'static,
 {
-    let mut first = true;
-    loop {
-        // The first head is timed by the socket (`--request-timeout`, from the
-        // accept); later ones start within the keep-alive, and before the
-        // server shuts down, or the connection ends.
-        let wait = if first { None } else { Some(settings) };
-        first = false;
-        let len = match conn.read_head(wait).await {
-            Ok(Some(len)) => len,
-            Ok(None) => return Served::Closed,
-            Err(e) => return Served::Failed(e),
-        };
-        let Some((mut req, route)) = conn.decode(len, settings) else {
-            return Served::HandOver(conn);
-        };
-        req.head_mut().peer_addr = conn.peer;
-        on_connect(&conn.io, &mut req.extensions_mut());
-        if route == Route::Upgrade {
-            return Served::Upgrade(req, conn);
-        }
-        req.extensions_mut().insert(Holdable);
-        // Boxed: the app's future is done with once it answers, and the
-        // connection's own future is sized to what an answer keeps.
-        let call = Box::pin(app.call(req));
-        let response: Response<BoxBody> = match call.await {
-            Ok(response) => response.into().map_into_boxed_body(),
-            Err(error) => error.into(),
-        };
-        match conn.answer(response).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = conn.io.shutdown().await;
-                return Served::Closed;
+    async move {
+        let mut first = true;
+        loop {
+            // The first head is timed by the socket (`--request-timeout`, from the
+            // accept); later ones start within the keep-alive, and before the
+            // server shuts down, or the connection ends.
+            let wait = if first { None } else { Some(&settings) };
+            first = false;
+            let len = match conn.read_head(wait).await {
+                Ok(Some(len)) => len,
+                Ok(None) => return Served::Closed,
+                Err(e) => return Served::Failed(e),
+            };
+            let Some((mut req, route)) = conn.decode(len, &settings) else {
+                return Served::HandOver(conn);
+            };
+            req.head_mut().peer_addr = conn.peer;
+            on_connect(&conn.io, &mut req.extensions_mut());
+            if route == Route::Upgrade {
+                return Served::Upgrade(req, conn);
             }
-            Err(e) => return Served::Failed(e),
+            req.extensions_mut().insert(Holdable);
+            // Boxed: the app's future is done with once it answers, and the
+            // connection's own future is sized to what an answer keeps.
+            let call = Box::pin(app.call(req));
+            let response: Response<BoxBody> = match call.await {
+                Ok(response) => response.into().map_into_boxed_body(),
+                Err(error) => error.into(),
+            };
+            match conn.answer(response).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = conn.io.shutdown().await;
+                    return Served::Closed;
+                }
+                Err(e) => return Served::Failed(e),
+            }
         }
     }
 }
