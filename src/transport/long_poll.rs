@@ -60,28 +60,33 @@ pub async fn open(ctx: Context, request: StreamRequest, timeout: Duration) -> Re
 
 impl Waiting {
     /// Waits for the first event, then answers with it and everything ready
-    /// after it; empty at the timeout, a cut or the server's shutdown.
-    pub async fn wait(mut self) -> Answer {
-        let mut answer = Answer::default();
-        let shutdown = self.ctx.shutdown.clone();
-        tokio::select! {
-            why = &mut self.cut => self.connection.end(match why {
-                CutReason::Dropped => Ending::Dropped,
-                CutReason::TokenExpired => Ending::TokenExpired,
-            }),
-            event = self.subscription.next() => {
-                if let Ok(event) = event {
-                    if let Some(delay) = gather_for(self.ctx.config.write_delay, event.published()) {
-                        delay.await;
+    /// after it; empty at the timeout, a cut or the server's shutdown. Not an
+    /// `async fn`: one would keep `self` twice in the state a held poll
+    /// keeps (rust-lang/rust#62958).
+    #[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+    pub fn wait(mut self) -> impl Future<Output = Answer> {
+        async move {
+            let mut answer = Answer::default();
+            let shutdown = self.ctx.shutdown.clone();
+            tokio::select! {
+                why = &mut self.cut => self.connection.end(match why {
+                    CutReason::Dropped => Ending::Dropped,
+                    CutReason::TokenExpired => Ending::TokenExpired,
+                }),
+                event = self.subscription.next() => {
+                    if let Ok(event) = event {
+                        if let Some(delay) = gather_for(self.ctx.config.write_delay, event.published()) {
+                            delay.await;
+                        }
+                        answer.push(event);
+                        collect(&mut self.subscription, &mut answer, &self.ctx.config).await;
                     }
-                    answer.push(event);
-                    collect(&mut self.subscription, &mut answer, &self.ctx.config).await;
                 }
+                () = tokio::time::sleep(self.timeout) => {}
+                () = shutdown.wait() => self.connection.end(Ending::Shutdown),
             }
-            () = tokio::time::sleep(self.timeout) => {}
-            () = shutdown.wait() => self.connection.end(Ending::Shutdown),
+            self.answer(answer)
         }
-        self.answer(answer)
     }
 
     fn answer(mut self, mut answer: Answer) -> Answer {
