@@ -43,8 +43,8 @@ use actix_http::h1::{self, Message, MessageType};
 use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
@@ -167,8 +167,7 @@ where
             }
             Served::Upgrade(req, conn) => {
                 let framed = Framed::from_parts(FramedParts::with_read_buf(conn.io, conn.codec, conn.read));
-                let session = upgrade::serve(app, req, framed);
-                Box::pin(async move { session.await.map_err(DispatchError::Io) })
+                Box::pin(upgrade::serve(app, req, framed).map(|served| served.map_err(DispatchError::Io)))
             }
         };
         next.await
