@@ -56,6 +56,8 @@ impl Verifier {
         // `exp` is exact: a token is refused from its `exp` on, as a live
         // connection is ended then.
         validation.leeway = 0;
+        // `nbf` is checked when present: a token not valid yet is refused.
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         Verifier { key, validation }
     }
@@ -66,6 +68,7 @@ impl Verifier {
             use jsonwebtoken::errors::ErrorKind;
             Unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => "the access token has expired".into(),
+                ErrorKind::ImmatureSignature => "the access token is not valid yet (nbf)".into(),
                 ErrorKind::InvalidSignature => "the access token's signature is not valid".into(),
                 ErrorKind::InvalidAlgorithm => "the access token's algorithm is not accepted".into(),
                 ErrorKind::MissingRequiredClaim(claim) => format!("the access token has no `{claim}` claim"),
@@ -74,7 +77,8 @@ impl Verifier {
         })?;
         let claims = data.claims;
         Ok(Grant {
-            expires: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            // An `exp` past what the clock can hold is simply far off.
+            expires: UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)),
             subject: claims.sub,
             subscribe: claims.subscribe,
             publish: claims.publish,
@@ -98,7 +102,8 @@ struct Claims {
 /// What a verified token allows.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub expires: SystemTime,
+    /// `None`: an `exp` too far off for the system clock to name.
+    pub expires: Option<SystemTime>,
     pub subject: Option<String>,
     subscribe: Vec<String>,
     publish: Vec<String>,
@@ -139,7 +144,7 @@ impl Access {
     pub fn expires(&self) -> Option<SystemTime> {
         match self {
             Access::Open => None,
-            Access::Granted(grant) => Some(grant.expires),
+            Access::Granted(grant) => grant.expires,
         }
     }
 

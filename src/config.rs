@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::base_path::BasePath;
@@ -72,7 +73,8 @@ pub struct Config {
     pub redis_url: Option<String>,
 
     /// Run on Redis Cluster (sharded pub/sub): --redis-url is then a comma-separated list of seed node URLs.
-    #[arg(long, env = "PUSHWIRE_REDIS_CLUSTER", requires = "redis_url")]
+    /// Its environment variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "PUSHWIRE_REDIS_CLUSTER", requires = "redis_url", value_parser = BoolishValueParser::new())]
     pub redis_cluster: bool,
 
     /// Interval of the Redis pub/sub canary: a heartbeat through the live link that must come back within it.

@@ -23,6 +23,9 @@ pub const MAX_CLIENTS: usize = 128;
 pub const CAPTURE: usize = 4096;
 /// Clients idle this long are forgotten.
 const IDLE: Duration = Duration::from_secs(600);
+/// A page whose network lab was changed this recently is never forgotten,
+/// idle or not: an admin prepared it, and a flood of new ids must not undo that.
+const LAB_KEPT: Duration = Duration::from_secs(3600);
 
 /// One transport of one inspected client.
 #[derive(Debug, Default)]
@@ -48,6 +51,8 @@ pub struct Inspected {
     drops: watch::Sender<u64>,
     touched: Mutex<Instant>,
     impairment: Mutex<Impairment>,
+    /// When the lab settings last changed, if ever.
+    lab_changed: Mutex<Option<Instant>>,
 }
 
 impl Inspected {
@@ -57,6 +62,7 @@ impl Inspected {
             drops: watch::channel(0).0,
             touched: Mutex::new(Instant::now()),
             impairment: Mutex::default(),
+            lab_changed: Mutex::default(),
         }
     }
 
@@ -72,9 +78,15 @@ impl Inspected {
         let changed = change.apply(*impairment)?;
         if changed != *impairment {
             *impairment = changed;
+            *self.lab_changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             self.drop_connections();
         }
         Ok(changed)
+    }
+
+    /// Whether this page's lab was changed within [`LAB_KEPT`].
+    fn lab_is_recent(&self) -> bool {
+        self.lab_changed.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|at| at.elapsed() < LAB_KEPT)
     }
 
     pub fn lane(&self, transport: Transport) -> &Lane {
@@ -250,8 +262,9 @@ impl Inspector {
             client.touch();
             return Some(client.clone());
         }
-        // The registry's own reference is the only one when no connection holds it.
-        let idle = |c: &Arc<Inspected>| Arc::strong_count(c) == 1;
+        // The registry's own reference is the only one when no connection
+        // holds it; a page with a recently changed lab is kept regardless.
+        let idle = |c: &Arc<Inspected>| Arc::strong_count(c) == 1 && !c.lab_is_recent();
         clients.retain(|_, c| !(idle(c) && c.idle_for() >= IDLE));
         if clients.len() >= MAX_CLIENTS {
             // Compare the instants, not elapsed times taken one after another.

@@ -2,16 +2,22 @@
 //! client could grow.
 //!
 //! - Per channel, history is bounded by count and age; in total, by bytes
-//!   (`--hub-max-bytes`): past it the oldest retained message of all is
-//!   trimmed first, found through an index of each channel's oldest message.
+//!   (`--hub-max-bytes`), which count the idempotency keys remembered too:
+//!   past it the oldest retained message or key of all goes first, found
+//!   through an index of each channel's oldest message and one of each
+//!   channel's oldest key. (A key forgotten early only means a retry that
+//!   late publishes again.)
 //! - Channels are bounded in number (`--hub-max-channels`): publishing to one
 //!   more is refused. A channel with no subscriber, no retained message and no
 //!   idempotency key still remembered is forgotten by a sweep.
-//! - Epochs: channels are created in the hub's current epoch, and a channel
-//!   not created yet reads at seq 0 in it. A sweep that forgets a channel
-//!   moves the hub to a fresh epoch first, so a channel forgotten and created
-//!   again never reuses the epoch it had, while channels that live on keep
-//!   theirs. (One epoch per process, as before, until something is forgotten.)
+//! - Epochs: a channel is created, in the hub's current epoch, by its first
+//!   subscribe or publish, so a subscriber is told the epoch its first message
+//!   will carry; a channel not created yet reads at seq 0 in that epoch. A
+//!   sweep that forgets a channel that had messages moves the hub to a fresh
+//!   epoch first, so a channel forgotten and created again never reuses an
+//!   epoch whose seqs a client may hold, while channels that live on keep
+//!   theirs. Forgetting a channel never published changes nothing: seq 1 of
+//!   its epoch is still to come.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,7 +62,11 @@ pub struct MemoryHub {
     fanout: Fanout,
     /// `(ts, channel)` of each channel's oldest retained message.
     oldest: Mutex<BTreeSet<(u64, ChannelName)>>,
-    /// Bytes of retained messages (their encodings), all channels.
+    /// `(ts, channel)` of each channel's oldest remembered idempotency key
+    /// (the ts of the publish it answers).
+    oldest_keys: Mutex<BTreeSet<(u64, ChannelName)>>,
+    /// Bytes of retained messages (their encodings) and remembered keys
+    /// ([`key_cost`]), all channels.
     bytes: AtomicUsize,
 }
 
@@ -93,14 +103,9 @@ impl Log {
         self.history.front().map_or(self.head + 1, |m| m.seq)
     }
 
-    fn expire_keys(&mut self, now: Instant) {
-        while let Some((at, key)) = self.key_order.front() {
-            if now.duration_since(*at) < IDEMPOTENCY_WINDOW && self.key_order.len() <= MAX_KEYS {
-                break;
-            }
-            self.keys.remove(key);
-            self.key_order.pop_front();
-        }
+    /// The ts of the publish the oldest remembered key answers.
+    fn oldest_key_ts(&self) -> Option<u64> {
+        self.key_order.front().and_then(|(_, key)| self.keys.get(key)).map(|&(_, ts)| ts)
     }
 
     fn is_idle(&self) -> bool {
@@ -123,6 +128,7 @@ impl MemoryHub {
             channels: Mutex::default(),
             fanout: Fanout::default(),
             oldest: Mutex::default(),
+            oldest_keys: Mutex::default(),
             bytes: AtomicUsize::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -147,6 +153,10 @@ impl MemoryHub {
 
     fn index(&self) -> MutexGuard<'_, BTreeSet<(u64, ChannelName)>> {
         self.oldest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key_index(&self) -> MutexGuard<'_, BTreeSet<(u64, ChannelName)>> {
+        self.oldest_keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The channel's log, created if `create` and there is room.
@@ -181,7 +191,7 @@ impl MemoryHub {
                 continue; // swept away meanwhile: take the new one
             }
             let now = Instant::now();
-            log.expire_keys(now);
+            self.expire_keys(&channel, &mut log, now);
             if let Some(&(seq, ts)) = key.as_ref().and_then(|k| log.keys.get(k)) {
                 return Ok(Arc::new(Message::new(channel, seq, ts, log.epoch.clone(), data)));
             }
@@ -195,8 +205,7 @@ impl MemoryHub {
             self.bytes.fetch_add(message.json().len(), Ordering::Relaxed);
             self.trim(&channel, &mut log, ts);
             if let Some(key) = key {
-                log.keys.insert(key.clone(), (message.seq, ts));
-                log.key_order.push_back((now, key));
+                self.remember_key(&channel, &mut log, key, (message.seq, ts), now);
             }
             if live {
                 self.fanout.deliver(&message);
@@ -229,14 +238,68 @@ impl MemoryHub {
         }
     }
 
-    /// Trims the oldest messages of all channels while over `--hub-max-bytes`.
+    /// Remembers a publish's idempotency key, counted in the byte budget.
+    fn remember_key(
+        &self,
+        channel: &ChannelName,
+        log: &mut Log,
+        key: IdempotencyKey,
+        answer: (u64, u64),
+        now: Instant,
+    ) {
+        if log.key_order.is_empty() {
+            self.key_index().insert((answer.1, channel.clone()));
+        }
+        self.bytes.fetch_add(key_cost(&key), Ordering::Relaxed);
+        log.keys.insert(key.clone(), answer);
+        log.key_order.push_back((now, key));
+    }
+
+    /// Forgets a channel's oldest key, keeping the byte count and the index
+    /// of oldest keys true.
+    fn forget_oldest_key(&self, channel: &ChannelName, log: &mut Log) {
+        let Some(ts) = log.oldest_key_ts() else { return };
+        let Some((_, key)) = log.key_order.pop_front() else { return };
+        log.keys.remove(&key);
+        self.bytes.fetch_sub(key_cost(&key), Ordering::Relaxed);
+        let mut index = self.key_index();
+        index.remove(&(ts, channel.clone()));
+        if let Some(next) = log.oldest_key_ts() {
+            index.insert((next, channel.clone()));
+        }
+    }
+
+    /// Forgets keys past the idempotency window, or past [`MAX_KEYS`].
+    fn expire_keys(&self, channel: &ChannelName, log: &mut Log, now: Instant) {
+        while let Some((at, _)) = log.key_order.front() {
+            if now.duration_since(*at) < IDEMPOTENCY_WINDOW && log.key_order.len() <= MAX_KEYS {
+                break;
+            }
+            self.forget_oldest_key(channel, log);
+        }
+    }
+
+    /// Trims the oldest messages and keys of all channels while over
+    /// `--hub-max-bytes`, whichever is older first.
     fn trim_to_budget(&self) {
         while self.bytes.load(Ordering::Relaxed) > self.bounds.max_bytes {
-            let Some((ts, channel)) = self.index().first().cloned() else { return };
+            let message = self.index().first().cloned();
+            let key = self.key_index().first().cloned();
+            let (entry, is_key) = match (message, key) {
+                (Some(m), Some(k)) if k < m => (k, true),
+                (Some(m), _) => (m, false),
+                (None, Some(k)) => (k, true),
+                (None, None) => return,
+            };
+            let (ts, channel) = entry.clone();
             let Ok(Some(log)) = self.log(&channel, false) else { continue };
             let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-            // Under the channel's lock its entry cannot move: trim if it is still the oldest.
-            if log.history.front().is_some_and(|m| m.ts == ts) && self.index().first() == Some(&(ts, channel.clone())) {
+            // Under the channel's lock its entries cannot move: trim if this is still the oldest.
+            if is_key {
+                if log.oldest_key_ts() == Some(ts) && self.key_index().first() == Some(&entry) {
+                    self.forget_oldest_key(&channel, &mut log);
+                }
+            } else if log.history.front().is_some_and(|m| m.ts == ts) && self.index().first() == Some(&entry) {
                 self.pop_front(&channel, &mut log);
             }
         }
@@ -261,20 +324,30 @@ impl MemoryHub {
         let now = now_micros();
         let instant = Instant::now();
         let mut map = self.map();
-        let before = map.len();
+        let mut sequence_lost = false;
         map.retain(|channel, log| {
             let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
             self.trim(channel, &mut log, now);
-            log.expire_keys(instant);
+            self.expire_keys(channel, &mut log, instant);
             let keep = !log.is_idle() || self.fanout.has_subscribers(channel);
             log.forgotten = !keep;
+            // A channel never published loses no seq: created again in the
+            // same epoch, its first message is still seq 1 of that epoch.
+            sequence_lost |= !keep && log.head > 0;
             keep
         });
-        if map.len() < before {
+        if sequence_lost {
             // Still under the map's lock: no channel is created in between.
             *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Epoch::random();
         }
     }
+}
+
+/// What remembering an idempotency key costs in the byte budget: the key and
+/// its entries in the channel's map and arrival order (measured layout,
+/// rounded up).
+fn key_cost(key: &IdempotencyKey) -> usize {
+    key.as_str().len() + 128
 }
 
 async fn sweep_while_alive(hub: Weak<MemoryHub>) {
@@ -459,6 +532,45 @@ mod tests {
         assert_eq!(again.seq, 1, "a starts over");
         assert_ne!(again.epoch, first.epoch, "in a new epoch");
         assert_eq!(hub.history_now(&b, 0, 0).epoch, first.epoch, "b lived on in its epoch");
+    }
+
+    #[test]
+    fn idempotency_keys_count_in_the_byte_budget_and_the_oldest_go_first() {
+        let key = |n: u64| -> IdempotencyKey { format!("{n:064}").parse().unwrap() };
+        let budget = key_cost(&key(0)) * 10;
+        // No history kept: the keys are all the hub holds.
+        let hub = MemoryHub::bounded(
+            HistoryLimits { size: 0, max_age: Duration::from_secs(60) },
+            Bounds { max_channels: 10, max_bytes: budget },
+        );
+        let (a, b): (ChannelName, ChannelName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        for n in 0..100 {
+            let channel = if n % 2 == 0 { &a } else { &b };
+            hub.publish_now(channel.clone(), &data(n), Some(key(n)), true).unwrap();
+            assert!(hub.retained_bytes() <= budget, "{} bytes held after {n} keys", hub.retained_bytes());
+        }
+        assert_eq!(hub.retained_bytes(), budget, "ten keys remembered");
+        let newest = hub.publish_now(b.clone(), &data(0), Some(key(99)), true).unwrap();
+        assert_eq!(newest.seq, 50, "the newest key still answers its first publish");
+        let oldest = hub.publish_now(a.clone(), &data(0), Some(key(0)), true).unwrap();
+        assert_eq!(oldest.seq, 51, "the oldest key was forgotten, so it publishes again");
+    }
+
+    #[test]
+    fn forgetting_a_channel_never_published_keeps_the_epoch() {
+        let hub = MemoryHub::new(HistoryLimits::default());
+        let c: ChannelName = "c".parse().unwrap();
+        let before = hub.epoch();
+        let (s, rx) = Subscriber::new(4);
+        let id = s.id();
+        hub.fanout.add(&c, s);
+        hub.log(&c, true).unwrap();
+        hub.fanout.remove(&c, id);
+        drop(rx);
+        hub.sweep();
+        assert_eq!(hub.channel_count(), 0, "forgotten");
+        assert_eq!(hub.epoch(), before, "no seq was lost, so no new epoch");
+        assert_eq!(publish(&hub, &c, 1).epoch, before, "its first message is seq 1 of the epoch it had");
     }
 
     #[test]

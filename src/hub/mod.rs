@@ -14,9 +14,12 @@
 //! - **Epoch.** Changes whenever the hub loses a channel's sequence (memory
 //!   hub restarted or the channel forgotten, Redis flushed or its keys
 //!   expired): a channel that starts again never reuses an epoch it had.
-//!   Seqs are only comparable within an epoch. A channel never published
-//!   reads at seq 0 in the hub's current epoch; as nothing can have been
-//!   missed before seq 1, a position at 0 continues into any epoch.
+//!   Seqs are only comparable within an epoch. A channel has its epoch from
+//!   its first subscribe or publish, so a subscriber's position names the
+//!   epoch the channel's first message will carry; a channel never
+//!   subscribed or published reads at seq 0 in an epoch its first publish
+//!   may not keep. A position in another epoch, seq 0 included, is never
+//!   carried into this one (API.md v1.2: the client gets `epoch_changed`).
 //! - **Idempotency.** A publish with a key the channel saw within
 //!   [`IDEMPOTENCY_WINDOW`] publishes nothing and answers as the first one.
 //! - **Bounded.** The memory hub forgets a channel with no subscriber and no

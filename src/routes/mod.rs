@@ -14,11 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
+use crate::auth::Access;
 use crate::base_path::BasePath;
 use crate::error::{AppError, ErrorCode};
 use crate::inspect::Tag;
@@ -158,6 +159,11 @@ pub(crate) fn conn_meter(req: &HttpRequest) -> Option<Arc<ConnMeter>> {
     }
 }
 
+/// Whether the request's token is valid, or access control is off.
+fn authenticated(state: &AppState, req: &HttpRequest) -> bool {
+    state.verifier.is_none() || Access::from_request(req, &mut Payload::None).into_inner().is_ok()
+}
+
 /// Attributes each request, and the bytes its connection carries meanwhile,
 /// to its traffic. A WebSocket keeps its connection's bytes for life.
 pub async fn meter(
@@ -167,8 +173,12 @@ pub async fn meter(
     let traffic = traffic_of(route_of(&req).as_deref());
     let meter = conn_meter(req.request());
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // Only a request that passes access control may register a page id: a
+    // flood of refused ones must not push out the pages admins prepared.
     let tag = match (&state, traffic) {
-        (Some(state), Traffic::Stream(_)) => state.inspector.tag(req.query_string()),
+        (Some(state), Traffic::Stream(_)) if authenticated(state, req.request()) => {
+            state.inspector.tag(req.query_string())
+        }
         _ => None,
     };
     if let Some(state) = &state {

@@ -69,12 +69,10 @@ impl ChannelPosition {
     /// it continues, the position is in the history's epoch from then on.
     pub fn on_history(&self, history: &History) -> Verdict {
         let to = history.oldest.saturating_sub(1);
+        // Another epoch, whatever the seq (0 included): what the old epoch held
+        // after this position cannot be known, so the client is told.
         let epoch_differs = self.epoch.as_ref().is_some_and(|e| *e != history.epoch);
-        // Nothing can have been missed before seq 1: a position at 0 goes on
-        // into any epoch whose history still starts at 1 (a channel created,
-        // or forgotten and created again, since the position was taken).
-        let nothing_missed = self.seq == 0 && history.oldest <= 1;
-        let reason = if (epoch_differs && !nothing_missed) || self.seq > history.head {
+        let reason = if epoch_differs || self.seq > history.head {
             ResetReason::EpochChanged
         } else if self.seq.saturating_add(1) < history.oldest {
             ResetReason::HistoryTrimmed
@@ -141,12 +139,14 @@ mod tests {
             ("trimmed", at(Some("a"), 2), history("a", 9, 5), reset(HistoryTrimmed, 4, false)),
             ("trimmed, nothing retained", at(Some("a"), 2), history("a", 9, 10), reset(HistoryTrimmed, 9, false)),
             ("epoch changed", at(Some("a"), 4), history("b", 9, 1), reset(EpochChanged, 0, true)),
-            ("at 0, a new epoch from seq 1", at(Some("a"), 0), history("b", 9, 1), Verdict::Continues),
+            ("at 0, a new epoch from seq 1", at(Some("a"), 0), history("b", 9, 1), reset(EpochChanged, 0, false)),
+            ("at 0, a new epoch never published", at(Some("a"), 0), history("b", 0, 1), reset(EpochChanged, 0, false)),
+            ("at 0, the same epoch", at(Some("a"), 0), history("a", 9, 1), Verdict::Continues),
             ("at 0, a new epoch already trimmed", at(Some("a"), 0), history("b", 9, 3), reset(EpochChanged, 2, true)),
             ("ahead of the head", at(Some("a"), 12), history("a", 9, 1), reset(EpochChanged, 0, true)),
             ("ahead, unknown epoch", at(None, 12), history("a", 9, 3), reset(EpochChanged, 2, true)),
             ("at u64::MAX", at(Some("a"), u64::MAX), history("a", 9, 1), reset(EpochChanged, 0, true)),
-            ("oldest = 0 (broken store), at 0", at(Some("a"), 0), history("b", 0, 0), Verdict::Continues),
+            ("oldest = 0 (broken store), at 0", at(Some("a"), 0), history("b", 0, 0), reset(EpochChanged, 0, false)),
             ("oldest = 0 (broken store), ahead", at(Some("a"), 3), history("b", 0, 0), reset(EpochChanged, 0, true)),
         ];
         for (case, position, history, expected) in table {

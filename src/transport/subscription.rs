@@ -371,10 +371,9 @@ impl Subscription {
                 }
             }
             Verdict::Continues => {
-                // A cursor entry without epoch means the current one; a
-                // position at 0 moves into the epoch that continues it.
+                // A cursor entry without epoch means the current one.
                 channel.queued.epoch = Some(history.epoch.clone());
-                if channel.delivered.epoch.is_none() || channel.delivered.seq == 0 {
+                if channel.delivered.epoch.is_none() {
                     channel.delivered.epoch = Some(history.epoch.clone());
                 }
             }

@@ -183,6 +183,11 @@ pub struct Verdict {
     pub delivered: Vec<(u64, u64)>,
     /// `(epoch and position before, epoch and position after)` of each reset.
     pub resets: Vec<((String, u64), (String, u64))>,
+    /// The stretch of time each reset stands for: after the `ts` of the last
+    /// message delivered before it (0: none), before that of the first one
+    /// delivered after it (`None`: none yet). Whatever was published then,
+    /// in whichever epoch, the reset told the client it may lack.
+    pub gaps: Vec<(u64, Option<u64>)>,
 }
 
 /// Replays a log for `channel`, asserting that messages come in order with
@@ -196,17 +201,20 @@ pub fn replay(log: &[Value], channel: &str, acked: &[Acked]) -> Verdict {
             "message" => {
                 assert_eq!(seq, v.position + 1, "{channel}: a gap or a duplicate without a reset: {frame}");
                 let ts = frame["ts"].as_u64().unwrap();
-                // A position at 0 may continue into a new epoch; the message's
-                // own epoch is the one its publish was acknowledged in.
+                // Never into another epoch without a reset, not even from 0.
                 if let Some(a) = acked.iter().find(|a| a.channel == channel && a.seq == seq && a.ts == ts) {
-                    v.epoch = a.epoch.clone();
+                    assert_eq!(a.epoch, v.epoch, "{channel}: crossed into another epoch without a reset: {frame}");
                 }
                 v.position = seq;
                 v.delivered.push((seq, ts));
+                for gap in v.gaps.iter_mut().rev().take_while(|(_, after)| after.is_none()) {
+                    gap.1 = Some(ts);
+                }
             }
             "reset" => {
                 let after = (frame["epoch"].as_str().unwrap().to_string(), seq);
                 v.resets.push(((v.epoch.clone(), v.position), after.clone()));
+                v.gaps.push((v.delivered.last().map_or(0, |&(_, ts)| ts), None));
                 (v.epoch, v.position) = after;
             }
             other => panic!("unexpected {other}"),
@@ -235,9 +243,7 @@ pub fn assert_nothing_lost_silently(name: &str, me: &Follower, channels: &[Strin
         let v = replay(&log, channel, acked);
         for a in acked.iter().filter(|a| &a.channel == channel) {
             let got = v.delivered.contains(&(a.seq, a.ts));
-            let covered = v.resets.iter().any(|((from_epoch, from), (to_epoch, to))| {
-                (from_epoch == &a.epoch && *from < a.seq) || (to_epoch == &a.epoch && *to >= a.seq)
-            });
+            let covered = v.gaps.iter().any(|&(before, after)| a.ts > before && after.is_none_or(|t| a.ts < t));
             assert!(got || covered, "{name}: {a:?} neither delivered nor covered by a reset: {v:?}");
         }
         delivered += v.delivered.len();
@@ -293,7 +299,12 @@ pub async fn wait_caught_up<'a>(
     let deadline = tokio::time::Instant::now() + super::PATIENCE * 6;
     for (me, channels) in followers {
         while !caught_up(me, channels, acked) {
-            assert!(tokio::time::Instant::now() < deadline, "a follower never caught up on {channels:?}");
+            if tokio::time::Instant::now() >= deadline {
+                let log = me.log.lock().unwrap().clone();
+                let at: Vec<_> = channels.iter().map(|c| (c, replay(&log, c, acked))).collect();
+                let last: Vec<_> = channels.iter().map(|c| acked.iter().rev().find(|a| &a.channel == c)).collect();
+                panic!("a follower never caught up on {channels:?}: at {at:?}, last acknowledged {last:?}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

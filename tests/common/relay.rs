@@ -95,7 +95,9 @@ async fn forward(client: TcpStream, server: TcpStream, state: Arc<State>) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                // The command as a RESP bulk string, ending its line: not
+                // the word inside a script's text.
+                if buf[..n].windows(11).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE\r\n")) {
                     pubsub.store(true, Ordering::SeqCst);
                 }
                 if !is_dead() && server_write.write_all(&buf[..n]).await.is_err() {

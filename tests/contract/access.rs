@@ -310,3 +310,56 @@ fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+/// An `exp` past what the system clock can name (2^63 and beyond) is a far
+/// future, not a crash: the token works on every path, live ones included.
+/// One not valid yet (`nbf` ahead) is 401 everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_future_exp_is_valid_and_a_future_nbf_is_not_yet() {
+    let app = secured().await;
+    for exp in [1u64 << 63, u64::MAX] {
+        let far = token(json!({"exp": exp, "subscribe": ["*"], "publish": ["*"]}));
+        assert_eq!(get(&app, "/poll?channels=far", Some(&far)).await.0, 200, "exp {exp}");
+        let mut ws = app.ws(&format!("?channels=far&access_token={far}")).await;
+        ws.handshake(1).await;
+        let (status, sent) = publish(&app, "far", Some(&far), None).await;
+        assert_eq!(status, 201, "exp {exp}");
+        assert_eq!(ws.expect("message").await["seq"], sent["seq"], "the live connection lives on");
+    }
+    let early = token(json!({"exp": now() + 3600, "nbf": now() + 600, "subscribe": ["*"], "publish": ["*"]}));
+    assert_eq!(get(&app, "/poll?channels=far", Some(&early)).await, (401, Some("unauthorized".into())));
+    assert_eq!(publish(&app, "far", Some(&early), None).await.0, 401);
+    assert!(upgrade(&app, &format!("/ws?channels=far&access_token={early}"), "").await.starts_with("HTTP/1.1 401"));
+    let started = token(json!({"exp": now() + 3600, "nbf": now() - 1, "subscribe": ["*"]}));
+    assert_eq!(get(&app, "/poll?channels=far", Some(&started)).await.0, 200, "an nbf passed is fine");
+    assert_eq!(app.readyz().await, 200, "the server lives on");
+}
+
+/// A page's network lab, prepared by an admin, outlives a flood of page ids:
+/// refused requests register none, and accepted ones cannot push out a lab
+/// changed within the hour (`inspect::MAX_CLIENTS` pages are kept at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_lab_survives_a_flood_of_page_ids() {
+    let app = secured().await;
+    let admin = grant(&["*"], &["*"], true);
+    let lab = || async {
+        let response = app.http.get(app.url("/api/inspect/prepared/impair")).bearer_auth(&admin).send().await.unwrap();
+        response.json::<Value>().await.unwrap()
+    };
+    let change = json!({"websocket": "refuse", "latency_ms": 300});
+    let response =
+        app.http.post(app.url("/api/inspect/prepared/impair")).bearer_auth(&admin).json(&change).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let prepared = lab().await;
+    assert_eq!(prepared["websocket"], "refuse");
+    for n in 0..300 {
+        assert_eq!(get(&app, &format!("/poll?channels=a&client=flood{n}"), None).await.0, 401);
+    }
+    assert_eq!(lab().await, prepared, "refused requests registered no page");
+    let user = grant(&["*"], &[], false);
+    for n in 0..300 {
+        assert_eq!(get(&app, &format!("/poll?channels=a&client=page{n}"), Some(&user)).await.0, 200);
+    }
+    assert_eq!(lab().await, prepared, "a lab changed within the hour is kept while others come and go");
+    assert_eq!(get(&app, "/api/inspect/page299", Some(&admin)).await.0, 200, "new pages are still inspected");
+}

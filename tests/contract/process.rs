@@ -49,3 +49,56 @@ async fn binary_serves_the_demo_stream_and_shuts_down_gracefully() {
     };
     assert!(exit.success(), "clean exit after SIGTERM: {exit}");
 }
+
+/// The first log line of a binary started with `env`, once it listens (or
+/// the error it exits with).
+async fn started_with(env: &[(&str, &str)]) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushwire"))
+        .args(["--bind", "127.0.0.1:0", "--demo-rate", "0", "--workers", "1"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pushwire binary");
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for output in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let mut rx = rx;
+    let line = loop {
+        let line =
+            tokio::time::timeout(PATIENCE, rx.recv()).await.expect("no log line").expect("the binary said nothing");
+        if line.contains("listening") || line.contains("error") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// Every documented spelling of a boolean flag's environment variable
+/// (README: `PUSHWIRE_REDIS_CLUSTER=1`) is taken, each meaning what it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boolean_environment_variables_take_every_documented_spelling() {
+    let cluster = tokio::task::spawn_blocking(shared_cluster).await.unwrap();
+    let single = RedisServer::start().await;
+    for on in ["1", "true", "yes", "on", "TRUE", "On"] {
+        let line = started_with(&[("PUSHWIRE_REDIS_CLUSTER", on), ("REDIS_URL", &cluster.urls())]).await;
+        assert!(line.contains("listening") && line.contains("redis-cluster"), "PUSHWIRE_REDIS_CLUSTER={on}: {line}");
+    }
+    for off in ["0", "false", "no", "off", "FALSE", "Off"] {
+        let line = started_with(&[("PUSHWIRE_REDIS_CLUSTER", off), ("REDIS_URL", &single.url())]).await;
+        assert!(line.contains("listening") && !line.contains("cluster"), "PUSHWIRE_REDIS_CLUSTER={off}: {line}");
+    }
+    let line = started_with(&[("PUSHWIRE_REDIS_CLUSTER", "maybe"), ("REDIS_URL", &single.url())]).await;
+    assert!(line.contains("error") && line.contains("maybe"), "a value that is no boolean is refused: {line}");
+}

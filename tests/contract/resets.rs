@@ -5,7 +5,7 @@
 //! Each reason is one test that runs every [`Reader`] over the same channel:
 //! 20 published, the last 5 retained, so the reset is to 15 and 16..=20 follow.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -13,6 +13,8 @@ crate::for_each_hub!(
     a_trimmed_history_is_history_trimmed,
     another_epoch_is_epoch_changed,
     a_position_ahead_of_the_head_is_epoch_changed,
+    a_new_channel_s_first_message_is_in_the_epoch_its_subscribers_were_told,
+    a_position_at_0_in_another_epoch_is_epoch_changed_though_history_starts_at_1,
 );
 
 const PUBLISHED: u64 = 20;
@@ -23,9 +25,50 @@ async fn a_trimmed_history_is_history_trimmed(hub: HubKind) {
 }
 
 async fn another_epoch_is_epoch_changed(hub: HubKind) {
-    // Positions before, within and past what the current epoch retains.
-    check_reset(hub, "epoch_changed", |_| vec!["t:3:Other1".into(), "t:19:oldEpoch".into(), "t:500:Other1".into()])
-        .await;
+    // Positions before, within and past what the current epoch retains; at
+    // 0 too (API.md v1.2): what the other epoch held after it is unknown.
+    check_reset(hub, "epoch_changed", |_| {
+        vec!["t:0:Other1".into(), "t:3:Other1".into(), "t:19:oldEpoch".into(), "t:500:Other1".into()]
+    })
+    .await;
+}
+
+/// The case the seq-0 exception once let through silently (API.md v1.2): a
+/// client that subscribed to an empty channel in one epoch comes back after
+/// the hub lost it, and the channel, created again, holds all its history.
+async fn a_position_at_0_in_another_epoch_is_epoch_changed_though_history_starts_at_1(hub: HubKind) {
+    let app = spawn_app(hub).await;
+    let epoch = app.publish_many("z", 3).await["epoch"].as_str().unwrap().to_string();
+    let reset = json!({"type": "reset", "channel": "z", "epoch": epoch, "seq": 0, "reason": "epoch_changed"});
+    for reader in Reader::ALL {
+        let got = app.read_from(reader, "z", "z:0:Gone1", 4).await;
+        assert_eq!(got[0].frame, reset, "{reader:?}: told, though it misses nothing of this epoch");
+        assert_eq!(seqs(got[1..].iter().map(|d| &d.frame)), [1, 2, 3], "{reader:?}");
+    }
+}
+
+/// A subscriber to a channel nobody has published on is told an epoch, and
+/// the first message comes in it: no `reset`, though positions at 0 no
+/// longer cross epochs. On every transport that subscribes.
+async fn a_new_channel_s_first_message_is_in_the_epoch_its_subscribers_were_told(hub: HubKind) {
+    let app = spawn_app(hub).await;
+    let mut ws = app.ws("?channels=fresh").await;
+    let told = ws.handshake(1).await[0].clone();
+    assert_eq!(told["seq"], 0, "{told}");
+    let mut sse = app.sse("?channels=fresh").await;
+    let sse_told: Value = serde_json::from_str(&sse.expect("subscribed").await.data.unwrap()).unwrap();
+    assert_eq!(sse_told["epoch"], told["epoch"], "one channel, one epoch");
+    let first = app.publish("fresh", json!("first")).await;
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["epoch"], told["epoch"], "the epoch the subscribers were told");
+    assert_message(&ws.expect("message").await, "fresh", 1, &json!("first"));
+    let event = sse.expect("message").await;
+    assert_message(&serde_json::from_str(&event.data.unwrap()).unwrap(), "fresh", 1, &json!("first"));
+    let cursor = format!("fresh:0:{}", told["epoch"].as_str().unwrap());
+    for reader in Reader::ALL {
+        let got = app.read_from(reader, "fresh", &cursor, 1).await;
+        assert_message(&got[0].frame, "fresh", 1, &json!("first"));
+    }
 }
 
 async fn a_position_ahead_of_the_head_is_epoch_changed(hub: HubKind) {

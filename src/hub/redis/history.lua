@@ -1,9 +1,10 @@
 -- A channel's position and retained frames, read at one instant.
 -- KEYS: meta, frames, the hub's epoch (the channel's on a cluster). ARGV: after, limit,
 -- max age (µs), candidate epoch, hub epoch TTL (ms), meta TTL (ms),
--- `single` or `cluster`. Returns epoch, head, oldest retained seq and the
--- frames after `after` (seqs are contiguous, so the first one's index is
--- known).
+-- `create` (1: a subscriber reads, so a channel without metadata is created
+-- now, in the candidate epoch), `single` or `cluster`. Returns epoch, head,
+-- oldest retained seq and the frames after `after` (seqs are contiguous, so
+-- the first one's index is known).
 local node = foreign_meta(KEYS[1])
 if node then
   -- Failed over: start over in a fresh epoch now, so that no client reads
@@ -14,8 +15,21 @@ if node then
   return {ARGV[4], '0', '1', {}}
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch and ARGV[7] == '1' then
+  -- A subscriber's first read creates the channel (once: nothing else
+  -- writes between the HGET and here), so that the epoch it is told is
+  -- the one the first publish will carry. Frames left without their
+  -- metadata belong to a lost sequence.
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'head', 0)
+  if cluster then redis.call('HSET', KEYS[1], 'node', redis.call('CLUSTER', 'MYID')) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return {ARGV[4], '0', '1', {}}
+end
 if not epoch then
-  -- Never published, or forgotten: seq 0 in the hub's epoch. Frames left
+  -- Never subscribed or published, or forgotten: seq 0 in the hub's epoch,
+  -- which the first publish will not keep (it starts a fresh one), so a
+  -- poller at 0 is then told of a reset, and misses nothing. Frames left
   -- without their metadata belong to a lost sequence; the next publish
   -- drops them.
   return {global_epoch(KEYS[3], ARGV[4], ARGV[5]), '0', '1', {}}

@@ -4,9 +4,10 @@
 //! Every key expires; none outlives what it is needed for. `A` below is the
 //! history age (`--history-age`, [`HistoryLimits::max_age`]).
 //! - `{prefix}:ch:{name}:meta`, a hash of `epoch` and `head` (the last seq
-//!   assigned): the channel's sequence. TTL 2·A, refreshed on publish, so a
-//!   quiet channel keeps its sequence for one more history age after its
-//!   last message could have aged out. Subscribers do not keep it: a
+//!   assigned): the channel's sequence, created by its first publish or by
+//!   the first history read of a subscriber. TTL 2·A, refreshed on publish,
+//!   so a quiet channel keeps its sequence for one more history age after
+//!   its last message could have aged out. Subscribers do not keep it: a
 //!   channel silent for 2·A is forgotten (see Epochs for what they see).
 //! - `{prefix}:ch:{name}:frames`, a list of the retained messages, oldest
 //!   first, seqs contiguous up to `head`. TTL A, refreshed on publish: it
@@ -15,9 +16,10 @@
 //!   idempotency key: `epoch seq ts`. TTL 5 minutes
 //!   ([`IDEMPOTENCY_WINDOW`](super::IDEMPOTENCY_WINDOW)) from that publish,
 //!   not refreshed by repeats.
-//! - `{prefix}:epoch`, the hub's epoch: the one a new channel is created in,
-//!   and that a channel without meta reads in (at seq 0). TTL A, set when it
-//!   is created and never refreshed, so that it rotates (see Epochs).
+//! - `{prefix}:epoch`, the hub's epoch: the one a channel without meta reads
+//!   in (at seq 0) when no subscriber creates it, so that pollers of a quiet
+//!   channel are not told a new epoch at every poll. TTL A, never refreshed.
+//!   No channel is ever created in it.
 //!
 //! A message goes live on `{prefix}:live:{name}` (a pub/sub channel, no key).
 //!
@@ -25,30 +27,21 @@
 //! A channel's seqs mean something only with its epoch, so a channel whose
 //! sequence is lost must never start again in the epoch it had, or a client
 //! resuming from `c:N:E` would take new seqs for the ones it has (API.md:
-//! it gets `epoch_changed` instead). The ways a sequence is lost:
-//! - **Expiry.** A channel created at time t in hub epoch G has a meta that
-//!   lives until at least t + 2·A. G was set at some time g ≤ t and, not
-//!   being refreshed, expires at g + A ≤ t + A. So by the time the meta
-//!   can have expired, G is gone, and the channel is created again in
-//!   whichever epoch the hub has then: a fresh random one. A client still
-//!   holding a position past 0 in the old epoch gets `epoch_changed`.
-//! - **A flush** (or a Redis restarted empty): the hub's epoch goes with
-//!   everything else; the next read or publish makes a fresh one.
-//! - **Meta evicted or deleted while the frames survive** (frames expire
-//!   first, so this is never expiry): the publish script finds frames and no
-//!   meta, drops the frames (their seqs are lost) and creates the channel in
-//!   a fresh random epoch, not the hub's, which may be the one they had.
+//! it gets `epoch_changed` instead). A sequence is lost with its meta,
+//! whatever removed it: expiry, a flush or a Redis restarted empty,
+//! `maxmemory` eviction, a `DEL`, a failover (see Redis Cluster). So a
+//! channel is created (meta written) only where no meta exists, and always
+//! in a fresh random epoch: by the publish script, and by a subscriber's
+//! history read (`history.lua` with `create`), so that the epoch a
+//! subscriber is told is the one the channel's first message carries.
+//! Frames found without their meta belong to the lost sequence and are
+//! dropped. A live subscriber then receives a message of another epoch,
+//! reads history and gets its `reset`; a client resuming from the old epoch,
+//! at any seq, 0 included, gets `epoch_changed`.
 //!
-//! Not detected: meta and frames both deleted (or evicted) while the hub
-//! epoch the channel was created in still lives, or meta alone with a
-//! history size of 0 (no frames). The channel then starts again at seq 1 in
-//! that same epoch; a client ahead of the new head still gets
-//! `epoch_changed`, one behind it does not.
-//!
-//! A channel never published, or forgotten, reads at seq 0 in the hub's
-//! epoch. As the hub's epoch rotates, such a read may name a new epoch each
-//! history age; a position at 0 continues into any epoch (see
-//! `transport::position`), so pollers of quiet channels see no reset.
+//! A channel no subscriber has read and nobody published reads at seq 0 in
+//! the hub's epoch; its first publish starts another, so a poller at 0 is
+//! told of a reset then, and misses nothing.
 //!
 //! # Idempotency
 //! The publish script checks the record of the publish's key first: if it
@@ -99,9 +92,9 @@
 //! `:idem:{key}`, and the live channel `{prefix}:live:{{name}}`, published
 //! with `SPUBLISH` and followed with `SSUBSCRIBE` (sharded pub/sub: a
 //! channel's messages stay on its shard). The hub's epoch cannot be in
-//! every slot: each channel has its own, `{prefix}:ch:{{name}}:epoch`, with
-//! the same rule (TTL A, never refreshed), so the expiry argument above
-//! holds per channel; one that a history read creates lives at most 10 s.
+//! every slot: each channel has its own stand-in for it,
+//! `{prefix}:ch:{{name}}:epoch`, that reads without meta answer (it lives
+//! at most 10 s).
 //!
 //! **Failover.** Replication is asynchronous: a promoted replica may lack
 //! messages its old primary acknowledged, and handing their seqs out again
@@ -233,7 +226,8 @@ impl Hub for RedisHub {
     }
 
     fn history(&self, channel: ChannelName, after: u64, limit: usize) -> HubFuture<'_, History> {
-        Box::pin(self.storage.history(channel, after, limit))
+        let create = self.fanout.has_subscribers(&channel);
+        Box::pin(self.storage.history(channel, after, limit, create))
     }
 
     fn subscribe(&self, channel: ChannelName, subscriber: Arc<Subscriber>) -> HubFuture<'_, ()> {

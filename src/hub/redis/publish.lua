@@ -1,13 +1,13 @@
 -- One publish, atomically: idempotency check, next seq, append and trim
 -- history, TTLs, PUBLISH (SPUBLISH on a cluster).
--- KEYS: meta, frames, the hub's epoch (the channel's on a cluster), and the
--- idempotency record when the publish has a key. ARGV: channel, data (compact JSON),
+-- KEYS: meta, frames, and the idempotency record when the publish has a key.
+-- ARGV: channel, data (compact JSON),
 -- history size, max age (µs), candidate epoch, live channel, history TTL
 -- (ms), meta TTL (ms), idempotency TTL (ms), `single` or `cluster`.
 -- Returns {frame, 0}: the frame, the very bytes stored and published; or
 -- {header, 1}: a repeated key, nothing done, and the first publish's
 -- `epoch seq ts`.
-local idem = KEYS[4]
+local idem = KEYS[3]
 if idem then
   local first = redis.call('GET', idem)
   if first then return {first, 1} end
@@ -17,15 +17,12 @@ local failed_over = foreign_meta(KEYS[1])
 if failed_over then redis.call('DEL', KEYS[1]) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  if redis.call('DEL', KEYS[2]) == 1 or failed_over then
-    -- Frames outlived their metadata (evicted, deleted, or written before a
-    -- failover): their sequence is lost, and their epoch may well be the
-    -- hub's, whose seqs clients hold. The channel starts over without them,
-    -- in a fresh epoch.
-    epoch = ARGV[5]
-  else
-    epoch = global_epoch(KEYS[3], ARGV[5], ARGV[7])
-  end
+  -- A channel without metadata is new, or lost its sequence (expired,
+  -- evicted, deleted, or written before a failover): it starts in a fresh
+  -- epoch, never one it may have had, whose seqs clients hold. Frames that
+  -- outlived their metadata belong to the lost sequence.
+  redis.call('DEL', KEYS[2])
+  epoch = ARGV[5]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   if cluster then redis.call('HSET', KEYS[1], 'node', redis.call('CLUSTER', 'MYID')) end
 end

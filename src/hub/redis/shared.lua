@@ -4,10 +4,10 @@
 -- header's three fields end at the third space, before the JSON starts.
 --
 -- The last ARGV of both scripts says where they run: `single` (one Redis:
--- KEYS[3] is the hub's epoch, live messages go out with PUBLISH) or
--- `cluster` (every key is in the channel's slot, so KEYS[3] is the
--- channel's own stand-in for the hub's epoch; SPUBLISH; and the channel's
--- meta names the node that wrote it).
+-- history's KEYS[3] is the hub's epoch, live messages go out with PUBLISH)
+-- or `cluster` (every key is in the channel's slot, so history's KEYS[3] is
+-- the channel's own stand-in for the hub's epoch; SPUBLISH; and the
+-- channel's meta names the node that wrote it).
 local cluster = ARGV[#ARGV] == 'cluster'
 
 -- Drops frames older than max_age (µs) from the head of the list at key. The
@@ -21,10 +21,10 @@ local function trim_age(key, now, max_age)
   end
 end
 
--- The hub's epoch, which a channel without metadata reads in and is created
--- in. A fresh or flushed Redis has none, nor has one whose epoch expired:
--- then the candidate becomes it, for ttl_ms, never refreshed, so that it
--- rotates (the module doc says why that keeps expired channels out of it).
+-- The hub's epoch, which a channel without metadata reads in when no
+-- subscriber creates it. A fresh or flushed Redis has none, nor has one
+-- whose epoch expired: then the candidate becomes it, for ttl_ms, never
+-- refreshed. No channel is ever created in it.
 local function global_epoch(key, candidate, ttl_ms)
   local g = redis.call('GET', key)
   if not g then g = candidate; redis.call('SET', key, g, 'PX', ttl_ms) end

@@ -106,7 +106,7 @@ impl Storage {
     ) -> Result<Message, HubError> {
         let compact = Message::compact(data);
         let mut script = self.publish.key(self.keys.meta(&channel));
-        script.key(self.keys.frames(&channel)).key(self.keys.epoch(&channel));
+        script.key(self.keys.frames(&channel));
         if let Some(key) = key {
             script.key(self.keys.idempotency(&channel, key));
         }
@@ -115,8 +115,9 @@ impl Storage {
             .arg(compact.as_ref())
             .arg(self.limits.size)
             .arg(self.max_age_micros())
-            // A fresh proposal each time: after a flush, a reused one could
-            // bring back the old epoch and hide the loss.
+            // A fresh epoch each time, for a channel without metadata: a
+            // reused one could bring back an epoch the channel had and hide
+            // the loss of its sequence.
             .arg(Epoch::random().as_str())
             .arg(self.keys.live(&channel))
             .arg(self.history_ttl_ms())
@@ -133,7 +134,16 @@ impl Storage {
         message.ok_or_else(|| unavailable("the publish script answered a malformed frame"))
     }
 
-    pub(super) async fn history(&self, channel: ChannelName, after: u64, limit: usize) -> Result<History, HubError> {
+    /// Reads a channel's position and the frames after `after`. `create`
+    /// (a subscriber reads) creates a channel that has no metadata, so that
+    /// the epoch it is told is the one its first message will carry.
+    pub(super) async fn history(
+        &self,
+        channel: ChannelName,
+        after: u64,
+        limit: usize,
+        create: bool,
+    ) -> Result<History, HubError> {
         let mut script = self.history.key(self.keys.meta(&channel));
         script.key(self.keys.frames(&channel)).key(self.keys.epoch(&channel));
         script
@@ -143,6 +153,7 @@ impl Storage {
             .arg(Epoch::random().as_str())
             .arg(self.read_epoch_ttl_ms())
             .arg(self.meta_ttl_ms())
+            .arg(u8::from(create))
             .arg(self.keys.mode());
         let (epoch, head, oldest, frames): (String, String, String, Vec<String>) =
             self.check(script.invoke_async(&mut self.commands.clone()).await)?;
@@ -183,8 +194,7 @@ impl Storage {
     }
 
     /// The TTL of a channel's metadata: twice the history age, so that a
-    /// quiet channel keeps its sequence a while after its history aged out,
-    /// and in any case longer than the epoch it was created in lives.
+    /// quiet channel keeps its sequence a while after its history aged out.
     fn meta_ttl_ms(&self) -> u64 {
         self.history_ttl_ms().saturating_mul(2).min(MAX_TTL_MS)
     }
