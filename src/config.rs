@@ -141,9 +141,10 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_POLL_MAX_MESSAGES", default_value_t = 1000, value_parser = at_least_one)]
     pub poll_max_messages: usize,
 
-    /// Directory of the dashboard's static files (default: the source tree's `static/`).
-    #[arg(long, env = "PUSHWIRE_STATIC_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
-    pub static_dir: std::path::PathBuf,
+    /// Serve the dashboard's static files from this directory instead of those built into the binary
+    /// (for working on the page without rebuilding).
+    #[arg(long, env = "PUSHWIRE_STATIC_DIR")]
+    pub static_dir: Option<std::path::PathBuf>,
 
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "PUSHWIRE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -3,6 +3,7 @@
 
 mod access;
 mod api;
+mod assets;
 mod pages;
 mod span;
 mod streams;
@@ -37,8 +38,8 @@ pub(crate) const STATS: &str = "/api/stats";
 /// [`BasePath`]); any other path is a JSON 404. Routes are registered with
 /// their own paths inside one scope, so the prefix is added in one place and
 /// removed in one place ([`route_of`]).
-pub fn configure(cfg: &mut web::ServiceConfig, base: &BasePath, static_dir: &Path) {
-    let mut scope = web::scope(base.prefix()).service(static_files(static_dir)).configure(routes);
+pub fn configure(cfg: &mut web::ServiceConfig, base: &BasePath, static_dir: Option<&Path>) {
+    let mut scope = web::scope(base.prefix()).service(assets::service(static_dir)).configure(routes);
     if !base.is_root() {
         // `{base}` alone: the dashboard's relative links need `{base}/`.
         scope = scope.service(get_or_head("", pages::to_root));
@@ -105,11 +106,6 @@ pub(crate) fn traffic_of(route: Option<&str>) -> Traffic {
         return Traffic::Publish;
     }
     Transport::ALL.into_iter().find(|t| t.path() == route).map_or(Traffic::Other, Traffic::Stream)
-}
-
-/// Serves the dashboard's static files from `dir` under `/static`.
-fn static_files(dir: &Path) -> actix_files::Files {
-    actix_files::Files::new("/static", dir)
 }
 
 /// A resource answering `method` only; other methods get a JSON 405 with `Allow`.

@@ -109,7 +109,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                     .wrap(from_fn(routes::origins))
                     .wrap(from_fn(routes::meter))
                     .wrap(TracingLogger::<RequestSpan>::new())
-                    .configure(|cfg| routes::configure(cfg, &base, &static_dir))
+                    .configure(|cfg| routes::configure(cfg, &base, static_dir.as_deref()))
                     .into_factory()
                     .map_err(|e: actix_web::Error| e.as_response_error().error_response());
                 let app_config = app_config.clone();

@@ -102,3 +102,42 @@ async fn boolean_environment_variables_take_every_documented_spelling() {
     let line = started_with(&[("PUSHWIRE_REDIS_CLUSTER", "maybe"), ("REDIS_URL", &single.url())]).await;
     assert!(line.contains("error") && line.contains("maybe"), "a value that is no boolean is refused: {line}");
 }
+
+/// A copy of the binary, run from another directory, serves the dashboard
+/// and its scripts from inside itself, byte for byte, with an ETag that a
+/// browser revalidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_binary_serves_its_own_dashboard() {
+    let dir = std::env::temp_dir().join(format!("pushwire-copy-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("pushwire");
+    std::fs::copy(env!("CARGO_BIN_EXE_pushwire"), &copy).unwrap();
+    let mut child = Command::new(&copy)
+        .args(["--bind", "127.0.0.1:0", "--demo-rate", "0", "--workers", "1"])
+        .current_dir(&dir)
+        .env_remove("PUSHWIRE_STATIC_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the copied binary");
+    let base = announced_url(&mut child).await;
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("static/js/dashboard.js"));
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+    for path in ["js/pushwire.js", "js/pushwire.mjs", "js/dashboard.js", "css/dashboard.css", "client.html"] {
+        let response = http.get(format!("{base}/static/{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let etag = response.headers()["etag"].clone();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body, std::fs::read(format!("{source}/{path}")).unwrap(), "{path} byte for byte");
+        let again = http.get(format!("{base}/static/{path}")).header("if-none-match", etag).send().await.unwrap();
+        assert_eq!(again.status(), 304, "{path} revalidated");
+    }
+    let missing = http.get(format!("{base}/static/nothing.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

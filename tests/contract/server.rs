@@ -176,7 +176,7 @@ async fn static_files_come_from_the_configured_directory(hub: HubKind) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hello.txt"), "from elsewhere").unwrap();
     let static_dir = dir.clone();
-    let app = spawn_app_with(hub, move |c| c.static_dir = static_dir).await;
+    let app = spawn_app_with(hub, move |c| c.static_dir = Some(static_dir)).await;
     let response = app.http.get(app.url("/static/hello.txt")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "from elsewhere");
