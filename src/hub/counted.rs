@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
 
-use super::{History, Hub, HubError, HubFuture, Subscriber};
+use super::{History, Hub, HubError, HubFuture, HubGauges, Subscriber};
 use crate::message::{ChannelName, IdempotencyKey, Message};
 
 /// What a [`Counted`] hub has seen. Read by `/metrics`.
@@ -71,23 +71,7 @@ impl Hub for Counted {
         self.inner.kind()
     }
 
-    fn channel_count(&self) -> usize {
-        self.inner.channel_count()
-    }
-
-    fn retained_bytes(&self) -> usize {
-        self.inner.retained_bytes()
-    }
-
-    fn reconnects(&self) -> u64 {
-        self.inner.reconnects()
-    }
-
-    fn pubsub_channels(&self) -> usize {
-        self.inner.pubsub_channels()
-    }
-
-    fn canary_failures(&self) -> u64 {
-        self.inner.canary_failures()
+    fn gauges(&self) -> HubGauges {
+        self.inner.gauges()
     }
 }

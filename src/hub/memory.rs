@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, IDEMPOTENCY_WINDOW, Subscriber};
+use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, HubGauges, IDEMPOTENCY_WINDOW, Subscriber};
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message, now_micros};
 
 /// Bounds of the whole hub.
@@ -397,11 +397,19 @@ impl Hub for MemoryHub {
         "memory"
     }
 
-    fn channel_count(&self) -> usize {
+    fn gauges(&self) -> HubGauges {
+        HubGauges { channels: self.channel_count(), retained_bytes: self.retained_bytes(), ..HubGauges::default() }
+    }
+}
+
+impl MemoryHub {
+    /// Channels held.
+    pub fn channel_count(&self) -> usize {
         self.map().len()
     }
 
-    fn retained_bytes(&self) -> usize {
+    /// Bytes of retained messages and remembered keys, as counted against the budget.
+    pub fn retained_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 }

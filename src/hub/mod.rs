@@ -137,27 +137,22 @@ pub trait Hub: Send + Sync + 'static {
     /// A short name for logs and `/api/stats`: `memory` or `redis`.
     fn kind(&self) -> &'static str;
 
+    /// The hub's state, for `/api/stats` and `/metrics`.
+    fn gauges(&self) -> HubGauges;
+}
+
+/// What a hub reports of its state. Fields a hub has no use for stay 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubGauges {
     /// Channels this process holds (memory hub) or has local subscribers for.
-    fn channel_count(&self) -> usize;
-
-    /// Bytes of history held in this process (0 when it lives elsewhere).
-    fn retained_bytes(&self) -> usize;
-
-    /// Times the hub's backing store came back after being unreachable
-    /// (0 for a hub without one).
-    fn reconnects(&self) -> u64 {
-        0
-    }
-
-    /// Channels this process is subscribed to on the backing store's pub/sub
-    /// (0 for a hub without one).
-    fn pubsub_channels(&self) -> usize {
-        0
-    }
-
-    /// Times the live link's canary did not come back, so the link was
-    /// replaced (0 for a hub without one).
-    fn canary_failures(&self) -> u64 {
-        0
-    }
+    pub channels: usize,
+    /// Bytes of history (and idempotency keys) held in this process; 0 when
+    /// they live elsewhere.
+    pub retained_bytes: usize,
+    /// Times the hub's backing store came back after being unreachable.
+    pub reconnects: u64,
+    /// Channels this process is subscribed to on the backing store's pub/sub.
+    pub pubsub_channels: usize,
+    /// Times the live link's canary did not come back, so the link was replaced.
+    pub canary_failures: u64,
 }

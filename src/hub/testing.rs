@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::value::RawValue;
 
-use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, MemoryHub, Subscriber};
+use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, HubGauges, MemoryHub, Subscriber};
 use crate::message::{ChannelName, IdempotencyKey, Message};
 
 /// Switches for the faults a [`FaultyHub`] injects.
@@ -83,11 +83,7 @@ impl Hub for FaultyHub {
         "faulty"
     }
 
-    fn channel_count(&self) -> usize {
-        self.store.channel_count()
-    }
-
-    fn retained_bytes(&self) -> usize {
-        self.store.retained_bytes()
+    fn gauges(&self) -> HubGauges {
+        self.store.gauges()
     }
 }

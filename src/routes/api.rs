@@ -123,6 +123,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         .into_iter()
         .map(|(traffic, counters)| (traffic.name().to_string(), json!(counters)))
         .collect();
+    let gauges = ctx.hub.gauges();
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({
         "hub": ctx.hub.kind(),
         "hub_ready": ctx.hub.is_ready(),
@@ -131,8 +132,8 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         // before TLS encrypts them: the same figures with TLS on or off.
         "tls": ctx.config.tls_cert.is_some(),
         "bytes_counted": "before_tls",
-        "hub_channels": ctx.hub.channel_count(),
-        "hub_retained_bytes": ctx.hub.retained_bytes(),
+        "hub_channels": gauges.channels,
+        "hub_retained_bytes": gauges.retained_bytes,
         "transports": transports,
     }))
 }

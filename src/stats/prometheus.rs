@@ -122,12 +122,13 @@ fn register_hub(stats: &Stats, hub: &dyn Hub) {
         counter!("pushwire_hub_publish_errors_total", "kind" => kind).absolute(get(errors));
     }
     counter!("pushwire_hub_history_reads_total").absolute(get(&counts.history_reads));
-    counter!("pushwire_hub_reconnects_total").absolute(hub.reconnects());
-    counter!("pushwire_hub_canary_failures_total").absolute(hub.canary_failures());
+    let gauges = hub.gauges();
+    counter!("pushwire_hub_reconnects_total").absolute(gauges.reconnects);
+    counter!("pushwire_hub_canary_failures_total").absolute(gauges.canary_failures);
     gauge!("pushwire_hub_ready").set(if hub.is_ready() { 1.0 } else { 0.0 });
-    gauge!("pushwire_hub_channels").set(hub.channel_count() as f64);
-    gauge!("pushwire_hub_retained_bytes").set(hub.retained_bytes() as f64);
-    gauge!("pushwire_hub_pubsub_channels").set(hub.pubsub_channels() as f64);
+    gauge!("pushwire_hub_channels").set(gauges.channels as f64);
+    gauge!("pushwire_hub_retained_bytes").set(gauges.retained_bytes as f64);
+    gauge!("pushwire_hub_pubsub_channels").set(gauges.pubsub_channels as f64);
 }
 
 /// One histogram per transport: cumulative `_bucket`s ending at `le="+Inf"`,

@@ -104,9 +104,10 @@
 //! starts the channel over in a fresh epoch, dropping its frames: clients
 //! get `epoch_changed`. A node restarted with its AOF keeps its id.
 //!
-//! **The canary** (`live.rs`) checks that the live link still delivers,
+//! **The canary** (`canary.rs`) checks that the live link still delivers,
 //! one channel per shard, and replaces the link when it does not.
 
+mod canary;
 mod connection;
 mod live;
 mod storage;
@@ -118,10 +119,11 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, Subscriber};
+use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, HubGauges, Subscriber};
 use crate::message::{ChannelName, IdempotencyKey, Message};
+use canary::CanaryState;
 use connection::Target;
-use live::{CanaryState, Interest, Link};
+use live::{Interest, Link};
 use storage::{Keys, Storage};
 
 /// How the Redis hub connects, and how it watches its live link.
@@ -210,7 +212,7 @@ impl RedisHub {
         let held = hub.pubsub_channels.clone();
         tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), link, keys, fanout, held));
         tokio::spawn(live::watch_health(Arc::downgrade(&hub)));
-        tokio::spawn(live::canary(Arc::downgrade(&hub), options.canary_interval));
+        tokio::spawn(canary::canary(Arc::downgrade(&hub), options.canary_interval));
         Ok(hub)
     }
 }
@@ -258,23 +260,13 @@ impl Hub for RedisHub {
         if self.keys.is_cluster() { "redis-cluster" } else { "redis" }
     }
 
-    fn channel_count(&self) -> usize {
-        self.fanout.channel_count()
-    }
-
-    fn retained_bytes(&self) -> usize {
-        0
-    }
-
-    fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    fn pubsub_channels(&self) -> usize {
-        self.pubsub_channels.load(Ordering::Relaxed)
-    }
-
-    fn canary_failures(&self) -> u64 {
-        self.canary.failures.load(Ordering::Relaxed)
+    fn gauges(&self) -> HubGauges {
+        HubGauges {
+            channels: self.fanout.channel_count(),
+            retained_bytes: 0,
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            pubsub_channels: self.pubsub_channels.load(Ordering::Relaxed),
+            canary_failures: self.canary.failures.load(Ordering::Relaxed),
+        }
     }
 }
