@@ -32,7 +32,7 @@ REFERENCE=${REFERENCE:-../shared/reference-node}
 
 NAME=perf.sh
 cargo build --release --quiet
-cargo build --release --quiet --example churn
+cargo build --release --quiet --package pushwire-bench --example churn
 BIN=target/release/pushwire
 . scripts/reference.sh
 

@@ -4,52 +4,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::base_path::BasePath;
-use crate::bench::BenchArgs;
 use crate::demo;
 use crate::hub::memory::Bounds;
 use crate::hub::{HistoryLimits, RedisOptions};
 use crate::message::ChannelName;
-
-/// pushwire: one notification stream over WebSocket, Server-Sent Events,
-/// long polling and short polling.
-#[derive(Debug, Clone, Parser)]
-#[command(version, about, max_term_width = 100)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-
-    /// Without a command, pushwire serves.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Measure the transports side by side on one publish stream (an
-    /// in-process server, or --url); server flags before `bench` configure
-    /// the in-process server.
-    Bench(BenchArgs),
-}
-
-impl Cli {
-    /// Parses the command line; exits on `--help`, `--version` and bad flags
-    /// (code 2). A bad `bench` flag is told in one line, as every other bench
-    /// input error is.
-    pub fn parse_or_exit() -> Cli {
-        match Cli::try_parse() {
-            Ok(cli) => cli,
-            Err(e) if e.use_stderr() && std::env::args_os().skip(1).any(|a| a == "bench") => {
-                let rendered = e.render().to_string();
-                eprintln!("{}", rendered.lines().next().unwrap_or("error: bad arguments"));
-                std::process::exit(2);
-            }
-            Err(e) => e.exit(),
-        }
-    }
-}
 
 /// The server's flags.
 #[derive(Debug, Clone, Parser)]
@@ -256,7 +217,7 @@ impl Config {
 }
 
 /// A duration longer than zero (`25s`, `10m`, `500ms`).
-pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
         Ok(d) => Ok(d),
@@ -287,7 +248,7 @@ fn non_negative_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A count of at least one.
-pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -333,26 +294,5 @@ mod tests {
         assert!(Config::defaults().base_path.is_root());
         let config = Config::try_parse_from(["pushwire", "--base-path", "/pushwire"]).unwrap();
         assert_eq!(config.base_path.prefix(), "/pushwire");
-    }
-
-    #[test]
-    fn bench_is_a_subcommand_and_server_flags_stay_on_top() {
-        let cli = Cli::try_parse_from(["pushwire", "--bind", "0.0.0.0:9000"]).unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.config.bind.port(), 9000);
-        let cli =
-            Cli::try_parse_from(["pushwire", "--workers", "1", "bench", "--clients", "3", "--transports", "ws,poll"])
-                .unwrap();
-        assert_eq!(cli.config.workers, Some(1));
-        let Some(Command::Bench(args)) = cli.command else { panic!("bench expected") };
-        assert_eq!(args.clients, 3);
-        assert_eq!(args.transports.len(), 2);
-        for args in [
-            &["pushwire", "bench", "--clients", "0"][..],
-            &["pushwire", "bench", "--transports", "ws,pigeon"],
-            &["pushwire", "bench", "--duration", "0s"],
-        ] {
-            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
-        }
     }
 }

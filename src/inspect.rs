@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::transport::Transport;
 use crate::transport::impair::{Change, Impairment};
+use crate::transport_kind::Transport;
 
 /// Most clients inspected at once. When full, the least recently active client
 /// that no connection holds is forgotten; if every one is in use, a new page

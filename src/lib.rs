@@ -12,11 +12,13 @@
 //! - [`hub`]: the `Hub` trait and its contract; the local fan-out; the memory
 //!   hub (`hub/memory.rs`) and the Redis hub (`hub/redis/`); `hub/counted.rs`,
 //!   the wrapper that counts publishes and history reads for `/metrics`.
+//! - [`transport_kind`]: the `Transport` identity (route, stats name, client
+//!   id), a leaf that counters, sockets and the dashboard import.
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
 //!   `short_poll`), what they share (`subscription`, its pure judgement in
 //!   `position`, the poll answer in `poll`, a connection's counted and logged
-//!   life in `connection`), the `Transport` identity, and `impair`, the
-//!   dashboard's network lab (what a bad proxy or a long link does to a page).
+//!   life in `connection`), and `impair`, the dashboard's network lab (what a
+//!   bad proxy or a long link does to a page).
 //! - `routes`: HTTP wiring; handlers validate, then hand over to a transport;
 //!   `routes/span.rs`, the request span of the logs (tokens redacted).
 //! - `state`: `AppState`, what routes share.
@@ -29,13 +31,12 @@
 //! - `demo`: the built-in demo publisher, adjustable at run time.
 //! - `inspect`: per-page captures for the dashboard's teaching panel, and each
 //!   page's network lab settings.
-//! - [`bench`]: `pushwire bench`, the load tool that measures the transports side
-//!   by side (its own clients over byte-counting sockets, the publish stream,
-//!   `/proc` probes of the server, and the table, JSON and SVG report).
+//!
+//! The load tool, `pushwire bench`, is a package of its own (`bench/`,
+//! `pushwire-bench`) that uses this library; this one knows nothing of it.
 
 mod auth;
 pub mod base_path;
-pub mod bench;
 pub mod config;
 mod demo;
 mod error;
@@ -51,7 +52,9 @@ mod state;
 mod stats;
 mod tls;
 mod transport;
+pub mod transport_kind;
 mod wire;
 
 pub use state::AppState;
 pub use transport::Context;
+pub use transport_kind::Transport;

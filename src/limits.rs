@@ -133,20 +133,6 @@ fn open_file_limit() -> usize {
     }
 }
 
-/// Raises the soft open-file limit to the hard one (a load generator holds
-/// a socket per client); returns the limit now in force.
-pub(crate) fn raise_open_file_limit() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit only writes the struct we pass; setrlimit only reads it.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-    open_file_limit()
-}
-
 /// Most bytes of a refused client's request read before answering it, and
 /// how long that may take: enough for any honest request head.
 const REFUSAL_READ: usize = 8 * 1024;

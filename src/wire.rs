@@ -29,7 +29,7 @@ use tokio::time::{Sleep, sleep};
 use crate::inspect::{CAPTURE, Inspected};
 use crate::limits::Permit;
 use crate::stats::{Counters, Rejection, Stats, Traffic};
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 
 /// One connection's byte accounting; shared by its stream and its requests.
 #[derive(Debug)]

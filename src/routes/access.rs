@@ -16,7 +16,7 @@ use crate::auth::{self, Access};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::stats::{Rejection, Traffic};
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 
 impl FromRequest for Access {
     type Error = AppError;

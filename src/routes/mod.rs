@@ -26,7 +26,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::inspect::Tag;
 use crate::state::AppState;
 use crate::stats::{Counters, Traffic};
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 use crate::wire::ConnMeter;
 
 /// The publish route.

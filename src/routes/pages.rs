@@ -12,7 +12,7 @@ use crate::demo;
 use crate::error::AppError;
 use crate::inspect::client_given;
 use crate::state::AppState;
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 
 /// One transport's lane on the dashboard.
 #[derive(Debug, Clone, Serialize)]

@@ -49,8 +49,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
 use crate::shutdown::Shutdown;
-use crate::transport::Transport;
 use crate::transport::{Held, Holdable};
+use crate::transport_kind::Transport;
 use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head this path reads; a longer one is the dispatcher's

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::hub::{Hub, HubCounts};
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 
 /// What a request (and the bytes its connection carries meanwhile) is
 /// counted as: one of the transports, a publish, or anything else.

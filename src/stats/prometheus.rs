@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{LabelSet, PrometheusBuilder, PrometheusRecorde
 
 use super::{Ending, Rejection, Stats, Traffic};
 use crate::hub::{Hub, HubError};
-use crate::transport::Transport;
+use crate::transport_kind::Transport;
 
 /// Counters: name and help. Per-transport ones carry `transport`.
 const COUNTERS: [(&str, &str); 15] = [

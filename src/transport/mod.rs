@@ -31,65 +31,9 @@ use crate::limits::PublishRate;
 use crate::message::{ChannelName, Cursor};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+// Every session names its transport; the identity itself is a leaf of its own.
+pub use crate::transport_kind::Transport;
 use crate::wire::Mark;
-
-/// One of the four ways to receive the stream: its route, its name in
-/// `/api/stats` and `/metrics`, and its id in the client and on the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    WebSocket,
-    Sse,
-    LongPoll,
-    Poll,
-}
-
-impl Transport {
-    /// In the order of preference of the fallback client and the dashboard.
-    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
-
-    /// The route that serves it.
-    pub fn path(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "/ws",
-            Transport::Sse => "/sse",
-            Transport::LongPoll => "/long-poll",
-            Transport::Poll => "/poll",
-        }
-    }
-
-    /// Its key in `/api/stats` and its `transport` label in `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::LongPoll => "long_poll",
-            Transport::Poll => "poll",
-        }
-    }
-
-    /// Its name in pushwire.js's `transports` option, and its dashboard lane.
-    pub fn id(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::LongPoll => "long-poll",
-            Transport::Poll => "poll",
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "WebSocket",
-            Transport::Sse => "Server-Sent Events",
-            Transport::LongPoll => "Long polling",
-            Transport::Poll => "Short polling",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Marks a request that arrived on the server's own HTTP/1 path
 /// (`server::front`), which holds open answers itself: the route may put the

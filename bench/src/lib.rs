@@ -1,4 +1,4 @@
-//! `pushwire bench`: the four transports side by side, against one publish
+//! `pushwire bench` (the `pushwire-bench` binary): the four transports side by side, against one publish
 //! stream, in one run. Without `--url` a server is started in this process
 //! (embedded hub, free port); with it, any server that speaks API.md is
 //! driven (a remote pushwire, the Node reference).
@@ -46,16 +46,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::config::{Config, at_least_one, positive_duration};
-use crate::hub::MemoryHub;
-use crate::message::ChannelName;
-use crate::server::Running;
-use crate::transport::Transport;
 use clients::{Ready, Shared, Stop};
 use lane::{Judged, Lane, Tally};
 use net::{HttpClient, Meter, Target};
 use probe::Usage;
 use publish::Plan;
+use pushwire::Transport;
+use pushwire::config::{Config, at_least_one, positive_duration};
+use pushwire::hub::MemoryHub;
+use pushwire::message::ChannelName;
+use pushwire::server::Running;
 use report::{Latency, Parameters, Report, TransportRow, per_delivery};
 use stall::{SlowCuts, Stall};
 
@@ -201,7 +201,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
         let why = format!("--stall {}: more stalled clients than --clients {}", stall.clients, args.clients);
         return Err(Error::Input(why));
     }
-    let files = crate::limits::raise_open_file_limit();
+    let files = raise_open_file_limit();
     // In-process, each connection is two descriptors: the client's and the server's.
     let needed = connections * if args.url.is_some() { 1 } else { 2 } + 256;
     if needed > files {
@@ -338,7 +338,7 @@ fn unique(transports: &[Transport]) -> Vec<Transport> {
 /// A server running in this process.
 struct InProcess {
     addr: std::net::SocketAddr,
-    state: crate::AppState,
+    state: pushwire::AppState,
     handle: actix_server::ServerHandle,
 }
 
@@ -348,7 +348,7 @@ fn start_server(mut config: Config) -> Result<InProcess, Error> {
     let failed = |e: std::io::Error| Error::Failed(format!("cannot start the in-process server: {e}"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(failed)?;
     let hub = MemoryHub::bounded(config.history_limits(), config.memory_bounds());
-    let Running { addr, state, handle, server } = crate::server::start(config, hub, listener).map_err(failed)?;
+    let Running { addr, state, handle, server } = pushwire::server::start(config, hub, listener).map_err(failed)?;
     tokio::spawn(server);
     Ok(InProcess { addr, state, handle })
 }
@@ -530,6 +530,23 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
         stall: None,
         histogram,
     }
+}
+
+/// Raises the soft open-file limit to the hard one (a load generator holds
+/// a socket per client); returns the limit now in force.
+fn raise_open_file_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct we pass; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

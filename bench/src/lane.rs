@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 use super::net::Meter;
-use crate::transport::Transport;
+use pushwire::Transport;
 
 /// One transport's clients, counted together.
 #[derive(Debug)]

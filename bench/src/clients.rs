@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::lane::{Lane, Tally};
 use super::net::{HttpClient, Target};
-use crate::transport::Transport;
+use pushwire::Transport;
 
 /// When clients end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use tokio::time::{sleep, timeout};
 use super::lane::{Judged, Latencies, Tally};
 use super::net::{HttpClient, Meter, Target};
 use super::report::{Latency, StallRow};
-use crate::config::positive_duration;
-use crate::transport::Transport;
+use pushwire::Transport;
+use pushwire::config::positive_duration;
 
 /// Stalled clients per transport, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub struct SlowCuts(Option<serde_json::Value>);
 impl SlowCuts {
     pub async fn read(target: &Arc<Target>) -> SlowCuts {
         let mut http = HttpClient::new(target.clone(), 0, Arc::new(Meter::default()));
-        let request = target.request(Method::GET, crate::routes::STATS, Bytes::new());
+        let request = target.request(Method::GET, "/api/stats", Bytes::new());
         let answer = async {
             let response = http.send(request).await.ok().filter(|r| r.status() == 200)?;
             let body = response.into_body().collect().await.ok()?.to_bytes();
