@@ -8,7 +8,8 @@
 //! - [`message`]: channel names, epochs, cursors, messages (encoded once).
 //! - `protocol`: WebSocket client and server frames; close codes and the disconnect catalogue.
 //! - `error`: the error codes of API.md and `AppError`, the error every client sees.
-//! - `auth`: access tokens (JWT) and what they grant; the origin policy is `routes/access.rs`.
+//! - `auth`: access tokens (JWT) and what they grant; `origins`, the origin policy
+//!   (both enforced by `routes/access.rs`).
 //! - [`hub`]: the `Hub` trait and its contract; the local fan-out; the memory
 //!   hub (`hub/memory.rs`) and the Redis hub (`hub/redis/`); `hub/counted.rs`,
 //!   the wrapper that counts publishes and history reads for `/metrics`.
@@ -44,6 +45,7 @@ pub mod hub;
 mod inspect;
 mod limits;
 pub mod message;
+mod origins;
 mod protocol;
 mod routes;
 pub mod server;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::auth::Verifier;
 use crate::demo::DemoControl;
 use crate::inspect::Inspector;
-use crate::routes::Origins;
+use crate::origins::Origins;
 use crate::transport::Context;
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ mod pages;
 mod span;
 mod streams;
 
-pub use access::{Origins, origins};
+pub use access::origins;
 pub use span::RequestSpan;
 
 use std::path::Path;
