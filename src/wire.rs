@@ -48,7 +48,8 @@ pub struct ConnMeter {
     capture: Mutex<Capture>,
     /// An HTTP/2 connection: its frames interleave many requests, so its bytes
     /// are counted as [`Traffic::Http2`], not per transport, and not captured.
-    multiplexed: bool,
+    /// Set once, when HTTP/2 is negotiated or its cleartext preface read.
+    multiplexed: AtomicBool,
     /// This connection's own totals, for the log line a session ends with.
     sent: AtomicU64,
     received: AtomicU64,
@@ -65,31 +66,37 @@ struct Capture {
 
 impl ConnMeter {
     pub fn new(stats: Arc<Stats>) -> ConnMeter {
-        Self::with(stats, false)
-    }
-
-    /// The meter of an HTTP/2 connection (see `multiplexed`). Its requests
-    /// are still counted per transport; its heads are HTTP/2's to time.
-    pub fn multiplexed(stats: Arc<Stats>) -> ConnMeter {
-        Self::with(stats, true)
-    }
-
-    fn with(stats: Arc<Stats>, multiplexed: bool) -> ConnMeter {
-        let traffic = if multiplexed { Traffic::Http2 } else { Traffic::Other };
         ConnMeter {
             stats,
-            current: AtomicU8::new(traffic.index() as u8),
-            in_request: AtomicBool::new(multiplexed),
+            current: AtomicU8::new(Traffic::Other.index() as u8),
+            in_request: AtomicBool::new(false),
             // A new HTTP/1 connection owes its first request: its time runs from the accept.
-            reading_head: AtomicBool::new(!multiplexed),
+            reading_head: AtomicBool::new(true),
             unclaimed_in: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
             capture: Mutex::default(),
-            multiplexed,
+            multiplexed: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
         }
+    }
+
+    /// The connection speaks HTTP/2 (see `multiplexed`): its bytes, those
+    /// read so far included, are HTTP/2's; its requests are still counted
+    /// per transport, and its header blocks are HTTP/2's to time.
+    pub fn multiplex(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+        self.current.store(Traffic::Http2.index() as u8, Ordering::Relaxed);
+        self.in_request.store(true, Ordering::Relaxed);
+        self.reading_head.store(false, Ordering::Relaxed);
+        self.keeping_head.store(false, Ordering::Relaxed);
+        let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
+        Counters::add(&self.stats.get(Traffic::Http2).bytes_received, unclaimed);
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     fn capture(&self) -> std::sync::MutexGuard<'_, Capture> {
@@ -104,7 +111,7 @@ impl ConnMeter {
     /// inspected client and a transport, that lane gets the request head and
     /// this connection's bytes until the next request.
     pub fn begin(&self, traffic: Traffic, client: Option<Arc<Inspected>>) {
-        if self.multiplexed {
+        if self.multiplexed.load(Ordering::Relaxed) {
             return;
         }
         self.current.store(traffic.index() as u8, Ordering::Relaxed);
@@ -132,7 +139,7 @@ impl ConnMeter {
 
     /// The request has been read; bytes read from now on belong to the next one.
     pub fn end(&self) {
-        if self.multiplexed {
+        if self.multiplexed.load(Ordering::Relaxed) {
             return;
         }
         self.in_request.store(false, Ordering::Relaxed);
@@ -283,13 +290,20 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// A socket that knows its connection's meter.
+pub trait Metered {
+    fn meter(&self) -> &Arc<ConnMeter>;
+}
+
+impl<T> Metered for MeteredStream<T> {
+    fn meter(&self) -> &Arc<ConnMeter> {
+        &self.meter
+    }
+}
+
 impl<T> MeteredStream<T> {
     pub fn new(inner: T, meter: Arc<ConnMeter>, timeouts: Timeouts, permit: Option<Permit>) -> Self {
         MeteredStream { inner, meter, timeouts, head_deadline: None, write_deadline: None, _permit: permit }
-    }
-
-    pub fn meter(&self) -> &Arc<ConnMeter> {
-        &self.meter
     }
 }
 

@@ -22,7 +22,10 @@
 //!   (`upgrade`), without a dispatcher ever being made for it;
 //! - any other request, and everything after it on that connection, goes to
 //!   actix-http's dispatcher with the bytes read so far put back in front of
-//!   the socket ([`Replay`]); so do HTTP/2 connections.
+//!   the socket ([`Replay`]);
+//! - HTTP/2, negotiated by ALPN or begun with its cleartext preface (prior
+//!   knowledge, RFC 9113 3.3), goes to pushwire's own HTTP/2 connection
+//!   (`h2`), which owns its streams.
 //!
 //! The socket is the same [`MeteredStream`](crate::wire::MeteredStream)
 //! either way, so byte counts and time limits do not depend on the path.
@@ -40,22 +43,26 @@ use actix_codec::{Decoder, Encoder, Framed, FramedParts};
 use actix_http::body::{BodyStream, BoxBody, MessageBody};
 use actix_http::error::DispatchError;
 use actix_http::h1::{self, Message, MessageType};
-use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
+use actix_http::{HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::upgrade;
+use super::{h2, upgrade};
 use crate::shutdown::Shutdown;
 use crate::transport::{Held, Holdable};
 use crate::transport_kind::Transport;
-use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
+use crate::wire::{ConnMeter, Metered, Timeouts, give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head this path reads; a longer one is the dispatcher's
 /// to refuse.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// How an HTTP/2 connection in cleartext begins (prior knowledge): the start
+/// of its preface, which reads as a request head of its own.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
 /// Most bytes of an answer gathered into one write.
 const GATHER: usize = 64 * 1024;
@@ -68,6 +75,7 @@ pub struct Settings {
     /// The WebSocket route: its upgrades go straight to the upgrade path.
     pub websocket: Rc<str>,
     pub keep_alive: Duration,
+    pub timeouts: Timeouts,
     pub secure: bool,
     pub local_addr: SocketAddr,
     /// The server's shutdown: a connection between requests closes on it.
@@ -75,24 +83,31 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(base: &str, keep_alive: Duration, secure: bool, local_addr: SocketAddr, shutdown: Shutdown) -> Settings {
+    pub fn new(
+        base: &str,
+        keep_alive: Duration,
+        timeouts: Timeouts,
+        secure: bool,
+        local_addr: SocketAddr,
+        shutdown: Shutdown,
+    ) -> Settings {
         let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
         let websocket = format!("{base}{}", Transport::WebSocket.path());
-        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr, shutdown }
+        Settings { held: held.into(), websocket: websocket.into(), keep_alive, timeouts, secure, local_addr, shutdown }
     }
 }
 
-/// The HTTP service of one worker: held answers here, the rest to `http`,
-/// both answered by an instance of `app`. `on_connect` gives each request
-/// answered here what actix-http's `on_connect_ext` gives the dispatcher's.
+/// The HTTP service of one worker: held answers and HTTP/2 here, the rest
+/// to `http`, all answered by an instance of `app`. Each request answered
+/// here carries its connection's meter, as actix-http's `on_connect_ext`
+/// gives the dispatcher's.
 pub fn factory<T, A, B, H>(
     settings: Settings,
     app: A,
     http: H,
-    on_connect: fn(&T, &mut Extensions),
 ) -> impl ServiceFactory<(T, Protocol, Option<SocketAddr>), Config = (), Response = (), Error = DispatchError, InitError = ()>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Metered + Unpin + 'static,
     A: ServiceFactory<Request, Config = (), InitError = ()> + 'static,
     A::Future: 'static,
     A::Service: 'static,
@@ -123,11 +138,12 @@ where
             );
             Ok(fn_service(move |(io, protocol, peer): (T, Protocol, Option<SocketAddr>)| {
                 let conn = Conn::new(io, h1::Codec::new(config.clone()), peer);
-                let connection: LocalBoxFuture<'static, Result<(), DispatchError>> = if protocol != Protocol::Http1 {
-                    Box::pin(http.call((Replay::new(conn.io, Bytes::new()), protocol, peer)))
-                } else {
-                    let serving = Box::pin(serve(conn, app.clone(), settings.clone(), on_connect));
-                    Box::pin(after(serving, app.clone(), http.clone(), peer))
+                let connection: LocalBoxFuture<'static, Result<(), DispatchError>> = match protocol {
+                    Protocol::Http2 => Box::pin(h2::serve(conn.io, app.clone(), settings.clone(), peer).map(Ok)),
+                    _ => {
+                        let serving = Box::pin(serve(conn, app.clone(), settings.clone()));
+                        Box::pin(after(serving, app.clone(), http.clone(), settings.clone(), peer))
+                    }
                 };
                 connection
             }))
@@ -136,7 +152,7 @@ where
 }
 
 /// What follows this path on a connection: the dispatcher, a WebSocket
-/// session, or nothing. Each stage is boxed and made before the future that
+/// session, HTTP/2, or nothing. Each stage is boxed and made before the future that
 /// awaits it, which lives as long as the connection: that future then keeps
 /// pointers, not what a stage owns (the socket, the codec, the settings: over
 /// a kilobyte of every connection's memory when it kept them inline). Not an
@@ -146,10 +162,11 @@ fn after<T, F, S, H, B>(
     serving: F,
     app: Rc<S>,
     http: Rc<H>,
+    settings: Settings,
     peer: Option<SocketAddr>,
 ) -> impl Future<Output = Result<(), DispatchError>>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Metered + Unpin + 'static,
     F: Future<Output = Served<T>>,
     S: Service<Request> + 'static,
     S::Response: Into<Response<B>>,
@@ -168,6 +185,10 @@ where
             Served::Upgrade(req, conn) => {
                 let framed = Framed::from_parts(FramedParts::with_read_buf(conn.io, conn.codec, conn.read));
                 Box::pin(upgrade::serve(app, req, framed).map(|served| served.map_err(DispatchError::Io)))
+            }
+            Served::Http2(conn) => {
+                let read = conn.read.freeze();
+                Box::pin(h2::serve(Replay::new(conn.io, read), app, settings, peer).map(Ok))
             }
         };
         next.await
@@ -194,6 +215,8 @@ enum Served<T> {
     HandOver(Conn<T>),
     /// A WebSocket handshake, for the upgrade path.
     Upgrade(Request, Conn<T>),
+    /// The cleartext preface of HTTP/2, read and kept in `read`.
+    Http2(Conn<T>),
 }
 
 /// The requests this path takes.
@@ -208,14 +231,9 @@ enum Route {
 /// Not an `async fn`: one would keep the connection twice in its state,
 /// moved into a local beside the argument (rust-lang/rust#62958).
 #[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
-fn serve<T, S, B>(
-    mut conn: Conn<T>,
-    app: Rc<S>,
-    settings: Settings,
-    on_connect: fn(&T, &mut Extensions),
-) -> impl Future<Output = Served<T>>
+fn serve<T, S, B>(mut conn: Conn<T>, app: Rc<S>, settings: Settings) -> impl Future<Output = Served<T>>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Metered + Unpin,
     S: Service<Request>,
     S::Response: Into<Response<B>>,
     S::Error: Into<Response<BoxBody>>,
@@ -228,17 +246,19 @@ where
             // accept); later ones start within the keep-alive, and before the
             // server shuts down, or the connection ends.
             let wait = if first { None } else { Some(&settings) };
-            first = false;
             let len = match conn.read_head(wait).await {
                 Ok(Some(len)) => len,
                 Ok(None) => return Served::Closed,
                 Err(e) => return Served::Failed(e),
             };
+            if std::mem::take(&mut first) && conn.read.starts_with(H2_PREFACE) {
+                return Served::Http2(conn);
+            }
             let Some((mut req, route)) = conn.decode(len, &settings) else {
                 return Served::HandOver(conn);
             };
             req.head_mut().peer_addr = conn.peer;
-            on_connect(&conn.io, &mut req.extensions_mut());
+            req.extensions_mut().insert(conn.io.meter().clone());
             if route == Route::Upgrade {
                 return Served::Upgrade(req, conn);
             }
@@ -482,6 +502,12 @@ impl<T> Replay<T> {
 
     pub fn get_ref(&self) -> &T {
         &self.io
+    }
+}
+
+impl<T: Metered> Metered for Replay<T> {
+    fn meter(&self) -> &std::sync::Arc<ConnMeter> {
+        self.io.meter()
     }
 }
 

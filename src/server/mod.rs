@@ -36,6 +36,7 @@ use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 use front::Replay;
 
 mod front;
+mod h2;
 mod trim;
 mod upgrade;
 
@@ -94,8 +95,14 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
             let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
-            let front =
-                front::Settings::new(base.prefix(), config.keep_alive, tls.is_some(), addr, state.ctx.shutdown.clone());
+            let front = front::Settings::new(
+                base.prefix(),
+                config.keep_alive,
+                timeouts,
+                tls.is_some(),
+                addr,
+                state.ctx.shutdown.clone(),
+            );
             let data = web::Data::new(state);
             // actix-web's own server builds this per-connection config with a
             // crate-private constructor; its public twin is doc-hidden (made
@@ -136,7 +143,6 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             })
                             .upgrade(upgrade::factory(app()))
                             .finish(app()),
-                        remember_meter::<$io>,
                     )
                 };
             }
@@ -162,11 +168,8 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                             let Some((io, protocol)) = tls::accept(&acceptor, io, timeouts.request).await else {
                                 return Err(DispatchError::Io(io::Error::other("no TLS handshake")));
                             };
-                            let meter = match protocol {
-                                Protocol::Http2 => ConnMeter::multiplexed(stats),
-                                _ => ConnMeter::new(stats),
-                            };
-                            Ok((MeteredStream::new(io, Arc::new(meter), timeouts, Some(permit)), protocol, peer))
+                            let meter = Arc::new(ConnMeter::new(stats));
+                            Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), protocol, peer))
                         }
                     })
                     .and_then(http!(TlsStream<TcpStream>))
@@ -202,6 +205,7 @@ fn admit(
 
 /// Gives every request of a connection its byte meter.
 fn remember_meter<T>(io: &MeteredStream<T>, extensions: &mut Extensions) {
+    use crate::wire::Metered;
     extensions.insert(io.meter().clone());
 }
 

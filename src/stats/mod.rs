@@ -228,10 +228,13 @@ pub enum Rejection {
     Unauthorized,
     /// A token that does not allow the channel or the dashboard control.
     Forbidden,
+    /// An HTTP/2 connection told to go away for resetting streams faster
+    /// than it let them be answered.
+    Http2Resets,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Connections,
         Rejection::ConnectionsPerIp,
         Rejection::PublishRate,
@@ -242,6 +245,7 @@ impl Rejection {
         Rejection::Origin,
         Rejection::Unauthorized,
         Rejection::Forbidden,
+        Rejection::Http2Resets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -256,6 +260,7 @@ impl Rejection {
             Rejection::Origin => "origin",
             Rejection::Unauthorized => "unauthorized",
             Rejection::Forbidden => "forbidden",
+            Rejection::Http2Resets => "http2_resets",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod follow;
+pub mod h2raw;
 pub mod nginx;
 pub mod redis_cluster;
 pub mod redis_server;

@@ -11,6 +11,7 @@ mod cluster;
 mod dashboard_api;
 mod errors;
 mod front;
+mod http2;
 mod hub_contract;
 mod lab;
 mod limits;

@@ -21,13 +21,13 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::common::*;
 
 /// A self-signed certificate for 127.0.0.1 and localhost, written to a private directory.
-struct Cert {
+pub(crate) struct Cert {
     dir: PathBuf,
     der: CertificateDer<'static>,
 }
 
 impl Cert {
-    fn new() -> Cert {
+    pub(crate) fn new() -> Cert {
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
         let dir = std::env::temp_dir().join(format!("pushwire-tls-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -36,17 +36,22 @@ impl Cert {
         Cert { dir, der: certified.cert.der().clone() }
     }
 
-    async fn app(&self) -> TestApp {
+    pub(crate) async fn app(&self) -> TestApp {
+        self.app_with(|_| {}).await
+    }
+
+    pub(crate) async fn app_with(&self, configure: impl FnOnce(&mut pushwire::config::Config)) -> TestApp {
         let (cert, key) = (self.dir.join("cert.pem"), self.dir.join("key.pem"));
         spawn_app_with(HubKind::Memory, move |c| {
             c.tls_cert = Some(cert);
             c.tls_key = Some(key);
+            configure(c);
         })
         .await
     }
 
     /// A TLS connection to the app offering these ALPN protocols.
-    async fn connect(&self, app: &TestApp, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    pub(crate) async fn connect(&self, app: &TestApp, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).unwrap();
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -79,6 +84,21 @@ impl Cert {
     }
 }
 
+impl Cert {
+    /// The body of a GET over HTTPS (HTTP/1.1), for what a test reads beside
+    /// the connections under test (`/api/stats`, `/metrics`).
+    pub(crate) async fn get(&self, app: &TestApp, path: &str) -> String {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", app.addr);
+        let mut tls = self.connect(app, &[b"http/1.1"]).await;
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = timeout(PATIENCE, tls.read_to_string(&mut answer)).await.expect("an answer");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {answer:?}"));
+        assert!(head.starts_with("HTTP/1.1 200") && !head.contains("chunked"), "{head}");
+        body.to_owned()
+    }
+}
+
 impl Drop for Cert {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -86,7 +106,11 @@ impl Drop for Cert {
 }
 
 /// An HTTP/2 GET on an open connection: status and the body stream.
-async fn h2_get(sender: &mut h2::client::SendRequest<Bytes>, app: &TestApp, path: &str) -> (u16, h2::RecvStream) {
+pub(crate) async fn h2_get(
+    sender: &mut h2::client::SendRequest<Bytes>,
+    app: &TestApp,
+    path: &str,
+) -> (u16, h2::RecvStream) {
     let request = http::Request::get(format!("https://{}{}", app.addr, path)).body(()).unwrap();
     let (response, _) = sender.clone().ready().await.unwrap().send_request(request, true).unwrap();
     let response = timeout(PATIENCE, response).await.expect("an answer").unwrap();
@@ -94,7 +118,7 @@ async fn h2_get(sender: &mut h2::client::SendRequest<Bytes>, app: &TestApp, path
 }
 
 /// Reads an HTTP/2 body until `want` appears in it (flow control released as it goes).
-async fn read_until(body: &mut h2::RecvStream, want: &str) -> String {
+pub(crate) async fn read_until(body: &mut h2::RecvStream, want: &str) -> String {
     let mut text = String::new();
     while !text.contains(want) {
         let chunk = timeout(PATIENCE, body.data()).await.unwrap_or_else(|_| panic!("no {want:?} in {text:?}"));
