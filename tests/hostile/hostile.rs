@@ -1,5 +1,5 @@
 //! Hostile input against the real binary: every attack of the hardening
-//! issue at once, for 30 s, while 50 honest clients over all four transports
+//! issues at once (HTTP/2's in `http2`), for 30 s, while 50 honest clients over all four transports
 //! follow a steady stream. At the end every honest client has every published
 //! seq exactly once, and the server's memory stayed bounded. Plus random
 //! bytes at every parser a client can reach, over real sockets.
@@ -69,13 +69,13 @@ impl Server {
 
 /// A TCP connection from a chosen loopback address (attackers come from
 /// 127.0.0.2, honest clients from 127.0.0.1, so per-address limits tell them apart).
-async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     socket.connect(to).await
 }
 
-const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+pub(crate) const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 fn upgrade(addr: SocketAddr, query: &str) -> String {
     format!(
@@ -253,8 +253,12 @@ async fn under_attack_honest_clients_lose_nothing_and_memory_stays_bounded() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicU64::new(0));
-    let attackers: Vec<_> =
+    let mut attackers: Vec<_> =
         (0..24).map(|i| tokio::spawn(attack(i % 8, addr, stop.clone(), attempts.clone()))).collect();
+    attackers
+        .extend((0..crate::http2::KINDS).map(|i| {
+            tokio::spawn(crate::http2::attack(i % crate::http2::KINDS, addr, stop.clone(), attempts.clone()))
+        }));
 
     // The honest publisher: RATE a second, retrying 503s with its idempotency key.
     let began = Instant::now();
