@@ -7,9 +7,9 @@ use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::base_path::BasePath;
-use crate::demo;
 use crate::hub::memory::Bounds;
 use crate::hub::{HistoryLimits, RedisOptions};
+use crate::lab::demo;
 use crate::message::ChannelName;
 
 /// The server's flags.

@@ -18,20 +18,21 @@
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
 //!   `short_poll`), what they share (`subscription`, its pure judgement in
 //!   `position`, the poll answer in `poll`, a connection's counted and logged
-//!   life in `connection`), and `impair`, the dashboard's network lab (what a
-//!   bad proxy or a long link does to a page).
+//!   life in `connection`), and `swallow`, the network lab's broken relay.
 //! - `routes`: HTTP wiring; handlers validate, then hand over to a transport;
-//!   `routes/span.rs`, the request span of the logs (tokens redacted).
+//!   `routes/dashboard.rs`, the lab's routes; `routes/span.rs`, the request span
+//!   of the logs, whose tokens `redact` takes out (as it does of captures).
 //! - `state`: `AppState`, what routes share.
 //! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; the
 //!   server's counters (`stats/mod.rs`), the latency histogram (`stats/latency.rs`)
 //!   and their Prometheus exposition at scrape time (`stats/prometheus.rs`).
 //! - `limits`: connection caps and the publish rate, per client address.
-//! - [`server`]: builds the HTTP service around metered sockets; `tls`: HTTPS, HTTP/2 by ALPN.
+//! - [`server`]: builds the HTTP service around metered sockets, with its own
+//!   HTTP/1 path (`front`) and HTTP/2 connection (`h2`); `tls`: HTTPS, HTTP/2 by ALPN.
 //! - `shutdown`: the one signal every session listens to.
-//! - `demo`: the built-in demo publisher, adjustable at run time.
-//! - `inspect`: per-page captures for the dashboard's teaching panel, and each
-//!   page's network lab settings.
+//! - `lab`: the dashboard's lab, known to no session: the teaching panel's
+//!   captures (`inspect`), the network lab (`impairment`: what a bad proxy or a
+//!   long link does to a page), and the demo publisher (`demo`).
 //!
 //! The load tool, `pushwire bench`, is a package of its own (`bench/`,
 //! `pushwire-bench`) that uses this library; this one knows nothing of it.
@@ -39,14 +40,14 @@
 mod auth;
 pub mod base_path;
 pub mod config;
-mod demo;
 mod error;
 pub mod hub;
-mod inspect;
+mod lab;
 mod limits;
 pub mod message;
 mod origins;
 mod protocol;
+mod redact;
 mod routes;
 pub mod server;
 mod shutdown;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::auth::Verifier;
-use crate::demo::DemoControl;
-use crate::inspect::Inspector;
+use crate::lab::demo::DemoControl;
+use crate::lab::inspect::Inspector;
 use crate::origins::Origins;
 use crate::transport::Context;
 

@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Sleep, sleep};
 
-use crate::inspect::{CAPTURE, Inspected};
+use crate::lab::inspect::{CAPTURE, Inspected};
 use crate::limits::Permit;
 use crate::stats::{Counters, Rejection, Stats, Traffic};
 use crate::transport_kind::Transport;
@@ -164,7 +164,7 @@ impl ConnMeter {
             // requests that tag an inspected page (a scan of the head's first
             // line; frames and other requests never lock or copy).
             let keeping = self.keeping_head.load(Ordering::Relaxed);
-            if keeping || crate::inspect::tags_a_client(bytes) {
+            if keeping || crate::lab::inspect::tags_a_client(bytes) {
                 self.keeping_head.store(true, Ordering::Relaxed);
                 let mut capture = self.capture();
                 let room = CAPTURE.saturating_sub(capture.head.len());

@@ -10,13 +10,13 @@
 //!   ready or 30 s passed;
 //! - `latency_ms`, a long link: every delivery leaves that much later.
 //!
-//! The state is kept per page by [`crate::inspect`]; a connection takes a copy
+//! The state is kept per page by [`super::inspect`]; a connection takes a copy
 //! when it starts (a change cuts the page's connections, so that they come
 //! back under the new conditions). Transports call in at four points: the
-//! upgrade decision (`routes/streams.rs`), the silent session ([`swallow`],
-//! from `transport::websocket::run`), the SSE body wrapper
-//! ([`Impairment::sse`]) and the delivery delay ([`Impairment::pace`] for
-//! WebSocket, [`Impairment::delay_answer`] for polls).
+//! upgrade decision (`routes/streams.rs`), the silent session
+//! (`transport/swallow.rs`), the SSE body wrapper ([`Impairment::sse`]) and
+//! the delivery delay ([`Impairment::pace`] for WebSocket,
+//! [`Impairment::delay_answer`] for polls). This module knows no transport.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -26,12 +26,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::{Connection, Context, Cut, Event, Transport};
 use crate::message::now_micros;
-use crate::stats::Ending;
 
 /// What a proxy on the WebSocket path does to the upgrade.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,15 +109,16 @@ impl Impairment {
         }
     }
 
-    /// Paces a WebSocket delivery: with latency, `event` waits until it is due
-    /// and goes out alone (what is queued behind it is not due yet); without,
-    /// it goes out with up to `batch` events.
-    pub async fn pace(&self, event: &Event, batch: usize) -> usize {
+    /// Paces a WebSocket delivery: with latency, an event (a message
+    /// published at `published_us`) waits until it is due and goes out alone
+    /// (what is queued behind it is not due yet); without, it goes out with up
+    /// to `batch` events.
+    pub async fn pace(&self, published_us: Option<u64>, batch: usize) -> usize {
         if self.latency_ms == 0 {
             return batch;
         }
-        if let Event::Message(message) = event {
-            self.delay(message.ts).await;
+        if let Some(ts) = published_us {
+            self.delay(ts).await;
         }
         1
     }
@@ -218,21 +216,6 @@ impl<S: Stream<Item = Result<Bytes, Infallible>> + Unpin> DelayLine<S> {
         self.since = None;
         self.held -= self.buffer.len();
         Some(self.buffer.split().freeze())
-    }
-}
-
-/// A WebSocket through a broken relay: upgraded, then silent. What the client
-/// sends is read and dropped, nothing is sent back (not even pongs), until the
-/// client leaves, the page's network changes, or the server shuts down; then
-/// the socket is dropped without a close frame.
-pub async fn swallow<T: AsyncRead + Unpin>(ctx: &Context, mut io: T, cut: Cut) {
-    let mut connection = Connection::open(&ctx.stats, Transport::WebSocket, 0, None);
-    let mut sink = [0; 1024];
-    let drain = async { while io.read(&mut sink).await.is_ok_and(|n| n > 0) {} };
-    tokio::select! {
-        _ = cut => connection.end(Ending::Dropped),
-        () = ctx.shutdown.wait() => connection.end(Ending::Shutdown),
-        () = drain => {}
     }
 }
 

@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod assets;
+mod dashboard;
 mod pages;
 mod span;
 mod streams;
@@ -23,7 +24,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseErr
 use crate::auth::Access;
 use crate::base_path::BasePath;
 use crate::error::{AppError, ErrorCode};
-use crate::inspect::Tag;
+use crate::lab::inspect::Tag;
 use crate::state::AppState;
 use crate::stats::{Counters, Traffic};
 use crate::transport_kind::Transport;
@@ -58,19 +59,19 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_or_head("/readyz", api::readyz))
         .service(get_or_head(STATS, api::stats))
         .service(get_or_head("/metrics", api::metrics))
-        .service(only(Method::GET, "/api/time", api::time))
-        .service(only(Method::GET, "/api/inspect/{client}", api::inspect))
-        .service(only(Method::POST, "/api/inspect/{client}/drop", api::drop_connections))
+        .service(only(Method::GET, "/api/time", dashboard::time))
+        .service(only(Method::GET, "/api/inspect/{client}", dashboard::inspect))
+        .service(only(Method::POST, "/api/inspect/{client}/drop", dashboard::drop_connections))
         .service(
             web::resource("/api/inspect/{client}/impair")
-                .route(web::get().to(api::impairment))
-                .route(web::post().to(api::impair))
+                .route(web::get().to(dashboard::impairment))
+                .route(web::post().to(dashboard::impair))
                 .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
         )
         .service(
             web::resource("/api/demo")
-                .route(web::get().to(api::demo))
-                .route(web::post().to(api::set_demo))
+                .route(web::get().to(dashboard::demo))
+                .route(web::post().to(dashboard::set_demo))
                 .default_service(web::to(|| async { AppError::method_not_allowed("GET, POST").error_response() })),
         )
         .service(get_or_head("/", pages::index))

@@ -7,10 +7,10 @@ use askama_web::WebTemplate;
 use serde::Serialize;
 use serde_json::json;
 
-use super::api::client_id;
-use crate::demo;
+use super::dashboard::client_id;
 use crate::error::AppError;
-use crate::inspect::client_given;
+use crate::lab::demo;
+use crate::lab::inspect::client_given;
 use crate::state::AppState;
 use crate::transport_kind::Transport;
 

@@ -12,7 +12,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 
-use crate::inspect::redact;
+use crate::redact::redact;
 
 pub struct RequestSpan;
 

@@ -50,11 +50,10 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::settings::Settings;
 use super::{h2, upgrade};
-use crate::shutdown::Shutdown;
 use crate::transport::{Held, Holdable};
-use crate::transport_kind::Transport;
-use crate::wire::{ConnMeter, Metered, Timeouts, give_back_buffer, lend_buffer, poll_read_into};
+use crate::wire::{ConnMeter, Metered, give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head this path reads; a longer one is the dispatcher's
 /// to refuse.
@@ -66,36 +65,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
 /// Most bytes of an answer gathered into one write.
 const GATHER: usize = 64 * 1024;
-
-/// What the front needs to know of the server it stands in front of.
-#[derive(Clone)]
-pub struct Settings {
-    /// The routes whose answers are held here, base path included (`/pushwire/sse`).
-    pub held: Rc<[String]>,
-    /// The WebSocket route: its upgrades go straight to the upgrade path.
-    pub websocket: Rc<str>,
-    pub keep_alive: Duration,
-    pub timeouts: Timeouts,
-    pub secure: bool,
-    pub local_addr: SocketAddr,
-    /// The server's shutdown: a connection between requests closes on it.
-    pub shutdown: Shutdown,
-}
-
-impl Settings {
-    pub fn new(
-        base: &str,
-        keep_alive: Duration,
-        timeouts: Timeouts,
-        secure: bool,
-        local_addr: SocketAddr,
-        shutdown: Shutdown,
-    ) -> Settings {
-        let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
-        let websocket = format!("{base}{}", Transport::WebSocket.path());
-        Settings { held: held.into(), websocket: websocket.into(), keep_alive, timeouts, secure, local_addr, shutdown }
-    }
-}
 
 /// The HTTP service of one worker: held answers and HTTP/2 here, the rest
 /// to `http`, all answered by an instance of `app`. Each request answered

@@ -39,7 +39,7 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep, timeout};
 
-use super::front::Settings;
+use super::settings::Settings;
 use crate::stats::{Rejection, Stats};
 use crate::wire::Metered;
 

@@ -22,8 +22,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::demo::{DemoControl, DemoSettings};
 use crate::hub::{Counted, Hub};
+use crate::lab::demo::{DemoControl, DemoSettings};
 use crate::limits::{self, Connections, Permit, PublishRate};
 use crate::origins::Origins;
 use crate::routes::{self, RequestSpan};
@@ -37,6 +37,7 @@ use front::Replay;
 
 mod front;
 mod h2;
+mod settings;
 mod trim;
 mod upgrade;
 
@@ -73,7 +74,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     let origins = Arc::new(Origins::new(&ctx.config.allowed_origins));
     let state = AppState { ctx, inspector: Arc::default(), demo, verifier, origins };
     // Idle while its rate is 0; the dashboard can start it.
-    tokio::spawn(crate::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
+    tokio::spawn(crate::lab::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
     tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -95,7 +96,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
             let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
-            let front = front::Settings::new(
+            let front = settings::Settings::new(
                 base.prefix(),
                 config.keep_alive,
                 timeouts,

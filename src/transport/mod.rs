@@ -6,18 +6,19 @@
 //! ([`connection`]).
 
 pub mod connection;
-pub mod impair;
 pub mod long_poll;
 pub mod poll;
 pub mod position;
 pub mod short_poll;
 pub mod sse;
 pub mod subscription;
+mod swallow;
 pub mod websocket;
 
+pub use crate::lab::impairment::Impairment;
 pub use connection::Connection;
-pub use impair::Impairment;
 pub use subscription::{Ended, Event, Reads, Subscribed, Subscription};
+pub use swallow::swallow;
 
 use std::net::IpAddr;
 use std::pin::Pin;

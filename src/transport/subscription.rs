@@ -25,6 +25,16 @@ pub enum Event {
     Reset(Reset),
 }
 
+impl Event {
+    /// When a message was published (its `ts`); a reset has no such time.
+    pub fn published_us(&self) -> Option<u64> {
+        match self {
+            Event::Message(message) => Some(message.ts),
+            Event::Reset(_) => None,
+        }
+    }
+}
+
 /// Why a subscription stopped yielding events.
 #[derive(Debug, thiserror::Error)]
 pub enum Ended {

@@ -22,13 +22,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::Instrument;
 
-use super::impair::{self, WebSocketPath};
 use super::{
     Connection, Context, Cut, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport, gather_for,
 };
 use crate::auth::Access;
 use crate::error::AppError;
 use crate::hub::Subscriber;
+use crate::lab::impairment::WebSocketPath;
 use crate::message::{ChannelName, Cursor, Message, now_micros};
 use crate::protocol::{ClientFrame, Disconnect, FrameError, ServerFrame};
 use crate::stats::{Counters, Ending, Rejection};
@@ -81,7 +81,7 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     // on every poll showed in profiles); its log line names the span itself.
     let _entered = span.enter();
     if impairment.websocket == WebSocketPath::Swallow {
-        return Either::Left(async move { impair::swallow(&ctx, io, cut).await }.instrument(span.clone()));
+        return Either::Left(async move { super::swallow(&ctx, io, cut).await }.instrument(span.clone()));
     }
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
     let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
@@ -326,7 +326,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
             BATCH
         } else {
             tokio::select! {
-                batch = self.impairment.pace(&event, BATCH) => batch,
+                batch = self.impairment.pace(event.published_us(), BATCH) => batch,
                 why = &mut self.cut => return Err(cut_short(why)),
             }
         };

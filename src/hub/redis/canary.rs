@@ -19,9 +19,8 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use redis::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use super::live::Interest;
 use super::{RedisHub, unavailable};
 use crate::hub::HubError;
 use crate::message::Epoch;
@@ -148,9 +147,7 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
 /// (a fresh link with `fresh`).
 async fn subscribe_canaries(hub: &RedisHub, instance: &str, fresh: bool) -> Result<Vec<String>, HubError> {
     let channels = canary_channels(hub, instance).await?;
-    let (done, result) = oneshot::channel();
-    let _ = hub.interest.send(Interest::Canaries { channels: channels.clone(), fresh, done });
-    result.await.unwrap_or_else(|_| Err(unavailable("hub stopped")))?;
+    hub.link_canaries(channels.clone(), fresh).await?;
     Ok(channels)
 }
 

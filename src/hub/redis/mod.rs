@@ -215,6 +215,14 @@ impl RedisHub {
         tokio::spawn(canary::canary(Arc::downgrade(&hub), options.canary_interval));
         Ok(hub)
     }
+
+    /// Has the live link subscribe these canary channels instead of the
+    /// previous ones (`canary.rs`); with `fresh`, on a new link first.
+    async fn link_canaries(&self, channels: Vec<String>, fresh: bool) -> Result<(), HubError> {
+        let (done, result) = oneshot::channel();
+        let _ = self.interest.send(Interest::Canaries { channels, fresh, done });
+        result.await.unwrap_or_else(|_| Err(unavailable("hub stopped")))
+    }
 }
 
 impl Hub for RedisHub {
