@@ -3,13 +3,14 @@
 (and `super::`) paths: prints every circle of files (strongly connected
 component of more than one file) and exits 1 if there is one.
 
-Usage: scripts/import-graph.py [--edges]   (run from the repository root)
+Usage: scripts/import-graph.py [src-dir] [--edges]   (from the repository root;
+src-dir is src, the server library, by default, or bench/src)
 """
 import os
 import re
 import sys
 
-ROOT = "src"
+ROOT = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "src"
 
 
 def module_files():
@@ -44,11 +45,11 @@ def uses(text):
     if cut:
         text = text[: cut.start()]
     paths = []
-    for m in re.finditer(r"\buse\s+([^;]+);", text):
-        tree = m.group(1).replace("\n", " ")
-        paths.extend(expand(tree))
+    for m in re.finditer(r"\b(pub(?:\([a-z]+\))?\s+)?use\s+([^;]+);", text):
+        tree = m.group(2).replace("\n", " ")
+        paths.extend((path, bool(m.group(1))) for path in expand(tree))
     for m in re.finditer(r"\bcrate::([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)", text):
-        paths.append("crate::" + m.group(1))
+        paths.append(("crate::" + m.group(1), False))
     return paths
 
 
@@ -90,26 +91,26 @@ def graph():
     for module, path in files.items():
         text = open(path).read()
         here = module.split("::") if module else []
-        # A mod.rs or lib.rs is its module; a leaf file's parent is `super`.
-        is_dir_module = os.path.basename(path) in ("mod.rs", "lib.rs")
-        parent = here if is_dir_module else here[:-1]
-        for use in uses(text):
+        for use, reexport in uses(text):
             segments = use.split("::")
             if segments[0] == "crate":
                 target = segments[1:]
-            elif segments[0] == "super":
-                base = parent[:]
-                while segments and segments[0] == "super":
+            elif segments[0] in ("self", "super"):
+                # `self` is this file's module, each `super` one level up.
+                target = here[:]
+                while segments and segments[0] in ("self", "super"):
+                    if segments[0] == "super":
+                        target = target[:-1]
                     segments = segments[1:]
-                    base = base[:-1] if base is not parent or True else base
-                # `super` from a leaf file is its directory's module.
-                base = parent if use.startswith("super::") and use.count("super::") == 1 else base
-                target = base + segments
-            elif segments[0] == "self":
-                target = (here if is_dir_module else here) + segments[1:]
+                target += segments
+            elif "::".join(here + segments[:1]) in files:
+                target = here + segments  # a child module, named relatively
             else:
                 continue
-            to = resolve(files, module, [s for s in target if s])
+            target = [s for s in target if s]
+            if reexport and target[: len(here)] == here:
+                continue  # a module's face: re-exporting its own children is not using them
+            to = resolve(files, module, target)
             if to and to != path:
                 edges[path].add(to)
     return edges, module_of

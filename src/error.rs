@@ -28,8 +28,6 @@ pub enum ErrorCode {
     RateLimited,
     Overloaded,
     Unavailable,
-    #[expect(dead_code, reason = "refused requests of the hardening work (issue 9)")]
-    Internal,
 }
 
 /// An error answered to an HTTP client: `{"error":{"code":..,"message":..}}`.
@@ -116,7 +114,6 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
 use super::net::Meter;
 use pushwire::Transport;
@@ -180,5 +181,29 @@ mod tests {
         // 13 and 15 missing; 12 once extra, 14 twice; 20 was not ours; 3 predates the run.
         assert_eq!(tally.judge(&[11, 12, 13, 14, 15]), Judged { deliveries: 6, missing: 2, duplicates: 3 });
         assert_eq!(Tally::new(1).judge(&[1, 2]), Judged { deliveries: 0, missing: 2, duplicates: 0 });
+    }
+}
+
+/// Publish → receive, in µs.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
     }
 }

@@ -47,6 +47,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use clients::{Ready, Shared, Stop};
+use lane::Latency;
 use lane::{Judged, Lane, Tally};
 use net::{HttpClient, Meter, Target};
 use probe::Usage;
@@ -56,7 +57,7 @@ use pushwire::config::{Config, at_least_one, positive_duration};
 use pushwire::hub::MemoryHub;
 use pushwire::message::ChannelName;
 use pushwire::server::Running;
-use report::{Latency, Parameters, Report, TransportRow, per_delivery};
+use report::{Parameters, Report, TransportRow, per_delivery};
 use stall::{SlowCuts, Stall};
 
 /// Measures the four transports side by side: latency, completeness, bytes

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::stall::StallParameters;
+use super::lane::Latency;
+use super::stall::{StallParameters, StallRow};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -83,53 +84,6 @@ pub struct TransportRow {
     /// Every client's latency (`latency_us`).
     #[serde(skip)]
     pub histogram: Histogram<u64>,
-}
-
-/// One transport's stalled clients, apart from the others.
-#[derive(Debug, Serialize)]
-pub struct StallRow {
-    pub clients: usize,
-    /// Stalled clients whose connection ended at least once, as they saw it: cut.
-    pub cut: usize,
-    /// Connections the stalled clients lost, all told (each resumed from its cursor).
-    pub reconnects: u64,
-    /// Connections the other clients lost: none unless the server cut them too.
-    pub healthy_reconnects: u64,
-    /// The stalled clients' part of the transport's `missing` and `duplicates`.
-    pub missing: u64,
-    pub duplicates: u64,
-    /// Publish → receive of the clients that read all along.
-    pub healthy_latency_us: Latency,
-    /// Publish → receive of the stalled clients, their stall included.
-    pub stalled_latency_us: Latency,
-    #[serde(skip)]
-    pub healthy: Histogram<u64>,
-    #[serde(skip)]
-    pub stalled: Histogram<u64>,
-}
-
-/// Publish → receive, in µs.
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-    pub mean: f64,
-}
-
-impl Latency {
-    pub fn of(h: &Histogram<u64>) -> Latency {
-        Latency {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-            mean: h.mean(),
-        }
-    }
 }
 
 /// The server's CPU and memory over the run.

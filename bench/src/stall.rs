@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use hyper::Method;
 use serde::Serialize;
@@ -21,11 +22,33 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-use super::lane::{Judged, Latencies, Tally};
+use super::lane::{Judged, Latencies, Latency, Tally};
 use super::net::{HttpClient, Meter, Target};
-use super::report::{Latency, StallRow};
 use pushwire::Transport;
 use pushwire::config::positive_duration;
+
+/// One transport's stalled clients, apart from the others.
+#[derive(Debug, Serialize)]
+pub struct StallRow {
+    pub clients: usize,
+    /// Stalled clients whose connection ended at least once, as they saw it: cut.
+    pub cut: usize,
+    /// Connections the stalled clients lost, all told (each resumed from its cursor).
+    pub reconnects: u64,
+    /// Connections the other clients lost: none unless the server cut them too.
+    pub healthy_reconnects: u64,
+    /// The stalled clients' part of the transport's `missing` and `duplicates`.
+    pub missing: u64,
+    pub duplicates: u64,
+    /// Publish → receive of the clients that read all along.
+    pub healthy_latency_us: Latency,
+    /// Publish → receive of the stalled clients, their stall included.
+    pub stalled_latency_us: Latency,
+    #[serde(skip)]
+    pub healthy: Histogram<u64>,
+    #[serde(skip)]
+    pub stalled: Histogram<u64>,
+}
 
 /// Stalled clients per transport, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

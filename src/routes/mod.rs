@@ -9,6 +9,8 @@ mod pages;
 mod span;
 mod streams;
 
+pub use streams::{Held, Holdable};
+
 pub use access::origins;
 pub use span::RequestSpan;
 

@@ -17,8 +17,24 @@ use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::long_poll::{self, Opened};
 use crate::transport::websocket::{Accepted, Upgradable};
-use crate::transport::{self, Held, Holdable, Impairment, StreamRequest};
+use crate::transport::{self, Impairment, StreamRequest};
 use crate::wire::Mark;
+
+/// Marks a request that arrived on the server's own HTTP/1 path
+/// (`server/front.rs`), which holds open answers itself: the route may put the
+/// body on its response as a [`Held`] instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Holdable;
+
+/// The body of a held answer, carried on its response to the path that holds
+/// it, so that what an open connection keeps is its subscription, not the
+/// request's future or the middleware's wrappers around a body.
+pub enum Held {
+    /// A long poll's answer, once something arrives or it times out.
+    Answer(futures_util::future::LocalBoxFuture<'static, String>),
+    /// An event stream's chunks.
+    Stream(futures_util::stream::LocalBoxStream<'static, bytes::Bytes>),
+}
 
 #[derive(Deserialize)]
 struct StreamQuery {

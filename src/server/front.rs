@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::settings::Settings;
 use super::{h2, upgrade};
-use crate::transport::{Held, Holdable};
+use crate::routes::{Held, Holdable};
 use crate::wire::{ConnMeter, Metered, give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head this path reads; a longer one is the dispatcher's

@@ -4,7 +4,7 @@
 //! [`open`] subscribes and takes what is ready; a poll with nothing ready
 //! comes back [`Waiting`], which holds no more than the wait needs, so that
 //! the server's own HTTP/1 path can keep it instead of the request's whole
-//! future ([`Holdable`](super::Holdable)).
+//! future (`routes::Holdable`).
 
 use std::time::Duration;
 

@@ -36,22 +36,6 @@ use crate::stats::Stats;
 pub use crate::transport_kind::Transport;
 use crate::wire::Mark;
 
-/// Marks a request that arrived on the server's own HTTP/1 path
-/// (`server::front`), which holds open answers itself: the route may put the
-/// body on its response as a [`Held`] instead.
-#[derive(Debug, Clone, Copy)]
-pub struct Holdable;
-
-/// The body of a held answer, carried on its response to the path that holds
-/// it, so that what an open connection keeps is its subscription, not the
-/// request's future or the middleware's wrappers around a body.
-pub enum Held {
-    /// A long poll's answer, once something arrives or it times out.
-    Answer(futures_util::future::LocalBoxFuture<'static, String>),
-    /// An event stream's chunks.
-    Stream(futures_util::stream::LocalBoxStream<'static, bytes::Bytes>),
-}
-
 /// Most messages of one history read: enough to catch up quickly, few enough
 /// that a read of large messages stays a few MiB.
 pub const HISTORY_PAGE: usize = 100;

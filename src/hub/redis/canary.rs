@@ -21,7 +21,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::watch;
 
-use super::{RedisHub, unavailable};
+use super::connection::{Connection, unavailable};
+use super::storage::Keys;
 use crate::hub::HubError;
 use crate::message::Epoch;
 
@@ -71,9 +72,22 @@ impl CanaryState {
     }
 }
 
+/// What the canary needs of the hub that runs it (`RedisHub`).
+pub(super) trait Host: Send + Sync + 'static {
+    fn canary(&self) -> &CanaryState;
+    fn keys(&self) -> &Keys;
+    /// A connection for commands (the canary's publishes, `CLUSTER SLOTS`).
+    fn commands(&self) -> Connection;
+    /// Every local subscriber re-reads its position from history.
+    fn poke_all(&self);
+    /// Has the live link subscribe these canary channels instead of the
+    /// previous ones; with `fresh`, on a new link first.
+    fn link_canaries(&self, channels: Vec<String>, fresh: bool) -> impl Future<Output = Result<(), HubError>> + Send;
+}
+
 /// Sends a canary round every `interval` and relinks when one does not come
 /// back (see the module doc).
-pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
+pub(super) async fn canary<H: Host>(hub: Weak<H>, interval: Duration) {
     let instance = Epoch::random();
     let mut token = 0;
     let mut channels: Vec<String> = Vec::new();
@@ -89,26 +103,26 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
         let Some(hub) = hub.upgrade() else { return };
         if channels.is_empty() || fresh {
             // (Re)placed each time: the topology may have changed since.
-            match subscribe_canaries(&hub, instance.as_str(), fresh).await {
+            match subscribe_canaries(hub.as_ref(), instance.as_str(), fresh).await {
                 Ok(placed) => {
                     channels = placed;
                     if fresh {
                         // The new link is subscribed: what the old one lost
                         // is refilled from history.
-                        hub.fanout.poke_all();
+                        hub.poke_all();
                         fresh = false;
                     }
                 }
                 Err(e) => {
-                    hub.canary.lost(&e);
+                    hub.canary().lost(&e);
                     fresh = true;
                     continue;
                 }
             }
         }
         token += 1;
-        let mut arrivals = hub.canary.arrivals.subscribe();
-        let mut commands = hub.storage.commands();
+        let mut arrivals = hub.canary().arrivals.subscribe();
+        let mut commands = hub.commands();
         let command = commands.publish_command();
         let mut sent = true;
         for channel in &channels {
@@ -124,7 +138,7 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
         }
         let deadline = tokio::time::Instant::now() + interval;
         let back = loop {
-            if hub.canary.all_back(&channels, token) {
+            if hub.canary().all_back(&channels, token) {
                 break true;
             }
             if tokio::time::timeout_at(deadline, arrivals.changed()).await.is_err() {
@@ -132,11 +146,11 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
             }
         };
         if back {
-            if !hub.canary.alive.swap(true, Ordering::Relaxed) {
+            if !hub.canary().alive.swap(true, Ordering::Relaxed) {
                 tracing::info!("redis pub/sub link delivers again");
             }
         } else {
-            hub.canary.lost(&"the canary did not come back");
+            hub.canary().lost(&"the canary did not come back");
             fresh = true;
             wait = false;
         }
@@ -145,7 +159,7 @@ pub(super) async fn canary(hub: Weak<RedisHub>, interval: Duration) {
 
 /// Places this instance's canary channels and subscribes the link to them
 /// (a fresh link with `fresh`).
-async fn subscribe_canaries(hub: &RedisHub, instance: &str, fresh: bool) -> Result<Vec<String>, HubError> {
+async fn subscribe_canaries(hub: &impl Host, instance: &str, fresh: bool) -> Result<Vec<String>, HubError> {
     let channels = canary_channels(hub, instance).await?;
     hub.link_canaries(channels.clone(), fresh).await?;
     Ok(channels)
@@ -153,13 +167,13 @@ async fn subscribe_canaries(hub: &RedisHub, instance: &str, fresh: bool) -> Resu
 
 /// This instance's canary channels: one on one Redis; on a cluster one per
 /// primary, each with a hash tag that lands in a slot that primary serves.
-async fn canary_channels(hub: &RedisHub, instance: &str) -> Result<Vec<String>, HubError> {
-    let keys = &hub.keys;
+async fn canary_channels(hub: &impl Host, instance: &str) -> Result<Vec<String>, HubError> {
+    let keys = hub.keys();
     if !keys.is_cluster() {
         return Ok(vec![keys.canary(instance)]);
     }
     let slots: Value =
-        redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut hub.storage.commands()).await.map_err(unavailable)?;
+        redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut hub.commands()).await.map_err(unavailable)?;
     let mut primaries: HashMap<String, Vec<(u16, u16)>> = HashMap::new();
     for range in as_array(&slots) {
         let range = as_array(range);

@@ -81,6 +81,11 @@ impl Target {
     }
 }
 
+/// Redis could not be reached or did not answer: the error every caller sees.
+pub(super) fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::Unavailable(e.to_string())
+}
+
 fn bad_url(message: String) -> HubError {
     HubError::Unavailable(format!("bad Redis URL: {message}"))
 }

@@ -1,7 +1,6 @@
 //! The live link: one pub/sub connection per instance (sharded pub/sub on a
 //! cluster), subscribed to exactly the channels with local subscribers,
-//! whose frames go to the [`Fanout`], and the health watch that pokes every
-//! subscriber when Redis is back. The canary that proves the link still
+//! whose frames go to the [`Fanout`]. The canary that proves the link still
 //! delivers is `canary.rs`.
 
 use std::collections::HashSet;
@@ -13,14 +12,10 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::canary::CanaryState;
-use super::connection::{Connection, Target};
+use super::connection::{Connection, Target, unavailable};
 use super::storage::{self, Keys};
-use super::{RedisHub, unavailable};
 use crate::hub::{Fanout, HubError};
 use crate::message::{ChannelName, Message};
-
-/// How often the hub checks Redis, and retries it while it is away.
-const HEALTH_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a channel stays subscribed in Redis after its last local subscriber left.
 const UNSUBSCRIBE_GRACE: Duration = Duration::from_secs(2);
@@ -213,28 +208,4 @@ async fn relink(
     connection.subscribe(all).await.map_err(unavailable)?;
     link.install(generation, connection);
     Ok(())
-}
-
-/// Pings Redis; flips readiness; resyncs subscribers when Redis comes back.
-pub(super) async fn watch_health(hub: Weak<RedisHub>) {
-    let mut tick = tokio::time::interval(HEALTH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
-        let mut live = hub.link.connection();
-        let up = hub.storage.ping().await && redis::cmd("PING").query_async::<()>(&mut live).await.is_ok();
-        let was = hub.ready.load(Ordering::Relaxed);
-        if up && !was {
-            // Whatever was published meanwhile never reached this instance:
-            // every local subscriber re-reads its position from history.
-            tracing::info!("redis is reachable again; subscribers catch up from history");
-            hub.fanout.poke_all();
-            hub.ready.store(true, Ordering::Relaxed);
-            hub.reconnects.fetch_add(1, Ordering::Relaxed);
-        } else if !up && was {
-            tracing::warn!("redis is unreachable");
-            hub.ready.store(false, Ordering::Relaxed);
-        }
-    }
 }

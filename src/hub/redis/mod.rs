@@ -122,7 +122,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Fanout, History, HistoryLimits, Hub, HubError, HubFuture, HubGauges, Subscriber};
 use crate::message::{ChannelName, IdempotencyKey, Message};
 use canary::CanaryState;
-use connection::Target;
+use connection::{Target, unavailable};
 use live::{Interest, Link};
 use storage::{Keys, Storage};
 
@@ -172,10 +172,6 @@ pub struct RedisHub {
     pubsub_channels: Arc<AtomicUsize>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> HubError {
-    HubError::Unavailable(e.to_string())
-}
-
 impl RedisHub {
     /// Connects to one Redis at `url` (RESP3 is switched on whatever the URL says).
     pub async fn connect(url: &str, prefix: &str, limits: HistoryLimits) -> Result<Arc<RedisHub>, HubError> {
@@ -211,17 +207,9 @@ impl RedisHub {
         tokio::spawn(live::receive(push_rx, keys.clone(), fanout.clone(), ready, Arc::downgrade(&link), canary));
         let held = hub.pubsub_channels.clone();
         tokio::spawn(live::track_interest(interest_rx, hub.interest.downgrade(), link, keys, fanout, held));
-        tokio::spawn(live::watch_health(Arc::downgrade(&hub)));
+        tokio::spawn(watch_health(Arc::downgrade(&hub)));
         tokio::spawn(canary::canary(Arc::downgrade(&hub), options.canary_interval));
         Ok(hub)
-    }
-
-    /// Has the live link subscribe these canary channels instead of the
-    /// previous ones (`canary.rs`); with `fresh`, on a new link first.
-    async fn link_canaries(&self, channels: Vec<String>, fresh: bool) -> Result<(), HubError> {
-        let (done, result) = oneshot::channel();
-        let _ = self.interest.send(Interest::Canaries { channels, fresh, done });
-        result.await.unwrap_or_else(|_| Err(unavailable("hub stopped")))
     }
 }
 
@@ -275,6 +263,57 @@ impl Hub for RedisHub {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             pubsub_channels: self.pubsub_channels.load(Ordering::Relaxed),
             canary_failures: self.canary.failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How often the hub checks Redis, and retries it while it is away.
+const HEALTH_EVERY: Duration = Duration::from_millis(250);
+
+impl canary::Host for RedisHub {
+    fn canary(&self) -> &CanaryState {
+        &self.canary
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn commands(&self) -> connection::Connection {
+        self.storage.commands()
+    }
+
+    fn poke_all(&self) {
+        self.fanout.poke_all();
+    }
+
+    async fn link_canaries(&self, channels: Vec<String>, fresh: bool) -> Result<(), HubError> {
+        let (done, result) = oneshot::channel();
+        let _ = self.interest.send(Interest::Canaries { channels, fresh, done });
+        result.await.unwrap_or_else(|_| Err(unavailable("hub stopped")))
+    }
+}
+
+/// Pings Redis; flips readiness; resyncs subscribers when Redis comes back.
+async fn watch_health(hub: std::sync::Weak<RedisHub>) {
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let mut live = hub.link.connection();
+        let up = hub.storage.ping().await && redis::cmd("PING").query_async::<()>(&mut live).await.is_ok();
+        let was = hub.ready.load(Ordering::Relaxed);
+        if up && !was {
+            // Whatever was published meanwhile never reached this instance:
+            // every local subscriber re-reads its position from history.
+            tracing::info!("redis is reachable again; subscribers catch up from history");
+            hub.fanout.poke_all();
+            hub.ready.store(true, Ordering::Relaxed);
+            hub.reconnects.fetch_add(1, Ordering::Relaxed);
+        } else if !up && was {
+            tracing::warn!("redis is unreachable");
+            hub.ready.store(false, Ordering::Relaxed);
         }
     }
 }

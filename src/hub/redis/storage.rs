@@ -9,8 +9,7 @@ use std::time::Duration;
 use redis::{ErrorKind, RedisError, Script};
 use serde_json::value::RawValue;
 
-use super::connection::Connection;
-use super::unavailable;
+use super::connection::{Connection, unavailable};
 use crate::hub::{History, HistoryLimits, HubError, IDEMPOTENCY_WINDOW};
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 
