@@ -151,12 +151,14 @@ pub enum Ending {
     TooBig,
     /// A WebSocket text frame that is not UTF-8.
     InvalidUtf8,
+    /// A fragmented WebSocket message not finished within `--request-timeout`.
+    Unfinished,
     /// The hub failed it.
     HubFailure,
 }
 
 impl Ending {
-    pub const ALL: [Ending; 12] = [
+    pub const ALL: [Ending; 13] = [
         Ending::Normal,
         Ending::ClientGone,
         Ending::Slow,
@@ -168,6 +170,7 @@ impl Ending {
         Ending::ProtocolError,
         Ending::TooBig,
         Ending::InvalidUtf8,
+        Ending::Unfinished,
         Ending::HubFailure,
     ];
 
@@ -185,6 +188,7 @@ impl Ending {
             Ending::ProtocolError => "protocol_error",
             Ending::TooBig => "too_big",
             Ending::InvalidUtf8 => "invalid_utf8",
+            Ending::Unfinished => "unfinished",
             Ending::HubFailure => "hub_failure",
         }
     }
@@ -214,7 +218,8 @@ pub enum Rejection {
     ConnectionsPerIp,
     /// `--publish-rate`: a publish answered 429 (or a WebSocket `error` frame).
     PublishRate,
-    /// `--request-timeout`: a request head or body that did not arrive in time.
+    /// `--request-timeout`: a request head or body, or a fragmented WebSocket
+    /// message, that did not arrive in time.
     RequestTimeout,
     /// `--write-timeout`: a connection cut at the socket for not reading.
     WriteTimeout,

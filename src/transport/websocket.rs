@@ -84,7 +84,7 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         return Either::Left(async move { impair::swallow(&ctx, io, cut).await }.instrument(span.clone()));
     }
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
-    let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
+    let socket = WsSocket::new(io, leftover, ctx.config.max_frame, ctx.config.request_timeout);
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
@@ -217,13 +217,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                         self.socket.queue_pong(&payload);
                         self.flush().await
                     }
-                    Some(Ok(Incoming::Pong)) => {
-                        heartbeat.pong();
+                    Some(Ok(Incoming::Pong(payload))) => {
+                        heartbeat.pong(&payload);
                         Ok(())
                     }
                     Some(Ok(Incoming::Close)) => Err(Disconnect::BYE.into()),
                     Some(Err(ReadError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
                     Some(Err(ReadError::InvalidUtf8)) => Err(Disconnect::INVALID_UTF8.into()),
+                    Some(Err(ReadError::Unfinished)) => {
+                        self.ctx.stats.rejected(Rejection::RequestTimeout);
+                        Err(Disconnect::UNFINISHED.into())
+                    }
                     // The connection broke (peer vanished, reset): nobody to tell.
                     Some(Err(ReadError::Io(_))) | None => Err(Stop::Gone),
                     Some(Err(e)) => {
@@ -235,8 +239,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                     let beat = heartbeat.fire(Instant::now());
                     timer.as_mut().reset(heartbeat.due());
                     match beat {
-                        Beat::Ping => {
-                            self.socket.queue_ping();
+                        Beat::Ping(payload) => {
+                            self.socket.queue_ping(&payload);
                             self.flush().await
                         }
                         Beat::NoPong => Err(Disconnect::NO_PONG.into()),

@@ -5,6 +5,8 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::common::*;
 
@@ -303,4 +305,36 @@ async fn slow_consumer_is_cut_with_1013_and_resumes_without_loss(hub: HubKind) {
     again.handshake(1).await;
     let rest = again.messages((total - last) as usize).await;
     assert_eq!(seqs(&rest), (last + 1..=total).collect::<Vec<_>>());
+}
+
+/// A text frame of a fragmented message, as `first` part or a continuation.
+fn fragment(text: &str, first: bool, last: bool) -> WsMessage {
+    let op = if first { Data::Text } else { Data::Continue };
+    WsMessage::Frame(Frame::message(text.to_owned(), OpCode::Data(op), last))
+}
+
+/// Fragments are put together into one message; a message left unfinished is
+/// not held past `--request-timeout` from its first fragment, however busy the
+/// peer keeps the connection meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_fragmented_message_closes_1008() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut ws = app.ws("").await;
+    ws.expect("welcome").await;
+    for (part, first, last) in
+        [(r#"{"type":"pi"#, true, false), (r#"ng","re"#, false, false), (r#"f":"f"}"#, false, true)]
+    {
+        ws.stream.send(fragment(part, first, last)).await.unwrap();
+    }
+    assert_eq!(ws.expect("pong").await, json!({"type": "pong", "ref": "f"}), "a finished message is read whole");
+
+    ws.stream.send(fragment(r#"{"type":"ping","ref":""#, true, false)).await.unwrap();
+    ws.stream.send(fragment("x", false, false)).await.unwrap();
+    ws.stream.send(WsMessage::Pong("unsolicited".into())).await.unwrap();
+    match ws.next().await {
+        Err(WsEnd::Closed(Some(code), reason)) => {
+            assert_eq!((code, reason.as_str()), (1008, "fragmented message not finished in time"));
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
 }
