@@ -9,7 +9,8 @@
 //! (actix-web #2075, #3367), so every HTTP/1 connection starts here instead:
 //!
 //! - the request head is read through a buffer on the worker's stack, and
-//!   only what has arrived of it is kept on the heap;
+//!   only what has arrived of it is kept on the heap; a head over 16 KiB is
+//!   answered 431 and the connection closed;
 //! - a bodyless `GET` of `/sse` or `/long-poll` is decoded with actix-http's
 //!   own codec and answered by the same app (routing, middleware, access
 //!   control, byte metering); the answer is encoded by the same codec (status
@@ -33,6 +34,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -42,20 +44,28 @@ use actix_http::error::DispatchError;
 use actix_http::h1::{self, Message, MessageType};
 use actix_http::{Extensions, HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
+use actix_web::ResponseError;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::upgrade;
+use crate::error::{AppError, ErrorCode};
 use crate::shutdown::Shutdown;
+use crate::stats::{Rejection, Stats};
 use crate::transport::{Held, Holdable};
 use crate::transport_kind::Transport;
 use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
-/// Longest request head this path reads; a longer one is the dispatcher's
-/// to refuse.
+/// Longest request head: a longer one is refused here with 431, not handed to
+/// the dispatcher, which would buffer up to 128 KiB of it until the request
+/// timeout (8,000 such connections held 1.09 GB).
 const MAX_HEAD: usize = 16 * 1024;
+
+/// How long a refused connection's input is still read past after the answer,
+/// so that closing with unread bytes does not reset the answer away.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Most bytes of an answer gathered into one write.
 const GATHER: usize = 64 * 1024;
@@ -72,13 +82,22 @@ pub struct Settings {
     pub local_addr: SocketAddr,
     /// The server's shutdown: a connection between requests closes on it.
     pub shutdown: Shutdown,
+    /// Where a head refused here is counted.
+    pub stats: Arc<Stats>,
 }
 
 impl Settings {
-    pub fn new(base: &str, keep_alive: Duration, secure: bool, local_addr: SocketAddr, shutdown: Shutdown) -> Settings {
+    pub fn new(
+        base: &str,
+        keep_alive: Duration,
+        secure: bool,
+        local_addr: SocketAddr,
+        shutdown: Shutdown,
+        stats: Arc<Stats>,
+    ) -> Settings {
         let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
         let websocket = format!("{base}{}", Transport::WebSocket.path());
-        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr, shutdown }
+        Settings { held: held.into(), websocket: websocket.into(), keep_alive, secure, local_addr, shutdown, stats }
     }
 }
 
@@ -196,6 +215,16 @@ enum Served<T> {
     Upgrade(Request, Conn<T>),
 }
 
+/// What reading a request head found.
+enum Head {
+    /// A whole head, of this length.
+    Whole(usize),
+    /// More than [`MAX_HEAD`] bytes without the end of a head.
+    TooLarge,
+    /// The client left, or sent nothing in time (see [`Conn::read_head`]).
+    None,
+}
+
 /// The requests this path takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -230,8 +259,10 @@ where
             let wait = if first { None } else { Some(&settings) };
             first = false;
             let len = match conn.read_head(wait).await {
-                Ok(Some(len)) => len,
-                Ok(None) => return Served::Closed,
+                Ok(Head::Whole(len)) => len,
+                // Boxed: rare, and the connection's future need not make room for it.
+                Ok(Head::TooLarge) => return Box::pin(conn.refuse_head(&settings.stats)).await,
+                Ok(Head::None) => return Served::Closed,
                 Err(e) => return Served::Failed(e),
             };
             let Some((mut req, route)) = conn.decode(len, &settings) else {
@@ -267,19 +298,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         Conn { io, codec, peer, read: BytesMut::new(), eof: false }
     }
 
-    /// Reads until `read` holds a whole head (its length), or as much as a
-    /// head may be. `None`: the client left, or, with `wait`, sent nothing
-    /// within its keep-alive or before its shutdown.
-    async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Option<usize>> {
+    /// Reads until `read` holds a whole head, or more than a head may be.
+    /// [`Head::None`]: the client left, or, with `wait`, sent nothing within
+    /// its keep-alive or before its shutdown.
+    async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Head> {
         loop {
-            if let Some(len) = head_len(&self.read) {
-                return Ok(Some(len));
+            if let Some(len) = head_len(&self.read[..self.read.len().min(MAX_HEAD)]) {
+                return Ok(Head::Whole(len));
             }
             if self.read.len() >= MAX_HEAD {
-                return Ok(Some(self.read.len()));
+                return Ok(Head::TooLarge);
             }
             if self.eof {
-                return Ok(None);
+                return Ok(Head::None);
             }
             let wait = wait.filter(|_| self.read.is_empty());
             let filled = poll_fn(|cx| self.poll_fill(cx));
@@ -287,9 +318,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 Some(settings) => tokio::select! {
                     n = tokio::time::timeout(settings.keep_alive, filled) => match n {
                         Ok(n) => n?,
-                        Err(_) => return Ok(None),
+                        Err(_) => return Ok(Head::None),
                     },
-                    () = settings.shutdown.wait() => return Ok(None),
+                    () = settings.shutdown.wait() => return Ok(Head::None),
                 },
                 None => filled.await?,
             };
@@ -333,6 +364,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             self.read = BytesMut::new();
         }
         Some((req, route))
+    }
+
+    /// Answers a head over [`MAX_HEAD`] with `431 headers_too_large`, then
+    /// closes the connection.
+    async fn refuse_head(mut self, stats: &Stats) -> Served<T> {
+        stats.rejected(Rejection::HeadersTooLarge);
+        self.read = BytesMut::new();
+        let error = AppError::new(ErrorCode::HeadersTooLarge, "the request head is over 16 KiB");
+        if let Err(e) = self.answer(error.error_response().into()).await {
+            return Served::Failed(e);
+        }
+        let _ = self.io.shutdown().await;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(1..) = poll_fn(|cx| self.poll_fill(cx)).await {
+                self.read.clear();
+            }
+        })
+        .await;
+        Served::Closed
     }
 
     /// Writes `response` whole, its body as it comes. `Ok(false)`: the

@@ -94,8 +94,14 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
             let config = factory_config.clone();
             let stats = state.ctx.stats.clone();
             let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
-            let front =
-                front::Settings::new(base.prefix(), config.keep_alive, tls.is_some(), addr, state.ctx.shutdown.clone());
+            let front = front::Settings::new(
+                base.prefix(),
+                config.keep_alive,
+                tls.is_some(),
+                addr,
+                state.ctx.shutdown.clone(),
+                stats.clone(),
+            );
             let data = web::Data::new(state);
             // actix-web's own server builds this per-connection config with a
             // crate-private constructor; its public twin is doc-hidden (made

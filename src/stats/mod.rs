@@ -223,6 +223,8 @@ pub enum Rejection {
     RequestTimeout,
     /// `--write-timeout`: a connection cut at the socket for not reading.
     WriteTimeout,
+    /// A request head over 16 KiB: answered 431 and closed.
+    HeadersTooLarge,
     /// `--max-channels`: a channel list, or a connection's channels, over the limit.
     Channels,
     /// A WebSocket `ref` that is not a string or number of at most 128 bytes.
@@ -236,12 +238,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Connections,
         Rejection::ConnectionsPerIp,
         Rejection::PublishRate,
         Rejection::RequestTimeout,
         Rejection::WriteTimeout,
+        Rejection::HeadersTooLarge,
         Rejection::Channels,
         Rejection::Ref,
         Rejection::Origin,
@@ -256,6 +259,7 @@ impl Rejection {
             Rejection::PublishRate => "publish_rate",
             Rejection::RequestTimeout => "request_timeout",
             Rejection::WriteTimeout => "write_timeout",
+            Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::Channels => "channels",
             Rejection::Ref => "ref",
             Rejection::Origin => "origin",
