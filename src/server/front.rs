@@ -390,13 +390,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     async fn answer(&mut self, mut response: Response<BoxBody>) -> io::Result<bool> {
         let held = response.extensions_mut().remove::<Held>();
         match held {
-            Some(Held::Answer(body)) => {
+            Some(Held::Answer(mut body)) => {
                 // A response's head is pooled with room for a dozen headers
                 // (~2 KiB): a held poll keeps only its status and the few it has.
                 let status = response.status();
                 let headers: Vec<_> = response.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
                 drop(response);
-                let body = body.await;
+                // A client that leaves is let go at once: dropping the wait
+                // releases its subscription, and the connection its place.
+                let Some(body) = poll_fn(|cx| match body.as_mut().poll(cx) {
+                    Poll::Ready(body) => Poll::Ready(Some(body)),
+                    Poll::Pending => self.poll_closed(cx).map(|()| None),
+                })
+                .await
+                else {
+                    return Ok(false);
+                };
                 response = Response::with_body(status, BoxBody::new(body));
                 for (name, value) in headers {
                     response.headers_mut().append(name, value);
@@ -424,8 +433,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                         Poll::Ready(chunk) => chunk,
                         Poll::Pending => match self.next_chunk(body.as_mut(), !waited).await {
                             Some(chunk) => chunk,
-                            // The client left: nobody half-closes an event
-                            // stream and waits for the rest of it.
+                            // The client left.
                             None => return Ok(false),
                         },
                     }
@@ -469,18 +477,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             {
                 return Poll::Ready(Some(chunk));
             }
-            while !self.eof && self.read.len() < MAX_HEAD {
-                match ready!(self.poll_fill(cx)) {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(_) => {}
-                }
-            }
-            match self.eof {
-                true => Poll::Ready(None),
-                false => Poll::Pending,
-            }
+            self.poll_closed(cx).map(|()| None)
         })
         .await
+    }
+
+    /// Ready once the client closed its side (or its socket broke), reading
+    /// meanwhile what it sends for its next request, up to a head's worth.
+    /// A half-close counts as leaving: nobody half-closes an event stream or
+    /// a held poll and waits for the rest of it.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.eof && self.read.len() < MAX_HEAD {
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(_) => {}
+            }
+        }
+        match self.eof {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 
     /// Writes `out` whole and gives it back to the worker; true when it had to wait for the

@@ -268,3 +268,31 @@ async fn a_head_over_16_kib_is_refused_with_431_and_the_connection_closed() {
         "counted once: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_abandoned_long_poll_is_let_go_at_once() {
+    let app = spawn_app(HubKind::Memory).await;
+    let mut client = Client::connect(&app).await;
+    client.send(&get(&app, "/long-poll?channels=left&timeout=60")).await;
+    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    drop(client);
+    // Nothing is published and its timeout is far: only the close can end it.
+    let stats =
+        app.wait_stats("the poll to be let go", |s| s["transports"]["long_poll"]["connections_open"] == 0).await;
+    assert_eq!(counter(&stats, "long_poll", "connections_total"), 1);
+}
+
+#[tokio::test]
+async fn a_request_sent_behind_a_held_poll_is_answered_after_it() {
+    let app = spawn_app(HubKind::Memory).await;
+    let mut client = Client::connect(&app).await;
+    client.send(&get(&app, "/long-poll?channels=behind&timeout=30")).await;
+    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    // Read while the poll is held, and kept for after its answer.
+    client.send(&get(&app, "/healthz")).await;
+    app.publish("behind", json!("now")).await;
+    let answer = client.answer().await;
+    assert_eq!(seqs(answer.json()["messages"].as_array().unwrap()), vec![1]);
+    let health = client.answer().await;
+    assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));
+}
