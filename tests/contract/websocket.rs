@@ -338,3 +338,22 @@ async fn an_unfinished_fragmented_message_closes_1008() {
         other => panic!("expected close 1008, got {other:?}"),
     }
 }
+
+/// No extension is negotiated, so a frame with any reserved bit set breaks
+/// the protocol: a close 1002 says so, not a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_a_reserved_bit_closes_1002() {
+    let app = spawn_app(HubKind::Memory).await;
+    for rsv in 1..=3 {
+        let mut ws = app.ws("").await;
+        ws.expect("welcome").await;
+        let mut frame = Frame::message(r#"{"type":"ping"}"#, OpCode::Data(Data::Text), true);
+        let header = frame.header_mut();
+        (header.rsv1, header.rsv2, header.rsv3) = (rsv == 1, rsv == 2, rsv == 3);
+        ws.stream.send(WsMessage::Frame(frame)).await.unwrap();
+        match ws.next().await {
+            Err(WsEnd::Closed(Some(code), _)) => assert_eq!(code, 1002, "RSV{rsv}"),
+            other => panic!("RSV{rsv}: expected close 1002, got {other:?}"),
+        }
+    }
+}

@@ -121,7 +121,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
                     }
                     Ok(None) => {}
                     Err(ProtocolError::Overflow) => return Some(Err(ReadError::Overflow)),
-                    Err(ProtocolError::Io(e)) => return Some(Err(ReadError::Io(e))),
+                    // Decoding reads no socket: every error is the peer's, even
+                    // the `Io` actix-http reports reserved (RSV) bits set with.
                     Err(e) => return Some(Err(ReadError::Protocol(e))),
                 }
             }
