@@ -100,10 +100,11 @@ impl Disconnect {
     };
     pub const HUB_FAILURE: Disconnect =
         Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true, ending: Ending::HubFailure };
-    /// A frame could not be written within `--write-timeout`.
+    /// A frame could not be written within `--write-timeout`: the client is
+    /// too slow to read (counted in `slow_disconnects`).
     pub const WRITE_TIMEOUT: Disconnect = Disconnect {
         code: CloseCode::TryAgainLater,
-        reason: "not reading; resume from your cursor",
+        reason: "too slow to read; resume from your cursor",
         reconnect: true,
         ending: Ending::WriteTimeout,
     };

@@ -86,7 +86,8 @@ pub struct Counters {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub empty_polls: AtomicU64,
-    /// Connections cut because their queue overflowed.
+    /// Connections cut for not keeping up: their queue overflowed, or a
+    /// WebSocket send waited past `--write-timeout`.
     pub slow_disconnects: AtomicU64,
 }
 
@@ -193,6 +194,11 @@ impl Ending {
         }
     }
 
+    /// Whether the client was cut for not keeping up (`slow_disconnects`).
+    pub fn is_slow(self) -> bool {
+        matches!(self, Ending::Slow | Ending::WriteTimeout)
+    }
+
     /// Whether `transport` can end this way: the series `/metrics` shows
     /// even at 0 (any other that happened is shown too).
     fn expected(self, transport: Transport) -> bool {
@@ -221,7 +227,8 @@ pub enum Rejection {
     /// `--request-timeout`: a request head or body, or a fragmented WebSocket
     /// message, that did not arrive in time.
     RequestTimeout,
-    /// `--write-timeout`: a connection cut at the socket for not reading.
+    /// `--write-timeout`: a connection cut for not reading (at the socket, or
+    /// by its WebSocket session).
     WriteTimeout,
     /// A request head over 16 KiB: answered 431 and closed.
     HeadersTooLarge,
@@ -321,7 +328,7 @@ impl Stats {
     pub fn closed(&self, transport: Transport, ending: Ending) {
         self.get(transport).connections_open.fetch_sub(1, Ordering::Relaxed);
         Counters::add(&self.closed[transport.index()][ending as usize], 1);
-        if ending == Ending::Slow {
+        if ending.is_slow() {
             Counters::add(&self.get(transport).slow_disconnects, 1);
         }
     }

@@ -357,3 +357,42 @@ async fn a_frame_with_a_reserved_bit_closes_1002() {
         }
     }
 }
+
+/// A client that stops reading while its queue still has room is cut by
+/// `--write-timeout`: counted slow, and told so with 1013 if it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_by_the_write_timeout_with_1013() {
+    let app = spawn_app_with(HubKind::Memory, |c| {
+        c.write_timeout = Duration::from_millis(300);
+        c.queue_size = 10_000;
+    })
+    .await;
+    let mut ws = app.ws("?channels=stuck").await;
+    ws.handshake(1).await;
+    // Far more than the socket buffers hold, while the client reads nothing.
+    let pad = "p".repeat(32 * 1024);
+    for i in 1..=400u64 {
+        app.publish("stuck", json!({"i": i, "pad": pad})).await;
+    }
+    let stats = app.wait_stats("the cut", |s| s["transports"]["websocket"]["connections_open"] == 0).await;
+    assert_eq!(counter(&stats, "websocket", "slow_disconnects"), 1, "{stats}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"pushwire_connections_closed_total{transport="websocket",reason="write_timeout"} 1"#,
+        r#"pushwire_limit_rejections_total{kind="write_timeout"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    let mut last = 0;
+    let code = loop {
+        match ws.next().await {
+            Ok(m) => {
+                assert_eq!(m["seq"], last + 1, "in order, no gap before the cut");
+                last += 1;
+            }
+            Err(WsEnd::Closed(code, _)) => break code,
+            Err(e) => panic!("expected a close frame, got {e:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+}
