@@ -24,6 +24,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 408: the request did not arrive whole within `--request-timeout`.
     RequestTimeout,
+    /// 431: a request head over 16 KiB.
+    HeadersTooLarge,
     TooLarge,
     RateLimited,
     Overloaded,
@@ -58,6 +60,7 @@ impl AppError {
             // Connections over the per-address cap are refused before HTTP (`limits::refuse`).
             ErrorCode::RateLimited => Some(Rejection::PublishRate),
             ErrorCode::RequestTimeout => Some(Rejection::RequestTimeout),
+            ErrorCode::HeadersTooLarge => Some(Rejection::HeadersTooLarge),
             _ => None,
         };
         AppError { code, message: message.into(), retry_after, allow: None, status: None, rejection }
@@ -111,6 +114,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Overloaded | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -145,7 +149,7 @@ impl ResponseError for AppError {
         if self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        if self.code == ErrorCode::RequestTimeout {
+        if matches!(self.code, ErrorCode::RequestTimeout | ErrorCode::HeadersTooLarge) {
             response.force_close();
         }
         if self.code == ErrorCode::UpgradeRequired {

@@ -18,7 +18,7 @@ pub enum CloseCode {
     ProtocolError,
     /// 1007: a text frame was not valid UTF-8 (RFC 6455).
     InvalidData,
-    /// 1008: refused by policy (auth, origin); reconnecting will not help.
+    /// 1008: refused by policy (auth, origin, a message left unfinished); reconnecting will not help.
     Policy,
     /// 1009: a frame exceeded the frame limit; send smaller frames.
     TooBig,
@@ -100,16 +100,25 @@ impl Disconnect {
     };
     pub const HUB_FAILURE: Disconnect =
         Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true, ending: Ending::HubFailure };
-    /// A frame could not be written within `--write-timeout`.
+    /// A frame could not be written within `--write-timeout`: the client is
+    /// too slow to read (counted in `slow_disconnects`).
     pub const WRITE_TIMEOUT: Disconnect = Disconnect {
         code: CloseCode::TryAgainLater,
-        reason: "not reading; resume from your cursor",
+        reason: "too slow to read; resume from your cursor",
         reconnect: true,
         ending: Ending::WriteTimeout,
     };
     /// The access token reached its `exp` (API.md v1.1): come back with a fresh one.
     pub const TOKEN_EXPIRED: Disconnect =
         Disconnect { code: CloseCode::Policy, reason: "token expired", reconnect: true, ending: Ending::TokenExpired };
+    /// A fragmented message did not end within `--request-timeout` of its
+    /// first fragment: its parts are not held any longer.
+    pub const UNFINISHED: Disconnect = Disconnect {
+        code: CloseCode::Policy,
+        reason: "fragmented message not finished in time",
+        reconnect: false,
+        ending: Ending::Unfinished,
+    };
     /// A text frame was not valid UTF-8 (RFC 6455 wants 1007).
     pub const INVALID_UTF8: Disconnect = Disconnect {
         code: CloseCode::InvalidData,

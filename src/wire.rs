@@ -11,7 +11,9 @@
 //! request head once it has started one (`--request-timeout`, for every
 //! request on the connection, where actix-http only times the first), and to
 //! read what is written to it (`--write-timeout`). Either expiring fails the
-//! socket, which ends the connection and everything served on it.
+//! socket, which ends the connection and everything served on it. A
+//! WebSocket session times its own writes instead
+//! ([`ConnMeter::writes_timed_by_session`]), so that it can close with 1013.
 
 use std::cell::Cell;
 use std::io;
@@ -45,6 +47,8 @@ pub struct ConnMeter {
     inspected: AtomicBool,
     /// Whether the head being read is kept (its request line tags a page).
     keeping_head: AtomicBool,
+    /// The session on the connection bounds its writes itself: the stream does not.
+    session_times_writes: AtomicBool,
     capture: Mutex<Capture>,
     /// An HTTP/2 connection: its frames interleave many requests, so its bytes
     /// are counted as [`Traffic::Http2`], not per transport, and not captured.
@@ -75,6 +79,7 @@ impl ConnMeter {
             unclaimed_in: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
+            session_times_writes: AtomicBool::new(false),
             capture: Mutex::default(),
             multiplexed: AtomicBool::new(false),
             sent: AtomicU64::new(0),
@@ -135,6 +140,19 @@ impl ConnMeter {
             lane.bytes_received.fetch_add(unclaimed, Ordering::Relaxed);
             lane.begin(head);
         }
+    }
+
+    /// From now on the session that owns the connection bounds its writes by
+    /// `--write-timeout` itself (a WebSocket, which then closes with 1013 and
+    /// counts the client slow); the stream stops timing them, so that two
+    /// deadlines of the same length do not race to end it two ways.
+    pub fn writes_timed_by_session(&self) {
+        self.session_times_writes.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the stream bounds how long a write may wait.
+    fn times_writes(&self) -> bool {
+        !self.session_times_writes.load(Ordering::Relaxed)
     }
 
     /// The request has been read; bytes read from now on belong to the next one.
@@ -200,6 +218,11 @@ impl Mark {
         let sent = meter.sent.load(Ordering::Relaxed);
         let received = meter.received.load(Ordering::Relaxed);
         Mark { meter, sent, received }
+    }
+
+    /// The connection's meter.
+    pub fn meter(&self) -> &ConnMeter {
+        &self.meter
     }
 
     /// Bytes `(sent, received)` on the connection since the mark.
@@ -350,7 +373,7 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
                 *this.write_deadline = None;
                 this.meter.wrote(&buf[..n]);
             }
-            Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+            Poll::Pending if this.meter.times_writes() && expired(this.write_deadline, this.timeouts.write, cx) => {
                 this.meter.stats.rejected(Rejection::WriteTimeout);
                 return Poll::Ready(Err(timed_out("the client did not read in time")));
             }
@@ -378,7 +401,7 @@ impl<T: AsyncWrite> AsyncWrite for MeteredStream<T> {
                     }
                 }
             }
-            Poll::Pending if expired(this.write_deadline, this.timeouts.write, cx) => {
+            Poll::Pending if this.meter.times_writes() && expired(this.write_deadline, this.timeouts.write, cx) => {
                 this.meter.stats.rejected(Rejection::WriteTimeout);
                 return Poll::Ready(Err(timed_out("the client did not read in time")));
             }

@@ -9,7 +9,8 @@
 //! (actix-web #2075, #3367), so every HTTP/1 connection starts here instead:
 //!
 //! - the request head is read through a buffer on the worker's stack, and
-//!   only what has arrived of it is kept on the heap;
+//!   only what has arrived of it is kept on the heap; a head over 16 KiB is
+//!   answered 431 and the connection closed;
 //! - a bodyless `GET` of `/sse` or `/long-poll` is decoded with actix-http's
 //!   own codec and answered by the same app (routing, middleware, access
 //!   control, byte metering); the answer is encoded by the same codec (status
@@ -45,6 +46,7 @@ use actix_http::error::DispatchError;
 use actix_http::h1::{self, Message, MessageType};
 use actix_http::{HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
+use actix_web::ResponseError;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -52,16 +54,23 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::settings::Settings;
 use super::{h2, upgrade};
+use crate::error::{AppError, ErrorCode};
 use crate::routes::{Held, Holdable};
+use crate::stats::{Rejection, Stats};
 use crate::wire::{ConnMeter, Metered, give_back_buffer, lend_buffer, poll_read_into};
 
-/// Longest request head this path reads; a longer one is the dispatcher's
-/// to refuse.
+/// Longest request head: a longer one is refused here with 431, not handed to
+/// the dispatcher, which would buffer up to 128 KiB of it until the request
+/// timeout (8,000 such connections held 1.09 GB).
 const MAX_HEAD: usize = 16 * 1024;
 
 /// How an HTTP/2 connection in cleartext begins (prior knowledge): the start
 /// of its preface, which reads as a request head of its own.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+
+/// How long a refused connection's input is still read past after the answer,
+/// so that closing with unread bytes does not reset the answer away.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Most bytes of an answer gathered into one write.
 const GATHER: usize = 64 * 1024;
@@ -188,6 +197,16 @@ enum Served<T> {
     Http2(Conn<T>),
 }
 
+/// What reading a request head found.
+enum Head {
+    /// A whole head, of this length.
+    Whole(usize),
+    /// More than [`MAX_HEAD`] bytes without the end of a head.
+    TooLarge,
+    /// The client left, or sent nothing in time (see [`Conn::read_head`]).
+    None,
+}
+
 /// The requests this path takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -216,8 +235,10 @@ where
             // server shuts down, or the connection ends.
             let wait = if first { None } else { Some(&settings) };
             let len = match conn.read_head(wait).await {
-                Ok(Some(len)) => len,
-                Ok(None) => return Served::Closed,
+                Ok(Head::Whole(len)) => len,
+                // Boxed: rare, and the connection's future need not make room for it.
+                Ok(Head::TooLarge) => return Box::pin(conn.refuse_head(&settings.stats)).await,
+                Ok(Head::None) => return Served::Closed,
                 Err(e) => return Served::Failed(e),
             };
             if std::mem::take(&mut first) && conn.read.starts_with(H2_PREFACE) {
@@ -256,19 +277,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         Conn { io, codec, peer, read: BytesMut::new(), eof: false }
     }
 
-    /// Reads until `read` holds a whole head (its length), or as much as a
-    /// head may be. `None`: the client left, or, with `wait`, sent nothing
-    /// within its keep-alive or before its shutdown.
-    async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Option<usize>> {
+    /// Reads until `read` holds a whole head, or more than a head may be.
+    /// [`Head::None`]: the client left, or, with `wait`, sent nothing within
+    /// its keep-alive or before its shutdown.
+    async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Head> {
         loop {
-            if let Some(len) = head_len(&self.read) {
-                return Ok(Some(len));
+            if let Some(len) = head_len(&self.read[..self.read.len().min(MAX_HEAD)]) {
+                return Ok(Head::Whole(len));
             }
             if self.read.len() >= MAX_HEAD {
-                return Ok(Some(self.read.len()));
+                return Ok(Head::TooLarge);
             }
             if self.eof {
-                return Ok(None);
+                return Ok(Head::None);
             }
             let wait = wait.filter(|_| self.read.is_empty());
             let filled = poll_fn(|cx| self.poll_fill(cx));
@@ -276,9 +297,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 Some(settings) => tokio::select! {
                     n = tokio::time::timeout(settings.keep_alive, filled) => match n {
                         Ok(n) => n?,
-                        Err(_) => return Ok(None),
+                        Err(_) => return Ok(Head::None),
                     },
-                    () = settings.shutdown.wait() => return Ok(None),
+                    () = settings.shutdown.wait() => return Ok(Head::None),
                 },
                 None => filled.await?,
             };
@@ -324,18 +345,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         Some((req, route))
     }
 
+    /// Answers a head over [`MAX_HEAD`] with `431 headers_too_large`, then
+    /// closes the connection.
+    async fn refuse_head(mut self, stats: &Stats) -> Served<T> {
+        stats.rejected(Rejection::HeadersTooLarge);
+        self.read = BytesMut::new();
+        let error = AppError::new(ErrorCode::HeadersTooLarge, "the request head is over 16 KiB");
+        if let Err(e) = self.answer(error.error_response().into()).await {
+            return Served::Failed(e);
+        }
+        let _ = self.io.shutdown().await;
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(1..) = poll_fn(|cx| self.poll_fill(cx)).await {
+                self.read.clear();
+            }
+        })
+        .await;
+        Served::Closed
+    }
+
     /// Writes `response` whole, its body as it comes. `Ok(false)`: the
     /// connection is done (the answer asked so, or the client left).
     async fn answer(&mut self, mut response: Response<BoxBody>) -> io::Result<bool> {
         let held = response.extensions_mut().remove::<Held>();
         match held {
-            Some(Held::Answer(body)) => {
+            Some(Held::Answer(mut body)) => {
                 // A response's head is pooled with room for a dozen headers
                 // (~2 KiB): a held poll keeps only its status and the few it has.
                 let status = response.status();
                 let headers: Vec<_> = response.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
                 drop(response);
-                let body = body.await;
+                // A client that leaves is let go at once: dropping the wait
+                // releases its subscription, and the connection its place.
+                let Some(body) = poll_fn(|cx| match body.as_mut().poll(cx) {
+                    Poll::Ready(body) => Poll::Ready(Some(body)),
+                    Poll::Pending => self.poll_closed(cx).map(|()| None),
+                })
+                .await
+                else {
+                    return Ok(false);
+                };
                 response = Response::with_body(status, BoxBody::new(body));
                 for (name, value) in headers {
                     response.headers_mut().append(name, value);
@@ -363,8 +412,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                         Poll::Ready(chunk) => chunk,
                         Poll::Pending => match self.next_chunk(body.as_mut(), !waited).await {
                             Some(chunk) => chunk,
-                            // The client left: nobody half-closes an event
-                            // stream and waits for the rest of it.
+                            // The client left.
                             None => return Ok(false),
                         },
                     }
@@ -408,18 +456,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             {
                 return Poll::Ready(Some(chunk));
             }
-            while !self.eof && self.read.len() < MAX_HEAD {
-                match ready!(self.poll_fill(cx)) {
-                    Ok(0) | Err(_) => self.eof = true,
-                    Ok(_) => {}
-                }
-            }
-            match self.eof {
-                true => Poll::Ready(None),
-                false => Poll::Pending,
-            }
+            self.poll_closed(cx).map(|()| None)
         })
         .await
+    }
+
+    /// Ready once the client closed its side (or its socket broke), reading
+    /// meanwhile what it sends for its next request, up to a head's worth.
+    /// A half-close counts as leaving: nobody half-closes an event stream or
+    /// a held poll and waits for the rest of it.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.eof && self.read.len() < MAX_HEAD {
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(_) => {}
+            }
+        }
+        match self.eof {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 
     /// Writes `out` whole and gives it back to the worker; true when it had to wait for the

@@ -103,6 +103,7 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
                 tls.is_some(),
                 addr,
                 state.ctx.shutdown.clone(),
+                stats.clone(),
             );
             let data = web::Data::new(state);
             // actix-web's own server builds this per-connection config with a

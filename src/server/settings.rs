@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shutdown::Shutdown;
+use crate::stats::Stats;
 use crate::transport_kind::Transport;
 use crate::wire::Timeouts;
 
@@ -22,6 +24,8 @@ pub struct Settings {
     pub local_addr: SocketAddr,
     /// The server's shutdown: a connection between requests closes on it.
     pub shutdown: Shutdown,
+    /// Where what is refused before the app sees it is counted.
+    pub stats: Arc<Stats>,
 }
 
 impl Settings {
@@ -32,9 +36,19 @@ impl Settings {
         secure: bool,
         local_addr: SocketAddr,
         shutdown: Shutdown,
+        stats: Arc<Stats>,
     ) -> Settings {
         let held = [Transport::Sse, Transport::LongPoll].map(|t| format!("{base}{}", t.path()));
         let websocket = format!("{base}{}", Transport::WebSocket.path());
-        Settings { held: held.into(), websocket: websocket.into(), keep_alive, timeouts, secure, local_addr, shutdown }
+        Settings {
+            held: held.into(),
+            websocket: websocket.into(),
+            keep_alive,
+            timeouts,
+            secure,
+            local_addr,
+            shutdown,
+            stats,
+        }
     }
 }

@@ -86,7 +86,8 @@ pub struct Counters {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub empty_polls: AtomicU64,
-    /// Connections cut because their queue overflowed.
+    /// Connections cut for not keeping up: their queue overflowed, or a
+    /// WebSocket send waited past `--write-timeout`.
     pub slow_disconnects: AtomicU64,
 }
 
@@ -151,12 +152,14 @@ pub enum Ending {
     TooBig,
     /// A WebSocket text frame that is not UTF-8.
     InvalidUtf8,
+    /// A fragmented WebSocket message not finished within `--request-timeout`.
+    Unfinished,
     /// The hub failed it.
     HubFailure,
 }
 
 impl Ending {
-    pub const ALL: [Ending; 12] = [
+    pub const ALL: [Ending; 13] = [
         Ending::Normal,
         Ending::ClientGone,
         Ending::Slow,
@@ -168,6 +171,7 @@ impl Ending {
         Ending::ProtocolError,
         Ending::TooBig,
         Ending::InvalidUtf8,
+        Ending::Unfinished,
         Ending::HubFailure,
     ];
 
@@ -185,8 +189,14 @@ impl Ending {
             Ending::ProtocolError => "protocol_error",
             Ending::TooBig => "too_big",
             Ending::InvalidUtf8 => "invalid_utf8",
+            Ending::Unfinished => "unfinished",
             Ending::HubFailure => "hub_failure",
         }
+    }
+
+    /// Whether the client was cut for not keeping up (`slow_disconnects`).
+    pub fn is_slow(self) -> bool {
+        matches!(self, Ending::Slow | Ending::WriteTimeout)
     }
 
     /// Whether `transport` can end this way: the series `/metrics` shows
@@ -214,10 +224,14 @@ pub enum Rejection {
     ConnectionsPerIp,
     /// `--publish-rate`: a publish answered 429 (or a WebSocket `error` frame).
     PublishRate,
-    /// `--request-timeout`: a request head or body that did not arrive in time.
+    /// `--request-timeout`: a request head or body, or a fragmented WebSocket
+    /// message, that did not arrive in time.
     RequestTimeout,
-    /// `--write-timeout`: a connection cut at the socket for not reading.
+    /// `--write-timeout`: a connection cut for not reading (at the socket, or
+    /// by its WebSocket session).
     WriteTimeout,
+    /// A request head over 16 KiB: answered 431 and closed.
+    HeadersTooLarge,
     /// `--max-channels`: a channel list, or a connection's channels, over the limit.
     Channels,
     /// A WebSocket `ref` that is not a string or number of at most 128 bytes.
@@ -234,12 +248,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::Connections,
         Rejection::ConnectionsPerIp,
         Rejection::PublishRate,
         Rejection::RequestTimeout,
         Rejection::WriteTimeout,
+        Rejection::HeadersTooLarge,
         Rejection::Channels,
         Rejection::Ref,
         Rejection::Origin,
@@ -255,6 +270,7 @@ impl Rejection {
             Rejection::PublishRate => "publish_rate",
             Rejection::RequestTimeout => "request_timeout",
             Rejection::WriteTimeout => "write_timeout",
+            Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::Channels => "channels",
             Rejection::Ref => "ref",
             Rejection::Origin => "origin",
@@ -317,7 +333,7 @@ impl Stats {
     pub fn closed(&self, transport: Transport, ending: Ending) {
         self.get(transport).connections_open.fetch_sub(1, Ordering::Relaxed);
         Counters::add(&self.closed[transport.index()][ending as usize], 1);
-        if ending == Ending::Slow {
+        if ending.is_slow() {
             Counters::add(&self.get(transport).slow_disconnects, 1);
         }
     }

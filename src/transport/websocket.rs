@@ -83,8 +83,12 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     if impairment.websocket == WebSocketPath::Swallow {
         return Either::Left(async move { super::swallow(&ctx, io, cut).await }.instrument(span.clone()));
     }
+    // One deadline for a send, `write_out`'s: it can still close with 1013.
+    if let Some(wire) = &wire {
+        wire.meter().writes_timed_by_session();
+    }
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
-    let socket = WsSocket::new(io, leftover, ctx.config.max_frame);
+    let socket = WsSocket::new(io, leftover, ctx.config.max_frame, ctx.config.request_timeout);
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
@@ -217,13 +221,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                         self.socket.queue_pong(&payload);
                         self.flush().await
                     }
-                    Some(Ok(Incoming::Pong)) => {
-                        heartbeat.pong();
+                    Some(Ok(Incoming::Pong(payload))) => {
+                        heartbeat.pong(&payload);
                         Ok(())
                     }
                     Some(Ok(Incoming::Close)) => Err(Disconnect::BYE.into()),
                     Some(Err(ReadError::Overflow)) => Err(Disconnect::TOO_BIG.into()),
                     Some(Err(ReadError::InvalidUtf8)) => Err(Disconnect::INVALID_UTF8.into()),
+                    Some(Err(ReadError::Unfinished)) => {
+                        self.ctx.stats.rejected(Rejection::RequestTimeout);
+                        Err(Disconnect::UNFINISHED.into())
+                    }
                     // The connection broke (peer vanished, reset): nobody to tell.
                     Some(Err(ReadError::Io(_))) | None => Err(Stop::Gone),
                     Some(Err(e)) => {
@@ -235,8 +243,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                     let beat = heartbeat.fire(Instant::now());
                     timer.as_mut().reset(heartbeat.due());
                     match beat {
-                        Beat::Ping => {
-                            self.socket.queue_ping();
+                        Beat::Ping(payload) => {
+                            self.socket.queue_ping(&payload);
                             self.flush().await
                         }
                         Beat::NoPong => Err(Disconnect::NO_PONG.into()),
@@ -355,7 +363,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         // Biased: a write the socket takes at once never looks at the lag.
         tokio::select! {
             biased;
-            written = write_out(&mut self.socket, self.ctx.config.write_timeout) => written,
+            written = write_out(&mut self.socket, &self.ctx) => written,
             () = self.subscriber.lagged() => Err(Disconnect::TOO_SLOW.into()),
         }
     }
@@ -402,22 +410,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
     }
 
     async fn flush(&mut self) -> Outcome {
-        write_out(&mut self.socket, self.ctx.config.write_timeout).await
+        write_out(&mut self.socket, &self.ctx).await
     }
 }
 
 /// Writes what is queued, bounded by the write timeout, so that a client that
 /// does not read cannot hold the session (and its ping, lag and shutdown
-/// checks) in a write.
-async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, limit: Duration) -> Outcome {
+/// checks) in a write. The only bound on a session's sends: the socket leaves
+/// them to it (`ConnMeter::writes_timed_by_session`).
+async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, ctx: &Context) -> Outcome {
     // Armed only once the socket makes the write wait: most writes never do.
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| match socket.poll_flush(cx) {
         Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
         Poll::Ready(Err(_)) => Poll::Ready(Err(Stop::Gone)),
         Poll::Pending => {
-            let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-            deadline.as_mut().poll(cx).map(|()| Err(Disconnect::WRITE_TIMEOUT.into()))
+            let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(ctx.config.write_timeout)));
+            deadline.as_mut().poll(cx).map(|()| {
+                ctx.stats.rejected(Rejection::WriteTimeout);
+                Err(Disconnect::WRITE_TIMEOUT.into())
+            })
         }
     })
     .await

@@ -239,3 +239,60 @@ async fn a_keep_alive_connection_between_requests_closes_when_the_server_shuts_d
     let n = timeout(PATIENCE, client.tcp.read(&mut buf)).await.expect("kept open through the shutdown");
     assert_eq!(n.unwrap(), 0, "closed without a word");
 }
+
+#[tokio::test]
+async fn a_head_over_16_kib_is_refused_with_431_and_the_connection_closed() {
+    // A request timeout past the test's patience: only the refusal can end the wait.
+    let app = spawn_app_with(HubKind::Memory, |c| c.request_timeout = Duration::from_secs(60)).await;
+    let head = |pad: usize| format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Pad: {}", app.addr, "p".repeat(pad));
+
+    // Never finished, and past 16 KiB: refused without waiting for the rest.
+    let mut client = Client::connect(&app).await;
+    client.send(&head(17 * 1024)).await;
+    let refused = client.answer().await;
+    assert_eq!(refused.status, 431, "{}", refused.head);
+    assert_eq!(refused.json()["error"]["code"], "headers_too_large");
+    assert!(refused.head.contains("connection: close"), "{}", refused.head);
+    let mut buf = [0u8; 64];
+    let n = timeout(PATIENCE, client.tcp.read(&mut buf)).await.expect("the refused connection was kept");
+    assert_eq!(n.unwrap(), 0, "closed after the answer");
+
+    // Just within 16 KiB: answered as usual.
+    let mut client = Client::connect(&app).await;
+    client.send(&(head(15 * 1024) + "\r\n\r\n")).await;
+    assert_eq!(client.answer().await.status, 200);
+
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == r#"pushwire_limit_rejections_total{kind="headers_too_large"} 1"#),
+        "counted once: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_long_poll_is_let_go_at_once() {
+    let app = spawn_app(HubKind::Memory).await;
+    let mut client = Client::connect(&app).await;
+    client.send(&get(&app, "/long-poll?channels=left&timeout=60")).await;
+    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    drop(client);
+    // Nothing is published and its timeout is far: only the close can end it.
+    let stats =
+        app.wait_stats("the poll to be let go", |s| s["transports"]["long_poll"]["connections_open"] == 0).await;
+    assert_eq!(counter(&stats, "long_poll", "connections_total"), 1);
+}
+
+#[tokio::test]
+async fn a_request_sent_behind_a_held_poll_is_answered_after_it() {
+    let app = spawn_app(HubKind::Memory).await;
+    let mut client = Client::connect(&app).await;
+    client.send(&get(&app, "/long-poll?channels=behind&timeout=30")).await;
+    app.wait_stats("the poll to be held", |s| s["transports"]["long_poll"]["connections_open"] == 1).await;
+    // Read while the poll is held, and kept for after its answer.
+    client.send(&get(&app, "/healthz")).await;
+    app.publish("behind", json!("now")).await;
+    let answer = client.answer().await;
+    assert_eq!(seqs(answer.json()["messages"].as_array().unwrap()), vec![1]);
+    let health = client.answer().await;
+    assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::common::*;
 
@@ -303,4 +305,94 @@ async fn slow_consumer_is_cut_with_1013_and_resumes_without_loss(hub: HubKind) {
     again.handshake(1).await;
     let rest = again.messages((total - last) as usize).await;
     assert_eq!(seqs(&rest), (last + 1..=total).collect::<Vec<_>>());
+}
+
+/// A text frame of a fragmented message, as `first` part or a continuation.
+fn fragment(text: &str, first: bool, last: bool) -> WsMessage {
+    let op = if first { Data::Text } else { Data::Continue };
+    WsMessage::Frame(Frame::message(text.to_owned(), OpCode::Data(op), last))
+}
+
+/// Fragments are put together into one message; a message left unfinished is
+/// not held past `--request-timeout` from its first fragment, however busy the
+/// peer keeps the connection meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_fragmented_message_closes_1008() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut ws = app.ws("").await;
+    ws.expect("welcome").await;
+    for (part, first, last) in
+        [(r#"{"type":"pi"#, true, false), (r#"ng","re"#, false, false), (r#"f":"f"}"#, false, true)]
+    {
+        ws.stream.send(fragment(part, first, last)).await.unwrap();
+    }
+    assert_eq!(ws.expect("pong").await, json!({"type": "pong", "ref": "f"}), "a finished message is read whole");
+
+    ws.stream.send(fragment(r#"{"type":"ping","ref":""#, true, false)).await.unwrap();
+    ws.stream.send(fragment("x", false, false)).await.unwrap();
+    ws.stream.send(WsMessage::Pong("unsolicited".into())).await.unwrap();
+    match ws.next().await {
+        Err(WsEnd::Closed(Some(code), reason)) => {
+            assert_eq!((code, reason.as_str()), (1008, "fragmented message not finished in time"));
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+}
+
+/// No extension is negotiated, so a frame with any reserved bit set breaks
+/// the protocol: a close 1002 says so, not a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_a_reserved_bit_closes_1002() {
+    let app = spawn_app(HubKind::Memory).await;
+    for rsv in 1..=3 {
+        let mut ws = app.ws("").await;
+        ws.expect("welcome").await;
+        let mut frame = Frame::message(r#"{"type":"ping"}"#, OpCode::Data(Data::Text), true);
+        let header = frame.header_mut();
+        (header.rsv1, header.rsv2, header.rsv3) = (rsv == 1, rsv == 2, rsv == 3);
+        ws.stream.send(WsMessage::Frame(frame)).await.unwrap();
+        match ws.next().await {
+            Err(WsEnd::Closed(Some(code), _)) => assert_eq!(code, 1002, "RSV{rsv}"),
+            other => panic!("RSV{rsv}: expected close 1002, got {other:?}"),
+        }
+    }
+}
+
+/// A client that stops reading while its queue still has room is cut by
+/// `--write-timeout`: counted slow, and told so with 1013 if it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_by_the_write_timeout_with_1013() {
+    let app = spawn_app_with(HubKind::Memory, |c| {
+        c.write_timeout = Duration::from_millis(300);
+        c.queue_size = 10_000;
+    })
+    .await;
+    let mut ws = app.ws("?channels=stuck").await;
+    ws.handshake(1).await;
+    // Far more than the socket buffers hold, while the client reads nothing.
+    let pad = "p".repeat(32 * 1024);
+    for i in 1..=400u64 {
+        app.publish("stuck", json!({"i": i, "pad": pad})).await;
+    }
+    let stats = app.wait_stats("the cut", |s| s["transports"]["websocket"]["connections_open"] == 0).await;
+    assert_eq!(counter(&stats, "websocket", "slow_disconnects"), 1, "{stats}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"pushwire_connections_closed_total{transport="websocket",reason="write_timeout"} 1"#,
+        r#"pushwire_limit_rejections_total{kind="write_timeout"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    let mut last = 0;
+    let code = loop {
+        match ws.next().await {
+            Ok(m) => {
+                assert_eq!(m["seq"], last + 1, "in order, no gap before the cut");
+                last += 1;
+            }
+            Err(WsEnd::Closed(code, _)) => break code,
+            Err(e) => panic!("expected a close frame, got {e:?}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
 }

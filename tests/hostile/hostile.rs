@@ -77,6 +77,9 @@ pub(crate) async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Res
 
 pub(crate) const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
+/// The kinds of [`attack`], the last one random bytes.
+const ATTACKS: usize = 9;
+
 fn upgrade(addr: SocketAddr, query: &str) -> String {
     format!(
         "GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -86,7 +89,12 @@ fn upgrade(addr: SocketAddr, query: &str) -> String {
 
 /// A masked client text frame (any payload, valid UTF-8 or not).
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x81];
+    frame_of(0x81, payload)
+}
+
+/// A masked client frame whose first byte (FIN, RSV, opcode) is `head`.
+fn frame_of(head: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![head];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
         n if n < 65536 => {
@@ -153,11 +161,23 @@ async fn attack(kind: usize, addr: SocketAddr, stop: Arc<AtomicBool>, attempts: 
                 bytes.extend(format!("POST /channels/big/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}", big.len()).into_bytes());
                 bytes
             }
+            // A fragmented message just under the frame limit that never ends,
+            // kept busy with unsolicited pongs, and never read.
+            7 => {
+                let mut bytes = upgrade(addr, "?channels=honest").into_bytes();
+                let part = "f".repeat(10_000);
+                bytes.extend(frame_of(0x01, part.as_bytes())); // text, not final
+                for _ in 0..12 {
+                    bytes.extend(frame_of(0x00, part.as_bytes())); // continuation, not final
+                    bytes.extend(frame_of(0x8a, b"alive")); // pong
+                }
+                bytes
+            }
             // Random bytes.
             _ => (0..fastrand::usize(1..4096)).map(|_| fastrand::u8(..)).collect(),
         };
         let _ = tcp.write_all(&payload).await;
-        if matches!(kind, 2 | 3) {
+        if matches!(kind, 2 | 3 | 7) {
             held.push(tcp); // never read
             if held.len() > 40 {
                 held.remove(0);
@@ -254,7 +274,7 @@ async fn under_attack_honest_clients_lose_nothing_and_memory_stays_bounded() {
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(AtomicU64::new(0));
     let mut attackers: Vec<_> =
-        (0..24).map(|i| tokio::spawn(attack(i % 8, addr, stop.clone(), attempts.clone()))).collect();
+        (0..3 * ATTACKS).map(|i| tokio::spawn(attack(i % ATTACKS, addr, stop.clone(), attempts.clone()))).collect();
     attackers
         .extend((0..crate::http2::KINDS).map(|i| {
             tokio::spawn(crate::http2::attack(i % crate::http2::KINDS, addr, stop.clone(), attempts.clone()))

@@ -21,6 +21,7 @@ use actix_http::ws::{CloseReason, Codec, Frame, Item, OpCode, Parser, ProtocolEr
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Sleep, sleep};
 
 use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
@@ -30,7 +31,7 @@ pub enum Incoming {
     Text(ByteString),
     Binary,
     Ping(Bytes),
-    Pong,
+    Pong(Bytes),
     Close,
 }
 
@@ -41,6 +42,8 @@ pub enum ReadError {
     Overflow,
     #[error("a text message that is not UTF-8")]
     InvalidUtf8,
+    #[error("a fragmented message not finished in time")]
+    Unfinished,
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
     /// The connection broke: nobody is left to tell.
@@ -56,15 +59,27 @@ pub struct WsSocket<T> {
     read: BytesMut,
     /// Frames encoded but not yet written; empty (unallocated) once written.
     write: BytesMut,
-    /// A fragmented message being put together: whether it is text, its parts.
-    partial: Option<(bool, BytesMut)>,
+    /// A fragmented message being put together; boxed, as most sessions never see one.
+    partial: Option<Box<Partial>>,
     max_message: usize,
+    /// How long a fragmented message may take, from its first fragment.
+    message_timeout: Duration,
+}
+
+/// A fragmented message being put together.
+struct Partial {
+    text: bool,
+    whole: BytesMut,
+    /// When it must be whole: fragments of a message that never ends are not
+    /// kept past it, however alive the peer otherwise looks.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
     /// A socket whose peer may send frames and messages of up to `max_size`
-    /// bytes; `leftover` is what was read past the handshake.
-    pub fn new(io: T, leftover: BytesMut, max_size: usize) -> WsSocket<T> {
+    /// bytes, a fragmented message within `message_timeout`; `leftover` is
+    /// what was read past the handshake.
+    pub fn new(io: T, leftover: BytesMut, max_size: usize, message_timeout: Duration) -> WsSocket<T> {
         let read = if leftover.is_empty() { BytesMut::new() } else { BytesMut::from(&leftover[..]) };
         WsSocket {
             io,
@@ -73,6 +88,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
             write: BytesMut::new(),
             partial: None,
             max_message: max_size,
+            message_timeout,
         }
     }
 
@@ -80,34 +96,53 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
     /// Cancel-safe: what was read stays in the socket for the next call.
     pub async fn recv(&mut self) -> Option<Result<Incoming, ReadError>> {
         loop {
+            let frame = match self.next_frame().await? {
+                Ok(frame) => frame,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.assemble(frame) {
+                Ok(Some(incoming)) => return Some(Ok(incoming)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next frame as the peer sent it; `None` once its side is closed.
+    async fn next_frame(&mut self) -> Option<Result<Frame, ReadError>> {
+        loop {
             if !self.read.is_empty() {
                 match self.codec.decode(&mut self.read) {
                     Ok(Some(frame)) => {
                         if self.read.is_empty() {
                             self.read = BytesMut::new();
                         }
-                        match self.assemble(frame) {
-                            Ok(Some(incoming)) => return Some(Ok(incoming)),
-                            Ok(None) => continue,
-                            Err(e) => return Some(Err(e)),
-                        }
+                        return Some(Ok(frame));
                     }
                     Ok(None) => {}
                     Err(ProtocolError::Overflow) => return Some(Err(ReadError::Overflow)),
-                    Err(ProtocolError::Io(e)) => return Some(Err(ReadError::Io(e))),
+                    // Decoding reads no socket: every error is the peer's, even
+                    // the `Io` actix-http reports reserved (RSV) bits set with.
                     Err(e) => return Some(Err(ReadError::Protocol(e))),
                 }
             }
             match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(e) => return Some(Err(ReadError::Io(e))),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        poll_read_into(&mut self.io, cx, &mut self.read)
+    /// Reads more; while a fragmented message is unfinished, only until its deadline.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ReadError>> {
+        if let Some(partial) = &mut self.partial
+            && partial.deadline.as_mut().poll(cx).is_ready()
+        {
+            self.partial = None;
+            return Poll::Ready(Err(ReadError::Unfinished));
+        }
+        poll_read_into(&mut self.io, cx, &mut self.read).map_err(ReadError::Io)
     }
 
     /// A whole message from a frame, or `None` while a fragmented one is
@@ -117,30 +152,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
             Frame::Text(bytes) => return text(bytes).map(Some),
             Frame::Binary(_) => return Ok(Some(Incoming::Binary)),
             Frame::Ping(payload) => return Ok(Some(Incoming::Ping(payload))),
-            Frame::Pong(_) => return Ok(Some(Incoming::Pong)),
+            Frame::Pong(payload) => return Ok(Some(Incoming::Pong(payload))),
             Frame::Close(_) => return Ok(Some(Incoming::Close)),
-            Frame::Continuation(Item::FirstText(part)) => {
-                self.partial = Some((true, BytesMut::new()));
-                (part, false)
-            }
-            Frame::Continuation(Item::FirstBinary(part)) => {
-                self.partial = Some((false, BytesMut::new()));
-                (part, false)
-            }
+            Frame::Continuation(Item::FirstText(part)) => (self.start(true, part), false),
+            Frame::Continuation(Item::FirstBinary(part)) => (self.start(false, part), false),
             Frame::Continuation(Item::Continue(part)) => (part, false),
             Frame::Continuation(Item::Last(part)) => (part, true),
         };
-        // The codec checks that continuations follow a first part.
-        let (_, whole) = self.partial.get_or_insert_with(|| (false, BytesMut::new()));
-        if whole.len() + part.len() > self.max_message {
+        // The codec checks that continuations follow a first part; none is
+        // kept of a message already given up on.
+        let Some(partial) = &mut self.partial else { return Ok(None) };
+        if partial.whole.len() + part.len() > self.max_message {
             return Err(ReadError::Overflow);
         }
-        whole.extend_from_slice(&part);
+        partial.whole.extend_from_slice(&part);
         if !last {
             return Ok(None);
         }
-        let (is_text, whole) = self.partial.take().unwrap_or_default();
+        // unwrap: matched as `Some` above.
+        let Partial { text: is_text, whole, .. } = *self.partial.take().unwrap();
         if is_text { text(whole.freeze()).map(Some) } else { Ok(Some(Incoming::Binary)) }
+    }
+
+    /// Starts a fragmented message; its first part is returned to be added.
+    fn start(&mut self, text: bool, first: Bytes) -> Bytes {
+        let deadline = Box::pin(sleep(self.message_timeout));
+        self.partial = Some(Box::new(Partial { text, whole: BytesMut::new(), deadline }));
+        first
     }
 
     /// Queues a text frame; [`WsSocket::flush`] writes it.
@@ -153,8 +191,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         self.write.len()
     }
 
-    pub fn queue_ping(&mut self) {
-        Parser::write_message(self.write_buffer(), b"", OpCode::Ping, true, false);
+    pub fn queue_ping(&mut self, payload: &[u8]) {
+        Parser::write_message(self.write_buffer(), payload, OpCode::Ping, true, false);
     }
 
     pub fn queue_pong(&mut self, payload: &[u8]) {
@@ -198,11 +236,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
     /// destroy the close frame on its way. All within `grace`.
     pub async fn close(mut self, reason: Option<CloseReason>, grace: Duration) {
         Parser::write_close(&mut self.write, reason, false);
+        // What the peer sends now is only read past, not put together.
+        self.partial = None;
         let _ = tokio::time::timeout(grace, async {
             self.flush().await?;
             std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await?;
-            while let Some(Ok(incoming)) = self.recv().await {
-                if matches!(incoming, Incoming::Close) {
+            while let Some(Ok(frame)) = self.next_frame().await {
+                if matches!(frame, Frame::Close(_)) {
                     break;
                 }
             }

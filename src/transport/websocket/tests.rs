@@ -77,11 +77,11 @@ async fn pings_every_interval_and_closes_a_peer_that_stops_answering() {
     let welcome = peer.expect(OpCode::Text).await;
     let welcome: Value = serde_json::from_slice(&welcome).unwrap();
     assert_eq!(welcome["heartbeat_ms"], 10_000);
-    peer.expect(OpCode::Ping).await;
+    let ping = peer.expect(OpCode::Ping).await;
     assert_eq!(start.elapsed(), PING_EVERY, "the first ping, one interval after the welcome");
     // Answered within the timeout (due at 15 s): the session lives on.
     sleep_until(start + Duration::from_secs(14)).await;
-    peer.send(OpCode::Pong, b"").await;
+    peer.send(OpCode::Pong, &ping).await;
     peer.expect(OpCode::Ping).await;
     assert_eq!(start.elapsed(), PING_EVERY * 2, "no close at 15 s; the next ping on schedule");
     // Not answered: closed exactly when the timeout runs out.
@@ -114,4 +114,22 @@ async fn only_a_protocol_pong_answers_a_ping() {
     assert_eq!(pong, serde_json::json!({"type": "pong", "ref": "p"}));
     peer.expect_close(Disconnect::NO_PONG).await;
     assert_eq!(start.elapsed(), Duration::from_secs(15), "an app-level ping is no pong");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_pong_echoing_the_ping_answers_it() {
+    let start = Instant::now();
+    let mut peer = connect(Duration::from_secs(5)).await;
+    peer.expect(OpCode::Text).await;
+    // Unsolicited before the ping, then foreign payloads after it: none is an answer.
+    peer.send(OpCode::Pong, b"").await;
+    let ping = peer.expect(OpCode::Ping).await;
+    sleep_until(start + Duration::from_secs(11)).await;
+    let mut other = ping.to_vec();
+    other[7] ^= 0xff;
+    for payload in [&b""[..], b"keepalive", &other] {
+        peer.send(OpCode::Pong, payload).await;
+    }
+    peer.expect_close(Disconnect::NO_PONG).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(15), "closed at the first ping's deadline");
 }
