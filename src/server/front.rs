@@ -204,7 +204,7 @@ enum Head {
     /// More than [`MAX_HEAD`] bytes without the end of a head.
     TooLarge,
     /// The client left, or sent nothing in time (see [`Conn::read_head`]).
-    None,
+    NoRequest,
 }
 
 /// The requests this path takes.
@@ -238,7 +238,7 @@ where
                 Ok(Head::Whole(len)) => len,
                 // Boxed: rare, and the connection's future need not make room for it.
                 Ok(Head::TooLarge) => return Box::pin(conn.refuse_head(&settings.stats)).await,
-                Ok(Head::None) => return Served::Closed,
+                Ok(Head::NoRequest) => return Served::Closed,
                 Err(e) => return Served::Failed(e),
             };
             if std::mem::take(&mut first) && conn.read.starts_with(H2_PREFACE) {
@@ -278,7 +278,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     }
 
     /// Reads until `read` holds a whole head, or more than a head may be.
-    /// [`Head::None`]: the client left, or, with `wait`, sent nothing within
+    /// [`Head::NoRequest`]: the client left, or, with `wait`, sent nothing within
     /// its keep-alive or before its shutdown.
     async fn read_head(&mut self, wait: Option<&Settings>) -> io::Result<Head> {
         loop {
@@ -289,7 +289,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 return Ok(Head::TooLarge);
             }
             if self.eof {
-                return Ok(Head::None);
+                return Ok(Head::NoRequest);
             }
             let wait = wait.filter(|_| self.read.is_empty());
             let filled = poll_fn(|cx| self.poll_fill(cx));
@@ -297,9 +297,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 Some(settings) => tokio::select! {
                     n = tokio::time::timeout(settings.keep_alive, filled) => match n {
                         Ok(n) => n?,
-                        Err(_) => return Ok(Head::None),
+                        Err(_) => return Ok(Head::NoRequest),
                     },
-                    () = settings.shutdown.wait() => return Ok(Head::None),
+                    () = settings.shutdown.wait() => return Ok(Head::NoRequest),
                 },
                 None => filled.await?,
             };
