@@ -60,7 +60,7 @@ impl Server {
             .arg("--tls-key")
             .arg(dir.join("key.pem"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,pushwire=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -69,8 +69,9 @@ impl Server {
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
             let line = lines.next().expect("the server announces its address").unwrap();
-            if let Some(at) = line.find("https://") {
-                let rest = &line[at + 8..];
+            // (Binaries before this one said http:// with TLS on too.)
+            if let Some(at) = line.find("://") {
+                let rest = &line[at + 3..];
                 let end = rest.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(rest.len());
                 break rest[..end].parse().unwrap();
             }
@@ -99,16 +100,27 @@ impl Server {
         line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
     }
 
-    /// Long polls held, from `/api/stats` (HTTP/1.1 over TLS).
-    async fn polls_held(&self) -> u64 {
+    /// The body of a GET over HTTP/1.1 (and TLS).
+    async fn get(&self, path: &str) -> String {
         let mut tls = self.connect_http1().await;
-        let request = format!("GET /api/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
         tls.write_all(request.as_bytes()).await.unwrap();
         let mut answer = String::new();
         let _ = tls.read_to_string(&mut answer).await;
-        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let stats: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()
+    }
+
+    /// Long polls held, from `/api/stats`.
+    async fn polls_held(&self) -> u64 {
+        let stats: serde_json::Value = serde_json::from_str(&self.get("/api/stats").await).unwrap_or_default();
         stats["transports"]["long_poll"]["connections_open"].as_u64().unwrap_or(0)
+    }
+
+    /// `pushwire_limit_rejections_total` of `kind` (0 where the binary has no such kind).
+    async fn rejections(&self, kind: &str) -> String {
+        let metrics = self.get("/metrics").await;
+        let label = format!("pushwire_limit_rejections_total{{kind=\"{kind}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&label)).unwrap_or("0 (no such count)").to_string()
     }
 
     async fn connect_http1(&self) -> TlsStream<TcpStream> {
@@ -180,10 +192,13 @@ async fn rapid_reset(server: &Server) {
         }
         rounds += 1;
     }
+    // A GOAWAY sent while requests were still coming may be lost to the
+    // reset of the socket it closed; the server's count says.
     let goaway = timeout(Duration::from_secs(2), raw.until(h2raw::GOAWAY)).await.ok().flatten();
     println!(
-        "  {rounds} rounds completed; GOAWAY: {}",
-        goaway.map_or("none".to_string(), |g| format!("error code {:#x}", g.error_code()))
+        "  {rounds} rounds completed; GOAWAY read: {}; http2_resets counted: {}",
+        goaway.map_or("none".to_string(), |g| format!("error code {:#x}", g.error_code())),
+        server.rejections("http2_resets").await
     );
     println!("  held after: {} polls", server.polls_held().await);
     server.report("after", base);
@@ -233,9 +248,9 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
     out.push(rest as u8);
 }
 
-/// 10 connections each sending 16 MB of header block that never ends.
+/// 10 connections each sending 15 MiB of header block that never ends.
 async fn unfinished_blocks(server: &Server) {
-    println!("10 connections x 16 MB unfinished header blocks");
+    println!("10 connections x 15 MiB unfinished header blocks");
     let base = server.rss_mb();
     let authority = server.addr.to_string();
     let started = Instant::now();
@@ -251,7 +266,8 @@ async fn unfinished_blocks(server: &Server) {
                 return (sent, Instant::now());
             }
             let filler = h2raw::literal("x-more", &"m".repeat(16_000));
-            while sent < 16 << 20 {
+            // Just under the 16 MiB that the h2 crate allows by default.
+            while sent < 15 << 20 {
                 match timeout(Duration::from_secs(5), raw.send(h2raw::CONTINUATION, 0, 1, &filler)).await {
                     Ok(Ok(())) => sent += filler.len(),
                     _ => break,
@@ -271,6 +287,7 @@ async fn unfinished_blocks(server: &Server) {
     let sent: usize = ends.iter().map(|(s, _)| s).sum();
     let longest = ends.iter().map(|(_, at)| at.duration_since(started)).max().unwrap();
     println!("  {:.1} MB of blocks taken in all; the last connection closed after {longest:.1?}", sent as f64 / 1e6);
+    println!("  request_timeout rejections: {}", server.rejections("request_timeout").await);
     server.report("after", base);
 }
 

@@ -147,7 +147,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub = ctx.hub.kind(),
         demo_rate = config.demo_rate,
         write_delay = ?config.write_delay,
-        "pushwire listening: open http://{}{}/ in a browser",
+        "pushwire listening: open {}://{}{}/ in a browser",
+        if config.tls_cert.is_some() { "https" } else { "http" },
         running.addr,
         config.base_path.prefix()
     );
