@@ -45,87 +45,69 @@ impl CloseCode {
     }
 }
 
-/// Why the server ends a WebSocket session: one table of close code, reason,
-/// whether the client should come back (as centrifuge's `disconnect.go`),
-/// and the ending it is counted as in `/metrics`.
+/// Why the server ends a WebSocket session: one table of close code, reason
+/// and the ending it is counted as in `/metrics`. Whether a client should come
+/// back is what the code says ([`CloseCode`]'s table; 1008 `token expired`:
+/// with a fresh token), so it is not a field of its own that nobody reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnect {
     pub code: CloseCode,
     pub reason: &'static str,
-    /// Whether reconnecting (and resuming from the cursor) makes sense.
-    pub reconnect: bool,
     pub ending: Ending,
 }
 
 impl Disconnect {
     /// The client closed; we answer its close.
-    pub const BYE: Disconnect =
-        Disconnect { code: CloseCode::Normal, reason: "bye", reconnect: false, ending: Ending::Normal };
-    pub const SHUTDOWN: Disconnect = Disconnect {
-        code: CloseCode::Restarting,
-        reason: "server restarting",
-        reconnect: true,
-        ending: Ending::Shutdown,
-    };
+    pub const BYE: Disconnect = Disconnect { code: CloseCode::Normal, reason: "bye", ending: Ending::Normal };
+    pub const SHUTDOWN: Disconnect =
+        Disconnect { code: CloseCode::Restarting, reason: "server restarting", ending: Ending::Shutdown };
     /// An operator cut the page's connections (the dashboard's "drop connections").
     pub const DROPPED: Disconnect = Disconnect {
         code: CloseCode::Restarting,
         reason: "dropped from the dashboard; reconnect",
-        reconnect: true,
+
         ending: Ending::Dropped,
     };
     /// Its queue overflowed: the client cannot keep up with the stream.
     pub const TOO_SLOW: Disconnect = Disconnect {
         code: CloseCode::TryAgainLater,
         reason: "too slow to keep up; resume from your cursor",
-        reconnect: true,
+
         ending: Ending::Slow,
     };
     /// Pings went unanswered: the peer or the path to it is gone or stalled.
     /// Not 1000: the client did nothing wrong and should come back, after a
     /// backoff, as from any other path that cannot keep up.
-    pub const NO_PONG: Disconnect = Disconnect {
-        code: CloseCode::TryAgainLater,
-        reason: "no pong in time",
-        reconnect: true,
-        ending: Ending::NoPong,
-    };
+    pub const NO_PONG: Disconnect =
+        Disconnect { code: CloseCode::TryAgainLater, reason: "no pong in time", ending: Ending::NoPong };
     pub const TOO_BIG: Disconnect =
-        Disconnect { code: CloseCode::TooBig, reason: "frame too big", reconnect: true, ending: Ending::TooBig };
-    pub const PROTOCOL: Disconnect = Disconnect {
-        code: CloseCode::ProtocolError,
-        reason: "protocol error",
-        reconnect: false,
-        ending: Ending::ProtocolError,
-    };
+        Disconnect { code: CloseCode::TooBig, reason: "frame too big", ending: Ending::TooBig };
+    pub const PROTOCOL: Disconnect =
+        Disconnect { code: CloseCode::ProtocolError, reason: "protocol error", ending: Ending::ProtocolError };
     pub const HUB_FAILURE: Disconnect =
-        Disconnect { code: CloseCode::Internal, reason: "hub failure", reconnect: true, ending: Ending::HubFailure };
+        Disconnect { code: CloseCode::Internal, reason: "hub failure", ending: Ending::HubFailure };
     /// A frame could not be written within `--write-timeout`: the client is
     /// too slow to read (counted in `slow_disconnects`).
     pub const WRITE_TIMEOUT: Disconnect = Disconnect {
         code: CloseCode::TryAgainLater,
         reason: "too slow to read; resume from your cursor",
-        reconnect: true,
+
         ending: Ending::WriteTimeout,
     };
     /// The access token reached its `exp` (API.md v1.1): come back with a fresh one.
     pub const TOKEN_EXPIRED: Disconnect =
-        Disconnect { code: CloseCode::Policy, reason: "token expired", reconnect: true, ending: Ending::TokenExpired };
+        Disconnect { code: CloseCode::Policy, reason: "token expired", ending: Ending::TokenExpired };
     /// A fragmented message did not end within `--request-timeout` of its
     /// first fragment: its parts are not held any longer.
     pub const UNFINISHED: Disconnect = Disconnect {
         code: CloseCode::Policy,
         reason: "fragmented message not finished in time",
-        reconnect: false,
+
         ending: Ending::Unfinished,
     };
     /// A text frame was not valid UTF-8 (RFC 6455 wants 1007).
-    pub const INVALID_UTF8: Disconnect = Disconnect {
-        code: CloseCode::InvalidData,
-        reason: "text frame is not UTF-8",
-        reconnect: false,
-        ending: Ending::InvalidUtf8,
-    };
+    pub const INVALID_UTF8: Disconnect =
+        Disconnect { code: CloseCode::InvalidData, reason: "text frame is not UTF-8", ending: Ending::InvalidUtf8 };
 }
 
 /// A frame from a WebSocket client, after the envelope (`type`, `ref`) was read.

@@ -2,7 +2,7 @@
 //! the protocol ping and the shutdown signal.
 //!
 //! The route handler validates the handshake and answers `101` carrying an
-//! [`Accepted`]; the server's upgrade path (`crate::upgrade`) writes that
+//! [`Accepted`]; the server's upgrade path (`server/upgrade.rs`) writes that
 //! answer and hands the bare socket to [`run`]. A session owns its socket
 //! ([`socket::WsSocket`]): deliveries are written by the session itself, every
 //! frame queued for the connection in one write.

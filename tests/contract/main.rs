@@ -1,4 +1,6 @@
-//! The wire contract of API.md, over real sockets, against every hub.
+//! The server as its clients meet it, over real sockets: the wire contract
+//! of API.md against every hub, and beside it the limits, TLS and HTTP/2, the
+//! network lab's endpoints, the binary's process behaviour and the bench tool.
 
 #[path = "../common/mod.rs"]
 mod common;
