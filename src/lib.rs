@@ -28,7 +28,8 @@
 //!   and their Prometheus exposition at scrape time (`stats/prometheus.rs`).
 //! - `limits`: connection caps and the publish rate, per client address.
 //! - [`server`]: builds the HTTP service around metered sockets, with its own
-//!   HTTP/1 path (`front`) and HTTP/2 connection (`h2`); `tls`: HTTPS, HTTP/2 by ALPN.
+//!   HTTP/1 path (`front`), WebSocket handshakes (`upgrade`) and HTTP/2
+//!   connection (`h2`); `tls`: HTTPS, HTTP/2 by ALPN, plain and TLS sockets as one type.
 //! - `shutdown`: the one signal every session listens to.
 //! - `lab`: the dashboard's lab, known to no session: the teaching panel's
 //!   captures (`inspect`), the network lab (`impairment`: what a bad proxy or a

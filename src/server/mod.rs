@@ -12,12 +12,12 @@ use actix_http::Extensions;
 use actix_http::error::DispatchError;
 use actix_http::{HttpService, Protocol};
 use actix_server::ServerHandle;
-use actix_service::{IntoServiceFactory, ServiceFactoryExt, boxed, fn_service, map_config};
+use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
 use actix_web::{App, web};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Verifier;
@@ -30,7 +30,7 @@ use crate::routes::{self, RequestSpan};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
 use crate::stats::Stats;
-use crate::tls;
+use crate::tls::{self, Socket};
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
 use front::Replay;
@@ -53,15 +53,40 @@ pub struct Running {
 /// publisher. Must be called within a tokio runtime.
 pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Result<Running> {
     let addr = listener.local_addr()?;
-    let demo = DemoControl::new(
-        config.demo_channel.clone(),
-        DemoSettings { rate: config.demo_rate, payload: config.demo_payload },
-    );
     let connections = Connections::new(
         config.max_connections.unwrap_or_else(Connections::default_max),
         config.max_connections_per_ip,
     );
-    let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
+    let state = app_state(config, hub)?;
+    // Idle while its rate is 0; the dashboard can start it.
+    tokio::spawn(crate::lab::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
+    tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
+    let config = state.ctx.config.clone();
+    let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let worker_state = state.clone();
+    let max = connections.max();
+    let server = actix_server::Server::build()
+        .workers(workers.max(1))
+        // Past our own cap, connections are still accepted to be told 503;
+        // actix's cap only keeps the accept loop within the open-file limit.
+        .max_concurrent_connections(max + 512)
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
+        .listen("pushwire", listener, move || http_service(&worker_state, &connections, tls.clone(), addr))?
+        .run();
+    Ok(Running { addr, handle: server.handle(), state, server })
+}
+
+/// What the routes share, from the flags and the hub.
+fn app_state(config: Config, hub: Arc<dyn Hub>) -> io::Result<AppState> {
+    let demo = DemoControl::new(
+        config.demo_channel.clone(),
+        DemoSettings { rate: config.demo_rate, payload: config.demo_payload },
+    );
     let stats = Arc::new(Stats::default());
     let ctx = Context {
         publish_rate: Arc::new(PublishRate::new(config.publish_rate)),
@@ -72,116 +97,81 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     };
     let verifier = verifier(&ctx.config)?.map(Arc::new);
     let origins = Arc::new(Origins::new(&ctx.config.allowed_origins));
-    let state = AppState { ctx, inspector: Arc::default(), demo, verifier, origins };
-    // Idle while its rate is 0; the dashboard can start it.
-    tokio::spawn(crate::lab::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
-    tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
+    Ok(AppState { ctx, inspector: Arc::default(), demo, verifier, origins })
+}
+
+/// One worker's HTTP service, for plain and TLS sockets alike: a socket is
+/// admitted within the limits, goes through TLS when it is on, is metered,
+/// and is served by the front path (HTTP/1 and HTTP/2), with actix-http's
+/// dispatcher (and its upgrade path) behind it. A QUIC listener would sit
+/// beside this one, in `start`.
+fn http_service(
+    state: &AppState,
+    connections: &Arc<Connections>,
+    tls: Option<TlsAcceptor>,
+    addr: SocketAddr,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()> + use<> {
     let config = state.ctx.config.clone();
-    let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
+    let stats = state.ctx.stats.clone();
+    let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
+    let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
+    let front = settings::Settings::new(
+        base.prefix(),
+        config.keep_alive,
+        timeouts,
+        tls.is_some(),
+        addr,
+        state.ctx.shutdown.clone(),
+        stats.clone(),
+    );
+    let data = web::Data::new(state.clone());
+    // actix-web's own server builds this per-connection config with a
+    // crate-private constructor; its public twin is doc-hidden (made for
+    // actix-test). Without it the app would believe it listens on
+    // localhost:8080, which the default `AppConfig` claims.
+    let app_config = AppConfig::__priv_test_new(tls.is_some(), addr.to_string(), addr);
+    // Three times per worker: for the front path, the HTTP dispatcher and
+    // the upgrade path, which answers WebSocket handshakes itself (`upgrade`).
+    let app = move || {
+        let app = App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(routes::origins))
+            .wrap(from_fn(routes::meter))
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .configure(|cfg| routes::configure(cfg, &base, static_dir.as_deref()))
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+        let app_config = app_config.clone();
+        map_config(app, move |()| app_config.clone())
     };
-    let factory_state = state.clone();
-    let factory_config = config.clone();
-    let server = actix_server::Server::build()
-        .workers(workers.max(1))
-        // Past our own cap, connections are still accepted to be told 503;
-        // actix's cap only keeps the accept loop within the open-file limit.
-        .max_concurrent_connections(connections.max() + 512)
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs())
-        .listen("pushwire", listener, move || {
-            let state = factory_state.clone();
-            let config = factory_config.clone();
-            let stats = state.ctx.stats.clone();
-            let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
-            let front = settings::Settings::new(
-                base.prefix(),
-                config.keep_alive,
-                timeouts,
-                tls.is_some(),
-                addr,
-                state.ctx.shutdown.clone(),
-                stats.clone(),
-            );
-            let data = web::Data::new(state);
-            // actix-web's own server builds this per-connection config with a
-            // crate-private constructor; its public twin is doc-hidden (made
-            // for actix-test). Without it the app would believe it listens on
-            // localhost:8080, which the default `AppConfig` claims.
-            let app_config = AppConfig::__priv_test_new(tls.is_some(), addr.to_string(), addr);
-            // Twice per worker: for the HTTP dispatcher, and for the upgrade
-            // path, which answers WebSocket handshakes itself (`upgrade`).
-            let app = move || {
-                let app = App::new()
-                    .app_data(data.clone())
-                    .wrap(from_fn(routes::origins))
-                    .wrap(from_fn(routes::meter))
-                    .wrap(TracingLogger::<RequestSpan>::new())
-                    .configure(|cfg| routes::configure(cfg, &base, static_dir.as_deref()))
-                    .into_factory()
-                    .map_err(|e: actix_web::Error| e.as_response_error().error_response());
-                let app_config = app_config.clone();
-                map_config(app, move |()| app_config.clone())
+    // MeteredStream times every request head, the first included; actix's
+    // own timer (first request only) reads a clock cached for 500 ms, so
+    // short timeouts would fire at once: it is off (zero).
+    let http = HttpService::build()
+        .keep_alive(config.keep_alive)
+        .client_request_timeout(Duration::ZERO)
+        .on_connect_ext(|io: &Replay<MeteredStream<Socket>>, ext: &mut Extensions| remember_meter(io.get_ref(), ext))
+        .upgrade(upgrade::factory(app()))
+        .finish(app());
+    let connections = connections.clone();
+    fn_service(move |io: TcpStream| {
+        let (stats, connections, tls) = (stats.clone(), connections.clone(), tls.clone());
+        async move {
+            let (io, peer, permit) = admit(io, &connections, &stats)?;
+            let (io, protocol) = match tls {
+                None => (Socket::Plain(io), Protocol::Http1),
+                Some(acceptor) => match tls::accept(&acceptor, io, timeouts.request).await {
+                    Some((io, protocol)) => (Socket::Tls(Box::new(io)), protocol),
+                    None => return Err(DispatchError::Io(io::Error::other("no TLS handshake"))),
+                },
             };
-            // MeteredStream times every request head, the first included;
-            // actix's own timer (first request only) reads a clock cached for
-            // 500 ms, so short timeouts would fire at once: it is off (zero).
-            let keep_alive = config.keep_alive;
-            let connections = connections.clone();
-            // The HTTP service over sockets of one type: the front path, with
-            // actix-http's dispatcher (and its upgrade path) behind it.
-            macro_rules! http {
-                ($io:ty) => {
-                    front::factory(
-                        front.clone(),
-                        app(),
-                        HttpService::build()
-                            .keep_alive(keep_alive)
-                            .client_request_timeout(Duration::ZERO)
-                            .on_connect_ext(|io: &Replay<_>, ext: &mut Extensions| {
-                                remember_meter::<$io>(io.get_ref(), ext)
-                            })
-                            .upgrade(upgrade::factory(app()))
-                            .finish(app()),
-                    )
-                };
-            }
-            match tls.clone() {
-                None => boxed::factory(
-                    fn_service(move |io: TcpStream| {
-                        let (stats, connections) = (stats.clone(), connections.clone());
-                        async move {
-                            let (io, peer, permit) = admit(io, &connections, &stats)?;
-                            let meter = Arc::new(ConnMeter::new(stats));
-                            Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), Protocol::Http1, peer))
-                        }
-                    })
-                    .and_then(http!(TcpStream))
-                    .map_err(|_| ())
-                    .map_init_err(|_| ()),
-                ),
-                Some(acceptor) => boxed::factory(
-                    fn_service(move |io: TcpStream| {
-                        let (stats, connections, acceptor) = (stats.clone(), connections.clone(), acceptor.clone());
-                        async move {
-                            let (io, peer, permit) = admit(io, &connections, &stats)?;
-                            let Some((io, protocol)) = tls::accept(&acceptor, io, timeouts.request).await else {
-                                return Err(DispatchError::Io(io::Error::other("no TLS handshake")));
-                            };
-                            let meter = Arc::new(ConnMeter::new(stats));
-                            Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), protocol, peer))
-                        }
-                    })
-                    .and_then(http!(TlsStream<TcpStream>))
-                    .map_err(|_| ())
-                    .map_init_err(|_| ()),
-                ),
-            }
-        })?
-        .run();
-    Ok(Running { addr, handle: server.handle(), state, server })
+            let meter = Arc::new(ConnMeter::new(stats));
+            Ok((MeteredStream::new(io, meter, timeouts, Some(permit)), protocol, peer))
+        }
+    })
+    .and_then(front::factory(front, app(), http))
+    .map_err(|_| ())
+    .map_init_err(|_| ())
 }
 
 /// Admits a connection within the limits, or hands it to be refused.
