@@ -33,10 +33,11 @@ use crate::stats::Stats;
 use crate::tls::{self, Socket};
 use crate::transport::Context;
 use crate::wire::{ConnMeter, MeteredStream, Timeouts};
-use front::Replay;
+use replay::Replay;
 
 mod front;
 mod h2;
+mod replay;
 mod settings;
 mod trim;
 mod upgrade;
