@@ -33,14 +33,41 @@ use crate::limits::Permit;
 use crate::stats::{Counters, Rejection, Stats, Traffic};
 use crate::transport_kind::Transport;
 
+/// Where a connection is in its requests, which decides whose bytes it reads.
+///
+/// ```text
+///   Head --begin--> Request --end--> Between --bytes--> Head ...
+///     \________________ multiplex ________________/--> Multiplexed (for good)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// A head is arriving and not routed yet: its bytes wait, unclaimed, for
+    /// the request they belong to, and `--request-timeout` runs. A new
+    /// connection starts here: it owes its first request from the accept.
+    Head,
+    /// A routed request's bytes: counted for its transport.
+    Request,
+    /// The request has been read; the next byte starts the next head.
+    Between,
+    /// HTTP/2: every byte is the connection's ([`Traffic::Http2`]), and its
+    /// header blocks are timed by the HTTP/2 connection.
+    Multiplexed,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        [Phase::Head, Phase::Request, Phase::Between, Phase::Multiplexed][usize::from(value)]
+    }
+}
+
 /// One connection's byte accounting; shared by its stream and its requests.
 #[derive(Debug)]
 pub struct ConnMeter {
     stats: Arc<Stats>,
     current: AtomicU8,
-    in_request: AtomicBool,
-    /// Bytes of a request arrived that is not routed yet: its head is being read.
-    reading_head: AtomicBool,
+    /// A [`Phase`].
+    phase: AtomicU8,
     unclaimed_in: AtomicU64,
     /// Whether the current request belongs to an inspected client (checked
     /// before touching `capture` on the delivery path).
@@ -50,10 +77,6 @@ pub struct ConnMeter {
     /// The session on the connection bounds its writes itself: the stream does not.
     session_times_writes: AtomicBool,
     capture: Mutex<Capture>,
-    /// An HTTP/2 connection: its frames interleave many requests, so its bytes
-    /// are counted as [`Traffic::Http2`], not per transport, and not captured.
-    /// Set once, when HTTP/2 is negotiated or its cleartext preface read.
-    multiplexed: AtomicBool,
     /// This connection's own totals, for the log line a session ends with.
     sent: AtomicU64,
     received: AtomicU64,
@@ -73,28 +96,25 @@ impl ConnMeter {
         ConnMeter {
             stats,
             current: AtomicU8::new(Traffic::Other.index() as u8),
-            in_request: AtomicBool::new(false),
-            // A new HTTP/1 connection owes its first request: its time runs from the accept.
-            reading_head: AtomicBool::new(true),
+            phase: AtomicU8::new(Phase::Head as u8),
             unclaimed_in: AtomicU64::new(0),
             inspected: AtomicBool::new(false),
             keeping_head: AtomicBool::new(false),
             session_times_writes: AtomicBool::new(false),
             capture: Mutex::default(),
-            multiplexed: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
         }
     }
 
-    /// The connection speaks HTTP/2 (see `multiplexed`): its bytes, those
-    /// read so far included, are HTTP/2's; its requests are still counted
-    /// per transport, and its header blocks are HTTP/2's to time.
+    /// The connection speaks HTTP/2 ([`Phase::Multiplexed`]): its frames
+    /// interleave many requests, so its bytes, those read so far included,
+    /// are counted as HTTP/2's and not captured; its requests are still
+    /// counted per transport. Set once, when HTTP/2 is negotiated or its
+    /// cleartext preface read.
     pub fn multiplex(&self) {
-        self.multiplexed.store(true, Ordering::Relaxed);
+        self.set_phase(Phase::Multiplexed);
         self.current.store(Traffic::Http2.index() as u8, Ordering::Relaxed);
-        self.in_request.store(true, Ordering::Relaxed);
-        self.reading_head.store(false, Ordering::Relaxed);
         self.keeping_head.store(false, Ordering::Relaxed);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
         Counters::add(&self.stats.get(Traffic::Http2).bytes_received, unclaimed);
@@ -108,6 +128,19 @@ impl ConnMeter {
         self.capture.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// A head is being read, and `--request-timeout` runs.
+    fn reading_head(&self) -> bool {
+        self.phase() == Phase::Head
+    }
+
     fn current(&self) -> Traffic {
         Traffic::from_index(usize::from(self.current.load(Ordering::Relaxed)))
     }
@@ -116,12 +149,11 @@ impl ConnMeter {
     /// inspected client and a transport, that lane gets the request head and
     /// this connection's bytes until the next request.
     pub fn begin(&self, traffic: Traffic, client: Option<Arc<Inspected>>) {
-        if self.multiplexed.load(Ordering::Relaxed) {
+        if self.phase() == Phase::Multiplexed {
             return;
         }
         self.current.store(traffic.index() as u8, Ordering::Relaxed);
-        self.in_request.store(true, Ordering::Relaxed);
-        self.reading_head.store(false, Ordering::Relaxed);
+        self.set_phase(Phase::Request);
         let unclaimed = self.unclaimed_in.swap(0, Ordering::Relaxed);
         Counters::add(&self.stats.get(traffic).bytes_received, unclaimed);
         let kept_head = self.keeping_head.swap(false, Ordering::Relaxed);
@@ -157,17 +189,17 @@ impl ConnMeter {
 
     /// The request has been read; bytes read from now on belong to the next one.
     pub fn end(&self) {
-        if self.multiplexed.load(Ordering::Relaxed) {
-            return;
+        if self.phase() == Phase::Request {
+            self.set_phase(Phase::Between);
         }
-        self.in_request.store(false, Ordering::Relaxed);
     }
 
     /// Counts bytes read; true when they start the head of a new request.
     fn read(&self, bytes: &[u8]) -> bool {
         let n = bytes.len() as u64;
         Counters::add(&self.received, n);
-        if self.in_request.load(Ordering::Relaxed) {
+        let phase = self.phase();
+        if matches!(phase, Phase::Request | Phase::Multiplexed) {
             Counters::add(&self.stats.get(self.current()).bytes_received, n);
             if self.inspected.load(Ordering::Relaxed)
                 && let Some((client, transport)) = &self.capture().client
@@ -176,7 +208,8 @@ impl ConnMeter {
             }
             false
         } else if n > 0 {
-            let started = !self.reading_head.swap(true, Ordering::Relaxed);
+            let started = phase == Phase::Between;
+            self.set_phase(Phase::Head);
             Counters::add(&self.unclaimed_in, n);
             // The next request's head, kept until it is routed, and only for
             // requests that tag an inspected page (a scan of the head's first
@@ -350,7 +383,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for MeteredStream<T> {
             // A new request: its own time starts now.
             *this.head_deadline = None;
         }
-        if !this.meter.reading_head.load(Ordering::Relaxed) {
+        if !this.meter.reading_head() {
             *this.head_deadline = None;
         } else if result.is_pending() && expired(this.head_deadline, this.timeouts.request, cx) {
             // Best effort: the client learns why, if its socket takes it now.
