@@ -288,17 +288,7 @@ async fn slow_consumer_is_cut_with_1013_and_resumes_without_loss(hub: HubKind) {
         app.publish("slow", json!({"i": i, "pad": pad})).await;
     }
     app.wait_stats("the slow websocket to be cut", |s| s["transports"]["websocket"]["slow_disconnects"] == 1).await;
-    let mut last = 0;
-    let code = loop {
-        match ws.next().await {
-            Ok(m) => {
-                assert_eq!(m["seq"], last + 1, "in order, no gap before the cut");
-                last += 1;
-            }
-            Err(WsEnd::Closed(code, _)) => break code,
-            Err(e) => panic!("expected a close frame, got {e:?}"),
-        }
-    };
+    let (last, code) = in_order_until_closed(&mut ws).await;
     assert_eq!(code, Some(1013));
     assert!(last < total, "the cut happened before the end ({last} of {total})");
     let mut again = app.ws(&format!("?channels=slow&cursor=slow:{last}:{epoch}")).await;
@@ -383,16 +373,21 @@ async fn a_client_that_stops_reading_is_cut_by_the_write_timeout_with_1013() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
+    let (_, code) = in_order_until_closed(&mut ws).await;
+    assert_eq!(code, Some(1013));
+}
+
+/// Messages in seq order from 1 until the server closes: the last seq, and the close code.
+async fn in_order_until_closed(ws: &mut Ws) -> (u64, Option<u16>) {
     let mut last = 0;
-    let code = loop {
+    loop {
         match ws.next().await {
             Ok(m) => {
                 assert_eq!(m["seq"], last + 1, "in order, no gap before the cut");
                 last += 1;
             }
-            Err(WsEnd::Closed(code, _)) => break code,
+            Err(WsEnd::Closed(code, _)) => return (last, code),
             Err(e) => panic!("expected a close frame, got {e:?}"),
         }
-    };
-    assert_eq!(code, Some(1013));
+    }
 }
