@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -243,4 +245,33 @@ async fn shutdown_ends_http2_streams_and_their_connection() {
     });
     rest.await.expect("the stream ends");
     timeout(PATIENCE, driver).await.expect("the connection ends").unwrap().expect("without an error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_unread_still_gets_its_answer() {
+    let app = spawn_app(HubKind::Memory).await;
+    let (mut sender, connection) = h2::client::handshake(TcpStream::connect(app.addr).await.unwrap()).await.unwrap();
+    tokio::spawn(connection);
+    // More than the body limit (64 KiB), announced: the route answers 413
+    // without reading it, and the client is told to stop sending.
+    let big = Bytes::from(format!("\"{}\"", "x".repeat(300_000)));
+    let request = http::Request::post(format!("http://{}/channels/big/messages", app.addr))
+        .header("content-type", "application/json")
+        .header("content-length", big.len())
+        .body(())
+        .unwrap();
+    let (response, mut body) = sender.clone().ready().await.unwrap().send_request(request, false).unwrap();
+    body.reserve_capacity(big.len());
+    let _ = body.send_data(big, true);
+    let response = timeout(PATIENCE, response).await.expect("an answer").expect("an answer, not a reset");
+    assert_eq!(response.status(), 413);
+    let mut text = Vec::new();
+    let mut answer = response.into_body();
+    while let Some(chunk) = timeout(PATIENCE, answer.data()).await.unwrap() {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let error: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(error["error"]["code"], "too_large");
+    let (status, _) = h2_get(&mut sender, &app, "/healthz").await;
+    assert_eq!(status, 200, "the connection still serves");
 }
