@@ -25,6 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ use tokio::time::{Instant, Sleep, sleep, timeout};
 
 use super::settings::Settings;
 use crate::stats::{Rejection, Stats};
-use crate::wire::Metered;
+use crate::wire::{ConnMeter, Metered};
 
 /// Streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const MAX_STREAMS: u32 = 100;
@@ -122,8 +123,9 @@ where
                     closing = Some(Box::pin(sleep(settings.timeouts.request)));
                 }
                 if streams.is_empty() {
-                    let after = closing.as_ref().map_or(settings.keep_alive, |_| settings.timeouts.request);
-                    idle.as_mut().reset(Instant::now() + after);
+                    // The last stream's answer may still be on its way out:
+                    // a closing connection gets its time again to send it.
+                    idle.as_mut().reset(Instant::now() + settings.keep_alive);
                     if let Some(closing) = &mut closing {
                         closing.as_mut().reset(Instant::now() + settings.timeouts.request);
                     }
@@ -150,7 +152,7 @@ async fn answer<S, B>(
     mut respond: SendResponse<Bytes>,
     settings: Settings,
     peer: Option<SocketAddr>,
-    meter: std::sync::Arc<crate::wire::ConnMeter>,
+    meter: Arc<ConnMeter>,
 ) -> Ending
 where
     S: Service<Request> + 'static,
@@ -367,12 +369,12 @@ pin_project_lite::pin_project! {
         frames: Frames,
         limit: Duration,
         deadline: Option<Pin<Box<Sleep>>>,
-        stats: std::sync::Arc<Stats>,
+        stats: Arc<Stats>,
     }
 }
 
 impl<T> Watched<T> {
-    fn new(io: T, limit: Duration, stats: std::sync::Arc<Stats>) -> Watched<T> {
+    fn new(io: T, limit: Duration, stats: Arc<Stats>) -> Watched<T> {
         Watched { io, frames: Frames::new(), limit, deadline: None, stats }
     }
 }
