@@ -95,6 +95,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawH2<S> {
         }
     }
 
+    /// Reads and answers nothing (not even PINGs) until the server closes;
+    /// the frame kinds it sent meanwhile.
+    pub async fn ignore_until_closed(&mut self) -> Vec<u8> {
+        let mut kinds = Vec::new();
+        loop {
+            while self.read.len() >= 9 {
+                let len =
+                    (usize::from(self.read[0]) << 16) | (usize::from(self.read[1]) << 8) | usize::from(self.read[2]);
+                if self.read.len() < 9 + len {
+                    break;
+                }
+                kinds.push(self.read[3]);
+                self.read.advance(9 + len);
+            }
+            match self.io.read_buf(&mut self.read).await {
+                Ok(0) | Err(_) => return kinds,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Frames until one of `kind` (on any stream), or `None` at the close.
     pub async fn until(&mut self, kind: u8) -> Option<Frame> {
         loop {

@@ -275,3 +275,18 @@ async fn a_body_refused_unread_still_gets_its_answer() {
     let (status, _) = h2_get(&mut sender, &app, "/healthz").await;
     assert_eq!(status, 200, "the connection still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_even_if_its_client_ignores_the_goaway() {
+    let app = spawn_app_with(HubKind::Memory, |c| {
+        c.keep_alive = Duration::from_millis(300);
+        c.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut raw = RawH2::start(TcpStream::connect(app.addr).await.unwrap()).await;
+    // The server's SETTINGS, acknowledged; then nothing is answered again.
+    timeout(PATIENCE, raw.until(h2raw::SETTINGS)).await.unwrap().expect("the server's SETTINGS");
+    let kinds = timeout(PATIENCE, raw.ignore_until_closed()).await.expect("the server closes");
+    assert!(kinds.contains(&h2raw::GOAWAY), "told to go away first: {kinds:?}");
+    assert!(kinds.contains(&h2raw::PING), "and asked to acknowledge it: {kinds:?}");
+}
