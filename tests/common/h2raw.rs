@@ -18,6 +18,7 @@ pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 
 pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
 #[derive(Debug)]
@@ -53,9 +54,16 @@ pub struct RawH2<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> RawH2<S> {
     /// Sends the connection preface and empty SETTINGS.
     pub async fn start(io: S) -> RawH2<S> {
+        Self::start_with(io, &[]).await
+    }
+
+    /// Sends the connection preface and SETTINGS with these parameters.
+    pub async fn start_with(io: S, settings: &[(u16, u32)]) -> RawH2<S> {
         let mut raw = RawH2 { io, read: BytesMut::new() };
         raw.io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
-        raw.send(SETTINGS, 0, 0, &[]).await.unwrap();
+        let payload: Vec<u8> =
+            settings.iter().flat_map(|(id, value)| id.to_be_bytes().into_iter().chain(value.to_be_bytes())).collect();
+        raw.send(SETTINGS, 0, 0, &payload).await.unwrap();
         raw
     }
 

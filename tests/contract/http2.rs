@@ -290,3 +290,21 @@ async fn an_idle_connection_is_closed_even_if_its_client_ignores_the_goaway() {
     assert!(kinds.contains(&h2raw::GOAWAY), "told to go away first: {kinds:?}");
     assert!(kinds.contains(&h2raw::PING), "and asked to acknowledge it: {kinds:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_window_never_opens_is_reset_at_the_write_timeout() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.write_timeout = Duration::from_millis(500)).await;
+    // A window of 0: the server may send heads, and no data at all.
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let mut raw = RawH2::start_with(tcp, &[(h2raw::SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await;
+    let block = h2raw::get(&app.addr.to_string(), "/sse?channels=shut");
+    raw.send(h2raw::HEADERS, h2raw::END_HEADERS | h2raw::END_STREAM, 1, &block).await.unwrap();
+    let reset = timeout(PATIENCE, raw.until(h2raw::RST_STREAM)).await.unwrap().expect("the stream reset");
+    assert_eq!((reset.stream, reset.error_code()), (1, 0x8), "CANCEL");
+    app.wait_stats("the stream ended", |s| counter(s, "sse", "connections_open") == 0).await;
+    assert_eq!(app.metric("pushwire_limit_rejections_total{kind=\"write_timeout\"}").await, 1.0);
+    let (mut sender, connection) = h2::client::handshake(TcpStream::connect(app.addr).await.unwrap()).await.unwrap();
+    tokio::spawn(connection);
+    let (status, _) = h2_get(&mut sender, &app, "/healthz").await;
+    assert_eq!(status, 200, "the server still serves");
+}
