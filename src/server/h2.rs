@@ -20,6 +20,7 @@
 //! - an answer the client does not take (no flow-control window granted) for
 //!   `--write-timeout` is reset and counted, as a stalled socket is.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -162,9 +163,12 @@ where
 {
     let (parts, body) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
-    let payload = match body.is_end_stream() {
+    // Shared with the route's payload: what the route leaves unread is
+    // drained once the answer is out (see `drain`).
+    let request = Rc::new(RefCell::new(body));
+    let payload = match request.borrow().is_end_stream() {
         true => Payload::None,
-        false => Payload::Stream { payload: Box::pin(Body(body)) as actix_http::BoxedPayloadStream },
+        false => Payload::Stream { payload: Box::pin(Body(request.clone())) as actix_http::BoxedPayloadStream },
     };
     let mut req = Request::with_payload(payload);
     let head = req.head_mut();
@@ -190,33 +194,64 @@ where
         Ok(send) => send,
         Err(_) => return Ending::Reset,
     };
-    if end {
-        return Ending::Answered;
+    if !end {
+        if let Some(ending) = send_body(&mut send, body, &settings, meter.stats()).await {
+            return ending;
+        }
+        if send.send_data(Bytes::new(), true).is_err() {
+            return Ending::Reset;
+        }
     }
+    drain(&request, settings.timeouts.request).await;
+    Ending::Answered
+}
+
+/// Sends an answer's body; `Some` when the stream ended before it was all sent.
+async fn send_body(send: &mut SendStream<Bytes>, body: BoxBody, settings: &Settings, stats: &Stats) -> Option<Ending> {
     let mut body = pin!(body);
     loop {
         let chunk = tokio::select! {
             chunk = poll_fn(|cx| body.as_mut().poll_next(cx)) => chunk,
-            _ = poll_fn(|cx| send.poll_reset(cx)) => return Ending::Reset,
+            _ = poll_fn(|cx| send.poll_reset(cx)) => return Some(Ending::Reset),
         };
         match chunk {
             Some(Ok(chunk)) => {
-                if let Some(ending) = send_data(&mut send, chunk, settings.timeouts.write, meter.stats()).await {
-                    return ending;
+                if let Some(ending) = send_data(send, chunk, settings.timeouts.write, stats).await {
+                    return Some(ending);
                 }
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "an HTTP/2 answer's body failed");
                 send.send_reset(Reason::INTERNAL_ERROR);
-                return Ending::Cut;
+                return Some(Ending::Cut);
             }
-            None => break,
+            None => return None,
         }
     }
-    match send.send_data(Bytes::new(), true) {
-        Ok(()) => Ending::Answered,
-        Err(_) => Ending::Reset,
-    }
+}
+
+/// Most of a request body read and dropped after its answer.
+const DRAIN: usize = 1024 * 1024;
+
+/// Reads and drops what is left of a request body once its answer is out (a
+/// `413` sent on the body's announced length, say), up to [`DRAIN`] bytes
+/// within `within`. Dropping it unread would reset the stream (RST_STREAM
+/// NO_ERROR, which RFC 9113 8.1 allows), and some clients (curl 7.88, the h2
+/// crate) then lose the answer they were sent.
+async fn drain(request: &RefCell<RecvStream>, within: Duration) {
+    let mut left = DRAIN;
+    let _ = timeout(within, async {
+        while left > 0 {
+            match poll_fn(|cx| request.borrow_mut().poll_data(cx)).await {
+                Some(Ok(data)) => {
+                    let _ = request.borrow_mut().flow_control().release_capacity(data.len());
+                    left = left.saturating_sub(data.len());
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Sends `chunk` as the client's window allows; `Some` when the stream ended
@@ -282,15 +317,16 @@ fn response_head(head: &actix_http::ResponseHead, size: BodySize) -> http::Respo
 
 /// A request body as actix's payload: data as it comes, its window given
 /// back as it is taken, so a client can send no more than is being read.
-struct Body(RecvStream);
+struct Body(Rc<RefCell<RecvStream>>);
 
 impl futures_util::Stream for Body {
     type Item = Result<Bytes, actix_http::error::PayloadError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match std::task::ready!(self.0.poll_data(cx)) {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut body = self.0.borrow_mut();
+        match std::task::ready!(body.poll_data(cx)) {
             Some(Ok(data)) => {
-                let _ = self.0.flow_control().release_capacity(data.len());
+                let _ = body.flow_control().release_capacity(data.len());
                 Poll::Ready(Some(Ok(data)))
             }
             Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e).into()))),
@@ -358,11 +394,16 @@ impl Frames {
     }
 }
 
+/// How long a closing connection still reads (and drops) what its client
+/// sends after the server's last frame, GOAWAY included: a socket closed with
+/// unread bytes is reset, and the reset can overtake what was just sent.
+const LINGER: Duration = Duration::from_secs(1);
+
 pin_project_lite::pin_project! {
     /// The socket of an HTTP/2 connection, timing its header blocks: one
     /// started must arrive whole within `--request-timeout` (slowly sent
     /// CONTINUATION frames otherwise hold a connection's partial block for
-    /// as long as the client likes).
+    /// as long as the client likes). Its shutdown lingers ([`LINGER`]).
     struct Watched<T> {
         #[pin]
         io: T,
@@ -370,12 +411,14 @@ pin_project_lite::pin_project! {
         limit: Duration,
         deadline: Option<Pin<Box<Sleep>>>,
         stats: Arc<Stats>,
+        // Set once the write side is shut: the linger's end.
+        linger: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<T> Watched<T> {
     fn new(io: T, limit: Duration, stats: Arc<Stats>) -> Watched<T> {
-        Watched { io, frames: Frames::new(), limit, deadline: None, stats }
+        Watched { io, frames: Frames::new(), limit, deadline: None, stats, linger: None }
     }
 }
 
@@ -400,7 +443,7 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+impl<T: AsyncRead + AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().io.poll_write(cx, buf)
     }
@@ -421,8 +464,25 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         self.project().io.poll_flush(cx)
     }
 
+    /// Shuts the write side (the client reads our last frames, then the
+    /// end), then reads until the client closes too or [`LINGER`] passes.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
+        let mut this = self.project();
+        if this.linger.is_none() {
+            std::task::ready!(this.io.as_mut().poll_shutdown(cx))?;
+            *this.linger = Some(Box::pin(sleep(LINGER)));
+        }
+        let mut sink = [0u8; 1024];
+        loop {
+            if this.linger.as_mut().is_some_and(|linger| linger.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut sink);
+            match std::task::ready!(this.io.as_mut().poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() => {}
+                Ok(()) | Err(_) => return Poll::Ready(Ok(())),
+            }
+        }
     }
 }
 
