@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::watch;
 
-use super::connection::{Connection, unavailable};
+use super::connection::{RedisConnection, unavailable};
 use super::storage::Keys;
 use crate::hub::HubError;
 use crate::message::Epoch;
@@ -77,7 +77,7 @@ pub(super) trait Host: Send + Sync + 'static {
     fn canary(&self) -> &CanaryState;
     fn keys(&self) -> &Keys;
     /// A connection for commands (the canary's publishes, `CLUSTER SLOTS`).
-    fn commands(&self) -> Connection;
+    fn commands(&self) -> RedisConnection;
     /// Every local subscriber re-reads its position from history.
     fn poke_all(&self);
     /// Has the live link subscribe these canary channels instead of the

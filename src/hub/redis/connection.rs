@@ -55,7 +55,7 @@ impl Target {
 
     /// Opens a connection; with `pushes`, one whose pub/sub messages and
     /// disconnections arrive there and whose subscriptions survive reconnects.
-    pub(super) async fn open(&self, pushes: Option<impl AsyncPushSender>) -> redis::RedisResult<Connection> {
+    pub(super) async fn open(&self, pushes: Option<impl AsyncPushSender>) -> redis::RedisResult<RedisConnection> {
         if self.cluster {
             let mut builder = ClusterClientBuilder::new(self.seeds.clone())
                 .use_protocol(ProtocolVersion::RESP3)
@@ -66,7 +66,7 @@ impl Target {
             if let Some(pushes) = pushes {
                 builder = builder.push_sender(pushes);
             }
-            return Ok(Connection::Cluster(builder.build()?.get_async_connection().await?));
+            return Ok(RedisConnection::Cluster(builder.build()?.get_async_connection().await?));
         }
         let client = redis::Client::open(self.seeds[0].clone())?;
         let mut config = ConnectionManagerConfig::new()
@@ -77,7 +77,7 @@ impl Target {
         if let Some(pushes) = pushes {
             config = config.set_push_sender(pushes).set_automatic_resubscription();
         }
-        Ok(Connection::Single(ConnectionManager::new_with_config(client, config).await?))
+        Ok(RedisConnection::Single(ConnectionManager::new_with_config(client, config).await?))
     }
 }
 
@@ -92,12 +92,12 @@ fn bad_url(message: String) -> HubError {
 
 /// A connection to one Redis or to a cluster. Clones share it.
 #[derive(Clone)]
-pub(super) enum Connection {
+pub(super) enum RedisConnection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
-impl Connection {
+impl RedisConnection {
     /// Subscribes the live link to `channels` (sharded on a cluster, where
     /// one command may only name channels of one slot).
     pub(super) async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
@@ -111,9 +111,9 @@ impl Connection {
     async fn set_subscribed(&mut self, channels: Vec<String>, on: bool) -> redis::RedisResult<()> {
         match self {
             _ if channels.is_empty() => Ok(()),
-            Connection::Single(c) if on => c.subscribe(channels).await,
-            Connection::Single(c) => c.unsubscribe(channels).await,
-            Connection::Cluster(c) => {
+            RedisConnection::Single(c) if on => c.subscribe(channels).await,
+            RedisConnection::Single(c) => c.unsubscribe(channels).await,
+            RedisConnection::Cluster(c) => {
                 for channel in channels {
                     if on { c.ssubscribe(channel).await? } else { c.sunsubscribe(channel).await? }
                 }
@@ -125,17 +125,17 @@ impl Connection {
     /// The command that publishes on a live channel: `SPUBLISH` on a cluster.
     pub(super) fn publish_command(&self) -> &'static str {
         match self {
-            Connection::Single(_) => "PUBLISH",
-            Connection::Cluster(_) => "SPUBLISH",
+            RedisConnection::Single(_) => "PUBLISH",
+            RedisConnection::Cluster(_) => "SPUBLISH",
         }
     }
 }
 
-impl ConnectionLike for Connection {
+impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
+            RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -146,15 +146,15 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
+            RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
         }
     }
 }

@@ -12,7 +12,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::canary::CanaryState;
-use super::connection::{Connection, Target, unavailable};
+use super::connection::{RedisConnection, Target, unavailable};
 use super::storage::{self, Keys};
 use crate::hub::{Fanout, HubError};
 use crate::message::{ChannelName, Message};
@@ -29,7 +29,7 @@ pub(super) struct Link {
     target: Target,
     pushes: mpsc::UnboundedSender<Push>,
     generation: AtomicU64,
-    current: Mutex<Connection>,
+    current: Mutex<RedisConnection>,
 }
 
 impl Link {
@@ -38,19 +38,19 @@ impl Link {
         Ok(Link { target, pushes, generation: AtomicU64::new(0), current: Mutex::new(first) })
     }
 
-    pub(super) fn connection(&self) -> Connection {
+    pub(super) fn connection(&self) -> RedisConnection {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Opens a fresh connection to take over; it sends its pushes as the
     /// next generation, which [`Link::install`] makes current.
-    async fn open_next(&self) -> redis::RedisResult<(u64, Connection)> {
+    async fn open_next(&self) -> redis::RedisResult<(u64, RedisConnection)> {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let connection = self.target.open(Some(tagged(&self.pushes, generation))).await?;
         Ok((generation, connection))
     }
 
-    fn install(&self, generation: u64, connection: Connection) {
+    fn install(&self, generation: u64, connection: RedisConnection) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = connection;
         self.generation.store(generation, Ordering::Relaxed);
     }

@@ -279,7 +279,7 @@ impl canary::Host for RedisHub {
         &self.keys
     }
 
-    fn commands(&self) -> connection::Connection {
+    fn commands(&self) -> connection::RedisConnection {
         self.storage.commands()
     }
 

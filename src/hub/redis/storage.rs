@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::{ErrorKind, RedisError, Script};
 use serde_json::value::RawValue;
 
-use super::connection::{Connection, unavailable};
+use super::connection::{RedisConnection, unavailable};
 use crate::hub::{History, HistoryLimits, HubError, IDEMPOTENCY_WINDOW};
 use crate::message::{ChannelName, Epoch, IdempotencyKey, Message};
 
@@ -82,7 +82,7 @@ impl Keys {
 pub(super) struct Storage {
     keys: Keys,
     limits: HistoryLimits,
-    commands: Connection,
+    commands: RedisConnection,
     /// The hub's readiness, cleared when a command fails for want of Redis.
     ready: Arc<AtomicBool>,
     publish: Script,
@@ -90,7 +90,7 @@ pub(super) struct Storage {
 }
 
 impl Storage {
-    pub(super) fn new(keys: Keys, limits: HistoryLimits, commands: Connection, ready: Arc<AtomicBool>) -> Self {
+    pub(super) fn new(keys: Keys, limits: HistoryLimits, commands: RedisConnection, ready: Arc<AtomicBool>) -> Self {
         Storage { keys, limits, commands, ready, publish: Script::new(PUBLISH), history: Script::new(HISTORY) }
     }
 
@@ -167,7 +167,7 @@ impl Storage {
     }
 
     /// The command connection (shared: clones are cheap).
-    pub(super) fn commands(&self) -> Connection {
+    pub(super) fn commands(&self) -> RedisConnection {
         self.commands.clone()
     }
 
