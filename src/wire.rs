@@ -367,8 +367,14 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what.to_string())
 }
 
+/// How long a connection being closed still reads (and drops) what its
+/// client sends after the server's last bytes: a socket closed with unread
+/// bytes is reset, and the reset can overtake the answer just sent (a 431, an
+/// HTTP/2 GOAWAY).
+pub const LINGER: Duration = Duration::from_secs(1);
+
 /// Polls the deadline (armed at `after` from now if none runs); true once it passed.
-fn expired(deadline: &mut Option<Pin<Box<Sleep>>>, after: Duration, cx: &mut Context<'_>) -> bool {
+pub fn expired(deadline: &mut Option<Pin<Box<Sleep>>>, after: Duration, cx: &mut Context<'_>) -> bool {
     deadline.get_or_insert_with(|| Box::pin(sleep(after))).as_mut().poll(cx).is_ready()
 }
 

@@ -58,7 +58,7 @@ use super::{h2, upgrade};
 use crate::error::{AppError, ErrorCode};
 use crate::routes::{Held, Holdable};
 use crate::stats::{Rejection, Stats};
-use crate::wire::{Metered, give_back_buffer, lend_buffer, poll_read_into};
+use crate::wire::{LINGER, Metered, give_back_buffer, lend_buffer, poll_read_into};
 
 /// Longest request head: a longer one is refused here with 431, not handed to
 /// the dispatcher, which would buffer up to 128 KiB of it until the request
@@ -68,10 +68,6 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How an HTTP/2 connection in cleartext begins (prior knowledge): the start
 /// of its preface, which reads as a request head of its own.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
-
-/// How long a refused connection's input is still read past after the answer,
-/// so that closing with unread bytes does not reset the answer away.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Most bytes of an answer gathered into one write.
 const GATHER: usize = 64 * 1024;

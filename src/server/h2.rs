@@ -35,6 +35,7 @@ use actix_http::header::{self, HeaderValue};
 use actix_http::{HttpMessage, Method, Payload, Request, Response};
 use actix_service::Service;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
@@ -43,7 +44,7 @@ use tokio::time::{Instant, Sleep, sleep, timeout};
 
 use super::settings::Settings;
 use crate::stats::{Rejection, Stats};
-use crate::wire::{ConnMeter, Metered};
+use crate::wire::{ConnMeter, LINGER, Metered, Timeouts, expired};
 
 /// Streams one connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const MAX_STREAMS: u32 = 100;
@@ -105,7 +106,7 @@ where
         tokio::select! {
             accepted = poll_fn(|cx| conn.poll_accept(cx)) => match accepted {
                 Some(Ok((req, respond))) => {
-                    let answer = answer(app.clone(), req, respond, settings.clone(), peer, meter.clone());
+                    let answer = answer(app.clone(), req, respond, settings.timeouts, peer, meter.clone());
                     streams.push(Box::pin(answer));
                 }
                 Some(Err(e)) => break tracing::debug!(error = %e, "HTTP/2 connection failed"),
@@ -151,7 +152,7 @@ async fn answer<S, B>(
     app: Rc<S>,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    settings: Settings,
+    timeouts: Timeouts,
     peer: Option<SocketAddr>,
     meter: Arc<ConnMeter>,
 ) -> Ending
@@ -195,19 +196,24 @@ where
         Err(_) => return Ending::Reset,
     };
     if !end {
-        if let Some(ending) = send_body(&mut send, body, &settings, meter.stats()).await {
+        if let Some(ending) = send_body(&mut send, body, timeouts.write, meter.stats()).await {
             return ending;
         }
         if send.send_data(Bytes::new(), true).is_err() {
             return Ending::Reset;
         }
     }
-    drain(&request, settings.timeouts.request).await;
+    drain(&request, timeouts.request).await;
     Ending::Answered
 }
 
 /// Sends an answer's body; `Some` when the stream ended before it was all sent.
-async fn send_body(send: &mut SendStream<Bytes>, body: BoxBody, settings: &Settings, stats: &Stats) -> Option<Ending> {
+async fn send_body(
+    send: &mut SendStream<Bytes>,
+    body: BoxBody,
+    write_timeout: Duration,
+    stats: &Stats,
+) -> Option<Ending> {
     let mut body = pin!(body);
     loop {
         let chunk = tokio::select! {
@@ -216,7 +222,7 @@ async fn send_body(send: &mut SendStream<Bytes>, body: BoxBody, settings: &Setti
         };
         match chunk {
             Some(Ok(chunk)) => {
-                if let Some(ending) = send_data(send, chunk, settings.timeouts.write, stats).await {
+                if let Some(ending) = send_data(send, chunk, write_timeout, stats).await {
                     return Some(ending);
                 }
             }
@@ -239,6 +245,9 @@ const DRAIN: usize = 1024 * 1024;
 /// NO_ERROR, which RFC 9113 8.1 allows), and some clients (curl 7.88, the h2
 /// crate) then lose the answer they were sent.
 async fn drain(request: &RefCell<RecvStream>, within: Duration) {
+    if request.borrow().is_end_stream() {
+        return; // the common case: nothing left, and no timer for it
+    }
     let mut left = DRAIN;
     let _ = timeout(within, async {
         while left > 0 {
@@ -264,16 +273,12 @@ async fn send_data(
 ) -> Option<Ending> {
     while !chunk.is_empty() {
         send.reserve_capacity(chunk.len());
-        let granted = timeout(write_timeout, async {
-            loop {
-                match poll_fn(|cx| send.poll_capacity(cx)).await {
-                    Some(Ok(0)) => continue,
-                    Some(Ok(n)) => return Some(n),
-                    Some(Err(_)) | None => return None,
-                }
-            }
-        });
-        match granted.await {
+        // Mostly granted at once: a timer only for a client that makes us wait.
+        let granted = match capacity(send).now_or_never() {
+            Some(granted) => Ok(granted),
+            None => timeout(write_timeout, capacity(send)).await,
+        };
+        match granted {
             Ok(Some(n)) => {
                 let part = chunk.split_to(n.min(chunk.len()));
                 if send.send_data(part, false).is_err() {
@@ -289,6 +294,17 @@ async fn send_data(
         }
     }
     None
+}
+
+/// Send capacity granted on the stream; `None` once the stream is gone.
+async fn capacity(send: &mut SendStream<Bytes>) -> Option<usize> {
+    loop {
+        match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(0)) => continue,
+            Some(Ok(n)) => return Some(n),
+            Some(Err(_)) | None => return None,
+        }
+    }
 }
 
 /// The HTTP/2 head of an answer: its status and headers, without those that
@@ -394,11 +410,6 @@ impl Frames {
     }
 }
 
-/// How long a closing connection still reads (and drops) what its client
-/// sends after the server's last frame, GOAWAY included: a socket closed with
-/// unread bytes is reset, and the reset can overtake what was just sent.
-const LINGER: Duration = Duration::from_secs(1);
-
 pin_project_lite::pin_project! {
     /// The socket of an HTTP/2 connection, timing its header blocks: one
     /// started must arrive whole within `--request-timeout` (slowly sent
@@ -432,7 +443,7 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         }
         if !this.frames.open {
             *this.deadline = None;
-        } else if this.deadline.get_or_insert_with(|| Box::pin(sleep(*this.limit))).as_mut().poll(cx).is_ready() {
+        } else if expired(this.deadline, *this.limit, cx) {
             this.stats.rejected(Rejection::RequestTimeout);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
