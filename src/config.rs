@@ -175,6 +175,34 @@ pub struct Config {
     /// Bytes of history the memory hub retains; the oldest messages are trimmed past it.
     #[arg(long, env = "PUSHWIRE_HUB_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one)]
     pub hub_max_bytes: usize,
+
+    /// WebSocket permessage-deflate, for clients that offer it (every browser does).
+    #[arg(long, env = "PUSHWIRE_WS_COMPRESSION", value_enum, default_value_t = Switch::On)]
+    pub ws_compression: Switch,
+
+    /// gzip on SSE, long polling and short polling, for requests whose Accept-Encoding allows it.
+    #[arg(long, env = "PUSHWIRE_HTTP_COMPRESSION", value_enum, default_value_t = Switch::On)]
+    pub http_compression: Switch,
+
+    /// Frames and answers smaller than this many bytes are sent uncompressed.
+    #[arg(long, env = "PUSHWIRE_COMPRESSION_MIN_SIZE", default_value_t = 256)]
+    pub compression_min_size: usize,
+}
+
+/// A feature switched on or off (`on`|`off`; `true`/`false`, `yes`/`no`, `1`/`0` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    #[value(alias = "true", alias = "yes", alias = "1")]
+    On,
+    #[value(alias = "false", alias = "no", alias = "0")]
+    Off,
+}
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

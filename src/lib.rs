@@ -41,6 +41,7 @@
 mod auth;
 pub mod base_path;
 pub mod config;
+pub mod encoding;
 mod error;
 pub mod hub;
 mod lab;

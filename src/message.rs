@@ -12,6 +12,8 @@ use bytestring::ByteString;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::encoding::{Format, deflate, msgpack};
+
 /// A channel name: `^[A-Za-z0-9_.-]{1,64}$`. Cloning is cheap (shared).
 #[derive(Clone, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
@@ -345,6 +347,22 @@ pub struct Message {
     /// The SSE event for a stream subscribed to this channel alone, whose
     /// `id:` is then the same for every such subscriber.
     sse_single: OnceLock<Bytes>,
+    /// v1.2's other forms, each made on first use and shared: most messages
+    /// of a JSON-only, uncompressed server never make the box.
+    forms: OnceLock<Box<Forms>>,
+}
+
+/// A message's encodings besides its JSON, each made once.
+#[derive(Default, Clone)]
+struct Forms {
+    msgpack: OnceLock<Bytes>,
+    /// permessage-deflate payloads, by [`Format`].
+    deflated: [OnceLock<Bytes>; 2],
+    /// The single-channel SSE event, deflated for gzip streams.
+    sse_single: OnceLock<Bytes>,
+    /// `event: message` and `data:` of an event, without its `id:`, plain and
+    /// deflated: gzip streams of several channels add their own `id:` after it.
+    sse_body: OnceLock<(Bytes, Bytes)>,
 }
 
 impl Message {
@@ -353,13 +371,13 @@ impl Message {
     pub fn new(channel: ChannelName, seq: u64, ts: u64, epoch: Epoch, data: &RawValue) -> Message {
         let data = compact_json(data.get());
         let json = format!(r#"{{"type":"message","channel":"{channel}","seq":{seq},"ts":{ts},"data":{data}}}"#);
-        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
+        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new(), forms: OnceLock::new() }
     }
 
     /// A message whose encoding was made elsewhere (by the Redis hub's
     /// publish script, byte for byte the same as [`Message::new`]'s).
     pub fn from_encoded(channel: ChannelName, seq: u64, ts: u64, epoch: Epoch, json: String) -> Message {
-        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new() }
+        Message { channel, seq, ts, epoch, json: json.into(), sse_single: OnceLock::new(), forms: OnceLock::new() }
     }
 
     /// Compact JSON, as stored in a message's encoding.
@@ -386,6 +404,60 @@ impl Message {
     pub fn sse_single(&self) -> Bytes {
         self.sse_single.get_or_init(|| sse_event("message", Some(&self.position().to_string()), &self.json)).clone()
     }
+
+    fn forms(&self) -> &Forms {
+        self.forms.get_or_init(Box::default)
+    }
+
+    /// The message as MessagePack, encoded on first use.
+    pub fn msgpack(&self) -> &Bytes {
+        self.forms().msgpack.get_or_init(|| {
+            let packed = msgpack::from_json(&self.json).unwrap_or_else(|e| {
+                // Publish refuses what MessagePack cannot carry; a message
+                // from an older instance might still hold it.
+                tracing::warn!(channel = %self.channel, seq = self.seq, error = %e, "data sent as nil in MessagePack");
+                let json = format!(
+                    r#"{{"type":"message","channel":"{}","seq":{},"ts":{},"data":null}}"#,
+                    self.channel, self.seq, self.ts
+                );
+                // unwrap: valid JSON of strings and integers.
+                msgpack::from_json(&json).unwrap()
+            });
+            Bytes::from(packed)
+        })
+    }
+
+    /// The message in `format`.
+    pub fn encoded(&self, format: Format) -> &[u8] {
+        match format {
+            Format::Json => self.json.as_bytes(),
+            Format::MsgPack => self.msgpack(),
+        }
+    }
+
+    /// The permessage-deflate payload of the message in `format`, compressed
+    /// once for every connection.
+    pub fn deflated(&self, format: Format) -> Bytes {
+        let slot = &self.forms().deflated[format as usize];
+        slot.get_or_init(|| Bytes::from(deflate::permessage(self.encoded(format)))).clone()
+    }
+
+    /// [`Message::sse_single`] deflated on its own, for gzip streams.
+    pub fn sse_single_deflated(&self) -> Bytes {
+        self.forms().sse_single.get_or_init(|| Bytes::from(deflate::deflate(&self.sse_single()))).clone()
+    }
+
+    /// The event without its `id:` line, plain and deflated, for gzip
+    /// streams of several channels (which add their own `id:` after it).
+    pub fn sse_body(&self) -> &(Bytes, Bytes) {
+        self.forms().sse_body.get_or_init(|| {
+            let plain = sse_event("message", None, &self.json);
+            // The blank line that ends the event comes after the stream's own `id:`.
+            let plain = plain.slice(..plain.len() - 1);
+            let deflated = Bytes::from(deflate::deflate(&plain));
+            (plain, deflated)
+        })
+    }
 }
 
 impl fmt::Debug for Message {
@@ -396,6 +468,14 @@ impl fmt::Debug for Message {
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
+}
+
+/// Refuses published `data` that one of the encodings could not carry the
+/// same: a number a float 64 cannot hold, such as `1e400` (API.md v1.2).
+pub fn check_data(data: &RawValue) -> Result<(), crate::error::AppError> {
+    msgpack::from_json(data.get()).map(drop).map_err(|e| {
+        crate::error::AppError::new(crate::error::ErrorCode::BadJson, format!("data cannot be published: {e}"))
+    })
 }
 
 /// Encodes one SSE event. `data` must hold no line break (all our JSON is compact).

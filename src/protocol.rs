@@ -205,6 +205,7 @@ impl ClientFrame {
                     _ => return Err(bad("publish needs a \"channel\" string")),
                 };
                 let data = e.data.ok_or_else(|| bad("publish needs \"data\""))?;
+                crate::message::check_data(&data)?;
                 let idempotency_key = match e.idempotency_key {
                     None | Some(Value::Null) => None,
                     Some(Value::String(key)) => Some(key.parse()?),

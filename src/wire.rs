@@ -227,6 +227,20 @@ impl ConnMeter {
         }
     }
 
+    /// A payload of `plain` bytes is about to be written as `sent`
+    /// compressed bytes: counted for the transport (and the page's lane)
+    /// whose bytes the connection carries now.
+    pub fn compressed(&self, plain: usize, sent: usize) {
+        self.stats.get(self.current()).compressed(plain, sent);
+        if self.inspected.load(Ordering::Relaxed)
+            && let Some((client, transport)) = &self.capture().client
+        {
+            let lane = client.lane(*transport);
+            lane.compressed_from.fetch_add(plain as u64, Ordering::Relaxed);
+            lane.compressed_to.fetch_add(sent as u64, Ordering::Relaxed);
+        }
+    }
+
     fn wrote(&self, bytes: &[u8]) {
         Counters::add(&self.stats.get(self.current()).bytes_sent, bytes.len() as u64);
         Counters::add(&self.sent, bytes.len() as u64);

@@ -32,6 +32,9 @@ const LAB_KEPT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Default)]
 pub struct Lane {
     pub bytes_sent: AtomicU64,
+    /// Compressed payloads: their size before compression and on the wire.
+    pub compressed_from: AtomicU64,
+    pub compressed_to: AtomicU64,
     pub bytes_received: AtomicU64,
     pub requests: AtomicU64,
     captured: Mutex<Captured>,
@@ -255,6 +258,8 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct LaneReport {
     pub bytes_sent: u64,
+    /// What the same writes would have been without compression (v1.2).
+    pub bytes_sent_uncompressed: u64,
     pub bytes_received: u64,
     pub requests: u64,
     /// The raw request head, as read from the socket.
@@ -273,8 +278,12 @@ impl Inspected {
                 let lane = self.lane(t);
                 let captured = lane.captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let sent = get(&lane.bytes_sent);
                 let report = LaneReport {
-                    bytes_sent: lane.bytes_sent.load(Ordering::Relaxed),
+                    bytes_sent: sent,
+                    bytes_sent_uncompressed: (sent + get(&lane.compressed_from))
+                        .saturating_sub(get(&lane.compressed_to)),
                     bytes_received: lane.bytes_received.load(Ordering::Relaxed),
                     requests: lane.requests.load(Ordering::Relaxed),
                     request: text(&captured.request),

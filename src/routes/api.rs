@@ -6,9 +6,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::negotiate::{self, Asked};
 use crate::auth::Access;
+use crate::encoding::{Format, msgpack};
 use crate::error::{AppError, ErrorCode};
-use crate::message::ChannelName;
+use crate::message::{ChannelName, check_data};
 use crate::state::AppState;
 
 pub async fn publish(
@@ -22,13 +24,20 @@ pub async fn publish(
     if !access.may_publish(&channel) {
         return Err(AppError::forbidden(format!("your token may not publish on {channel}")));
     }
-    json_body(&req)?;
+    let format = body_format(&req)?;
     let ctx = &state.ctx;
     if let Err(wait) = ctx.publish_rate.check(req.peer_addr().map(|a| a.ip())) {
         return Err(AppError::rate_limited("too many publishes from your address", wait));
     }
     let body = read_body(&req, payload, ctx.config.max_body, ctx.config.request_timeout).await?;
-    let data: Box<RawValue> = json_of(&body)?;
+    let data: Box<RawValue> = match format {
+        Format::Json => json_of(&body)?,
+        Format::MsgPack => {
+            let json = msgpack::to_json(&body).map_err(|e| AppError::new(ErrorCode::BadJson, e.to_string()))?;
+            json_of(json.as_bytes())?
+        }
+    };
+    check_data(&data)?;
     let key = match req.headers().get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -36,12 +45,19 @@ pub async fn publish(
         }
     };
     let message = state.ctx.hub.publish(channel, data, key).await?;
-    Ok(HttpResponse::Created().json(json!({
+    let answer = json!({
         "channel": message.channel,
         "seq": message.seq,
         "ts": message.ts,
         "epoch": message.epoch,
-    })))
+    });
+    Ok(match negotiate::poll_format(req.headers(), Asked::default()) {
+        Format::Json => HttpResponse::Created().json(answer),
+        // unwrap: an object of strings and integers.
+        Format::MsgPack => HttpResponse::Created()
+            .content_type("application/msgpack")
+            .body(msgpack::from_json(&answer.to_string()).unwrap()),
+    })
 }
 
 /// A request body parsed as JSON, or `bad_json`.
@@ -49,16 +65,19 @@ pub(super) fn json_of<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T
     serde_json::from_slice(body).map_err(|e| AppError::new(ErrorCode::BadJson, format!("body is not valid JSON: {e}")))
 }
 
-/// Publish takes `application/json` (parameters allowed): a cross-site form
-/// or a `text/plain` fetch then needs a CORS preflight first (API.md v1.1).
-fn json_body(req: &HttpRequest) -> Result<(), AppError> {
+/// Publish takes `application/json` (parameters allowed) or, in v1.2,
+/// `application/msgpack`: a cross-site form or a `text/plain` fetch then
+/// needs a CORS preflight first (API.md v1.1).
+fn body_format(req: &HttpRequest) -> Result<Format, AppError> {
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
-        Ok(())
+        Ok(Format::Json)
+    } else if essence.eq_ignore_ascii_case("application/msgpack") {
+        Ok(Format::MsgPack)
     } else {
         Err(AppError::unsupported_media_type(format!(
-            "publish needs Content-Type: application/json, got {:?}",
+            "publish needs Content-Type: application/json or application/msgpack, got {:?}",
             content_type.chars().take(80).collect::<String>()
         )))
     }
@@ -128,6 +147,11 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "bytes_counted": "before_tls",
         "hub_channels": gauges.channels,
         "hub_retained_bytes": gauges.retained_bytes,
+        "compression": {
+            "websocket": ctx.config.ws_compression,
+            "http": ctx.config.http_compression,
+            "min_size": ctx.config.compression_min_size,
+        },
         "transports": transports,
     }))
 }

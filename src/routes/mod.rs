@@ -5,6 +5,7 @@ mod access;
 mod api;
 mod assets;
 mod dashboard;
+mod negotiate;
 mod pages;
 mod span;
 mod streams;

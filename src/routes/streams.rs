@@ -5,19 +5,23 @@ use std::time::Duration;
 use actix_http::ws::{HandshakeError, handshake};
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use super::negotiate::{self, Asked};
 use super::{conn_meter, inspected};
 use crate::auth::Access;
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
+use crate::encoding::{Format, gzip};
 use crate::error::{AppError, ErrorCode};
 use crate::lab::impairment::WebSocketPath;
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::long_poll::{self, Opened};
+use crate::transport::poll::Answer;
 use crate::transport::websocket::{Accepted, Upgradable};
-use crate::transport::{self, Impairment, StreamRequest};
+use crate::transport::{self, Impairment, Negotiated, Savings, StreamRequest, Transport};
 use crate::wire::Mark;
 
 /// Marks a request that arrived on the server's own HTTP/1 path
@@ -31,9 +35,16 @@ pub struct Holdable;
 /// request's future or the middleware's wrappers around a body.
 pub enum Held {
     /// A long poll's answer, once something arrives or it times out.
-    Answer(futures_util::future::LocalBoxFuture<'static, String>),
+    Answer(futures_util::future::LocalBoxFuture<'static, Body>),
     /// An event stream's chunks.
     Stream(futures_util::stream::LocalBoxStream<'static, bytes::Bytes>),
+}
+
+/// A poll's answer as it goes out: its bytes, and whether they are gzipped
+/// (the path that writes it adds `Content-Encoding`).
+pub struct Body {
+    pub bytes: Bytes,
+    pub gzipped: bool,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +52,14 @@ struct StreamQuery {
     channels: Option<String>,
     cursor: Option<String>,
     timeout: Option<String>,
+    format: Option<String>,
+    compression: Option<String>,
+}
+
+impl StreamQuery {
+    fn asked(&self) -> Result<Asked, AppError> {
+        Asked::parse(self.format.as_deref(), self.compression.as_deref())
+    }
 }
 
 fn query(req: &HttpRequest) -> Result<StreamQuery, AppError> {
@@ -74,7 +93,9 @@ fn stream_request(
     let cut = transport::cut(dropped, access.expires());
     let wire = conn_meter(req).map(Mark::now);
     let impairment = impairment(req);
-    Ok(StreamRequest { channels, cursor, peer: req.peer_addr().map(|a| a.ip()), access, cut, wire, impairment })
+    let peer = req.peer_addr().map(|a| a.ip());
+    let encoding = Negotiated::default();
+    Ok(StreamRequest { channels, cursor, peer, access, cut, wire, impairment, encoding })
 }
 
 /// The network lab settings of the request's page (none when untagged).
@@ -99,9 +120,19 @@ pub async fn websocket(req: HttpRequest, access: Access, state: web::Data<AppSta
             "this endpoint speaks WebSocket: send an Upgrade request",
         ));
     }
-    let request = stream_request(&state, &req, access, &query(&req)?, false)?;
+    let q = query(&req)?;
+    let asked = q.asked()?;
+    let mut request = stream_request(&state, &req, access, &q, false)?;
     let refused = |e: HandshakeError| AppError::bad_request(format!("websocket handshake refused: {e}"));
     let mut response = handshake(req.head()).map_err(refused)?;
+    let terms = negotiate::websocket(&req, asked, state.ctx.config.ws_compression.is_on());
+    request.encoding = terms.negotiated;
+    if let Some(protocol) = terms.protocol {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    if let Some(extensions) = terms.extensions {
+        response.insert_header((header::SEC_WEBSOCKET_EXTENSIONS, extensions));
+    }
     if !req.extensions().contains::<Upgradable>() {
         // Over HTTP/2: no socket of its own to upgrade.
         return Err(refused(HandshakeError::NoConnectionUpgrade));
@@ -114,7 +145,12 @@ pub async fn websocket(req: HttpRequest, access: Access, state: web::Data<AppSta
 
 pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
+    let asked = q.asked()?;
+    if asked.format == Some(Format::MsgPack) {
+        return Err(AppError::bad_request("SSE is a text protocol: format=msgpack is for /ws and the polls"));
+    }
     let mut request = stream_request(&state, &req, access, &q, true)?;
+    request.encoding.compressed = negotiate::gzip(req.headers(), asked, state.ctx.config.http_compression.is_on());
     // Last-Event-ID is the newer position: the browser sends it on reconnect.
     if let Some(last) = req.headers().get("last-event-id") {
         let last = last.to_str().map_err(|_| AppError::new(ErrorCode::BadCursor, "Last-Event-ID is not ASCII"))?;
@@ -123,10 +159,15 @@ pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -
         }
     }
     let impairment = request.impairment;
+    let gzipped = request.encoding.compressed;
     let stream = impairment.sse(Box::pin(transport::sse::open(state.ctx.clone(), request).await?));
     let mut response = HttpResponse::Ok();
     for header in transport::sse::HEADERS {
         response.insert_header(header);
+    }
+    response.insert_header((header::VARY, "Accept-Encoding"));
+    if gzipped {
+        response.insert_header((header::CONTENT_ENCODING, "gzip"));
     }
     if !req.extensions().contains::<Holdable>() {
         return Ok(response.streaming(stream));
@@ -144,7 +185,8 @@ pub async fn sse(req: HttpRequest, access: Access, state: web::Data<AppState>) -
 
 pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let q = query(&req)?;
-    let request = stream_request(&state, &req, access, &q, true)?;
+    let mut request = stream_request(&state, &req, access, &q, true)?;
+    let encoder = Encoder::new(&state, &req, &mut request, Transport::LongPoll, q.asked()?);
     let impairment = request.impairment;
     let timeout = match q.timeout.as_deref() {
         None => LONG_POLL_DEFAULT_SECS,
@@ -160,33 +202,84 @@ pub async fn long_poll(req: HttpRequest, access: Access, state: web::Data<AppSta
     let waiting = match long_poll::open(state.ctx.clone(), request, Duration::from_secs(timeout)).await? {
         Opened::Ready(answer) => {
             impairment.delay_answer().await;
-            return Ok(poll_response(answer.to_json()));
+            return Ok(encoder.response(encoder.body(&answer)));
         }
         Opened::Waiting(waiting) => waiting,
     };
+    let held = encoder.clone();
     let answer = async move {
         let answer = waiting.wait().await;
         impairment.delay_answer().await;
-        answer.to_json()
+        held.body(&answer)
     };
     if !req.extensions().contains::<Holdable>() {
-        return Ok(poll_response(answer.await));
+        return Ok(encoder.response(answer.await));
     }
     // The server's own HTTP/1 path holds the wait, without this request's
     // future; the answer's head is this one's.
-    let mut response = poll_response(String::new());
+    let mut response = encoder.response(Body { bytes: Bytes::new(), gzipped: false });
     response.extensions_mut().insert(Held::Answer(Box::pin(answer)));
     Ok(response)
 }
 
 pub async fn poll(req: HttpRequest, access: Access, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let request = stream_request(&state, &req, access, &query(&req)?, true)?;
+    let q = query(&req)?;
+    let mut request = stream_request(&state, &req, access, &q, true)?;
+    let encoder = Encoder::new(&state, &req, &mut request, Transport::Poll, q.asked()?);
     let impairment = request.impairment;
     let answer = transport::short_poll::run(state.ctx.clone(), request).await?;
     impairment.delay_answer().await;
-    Ok(poll_response(answer.to_json()))
+    Ok(encoder.response(encoder.body(&answer)))
 }
 
-fn poll_response(json: String) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").insert_header((header::CACHE_CONTROL, "no-store")).body(json)
+/// How a poll's answer is encoded and compressed, as its request asked.
+#[derive(Clone)]
+struct Encoder {
+    format: Format,
+    gzip: bool,
+    min_size: usize,
+    savings: Savings,
+}
+
+impl Encoder {
+    fn new(
+        state: &AppState,
+        req: &HttpRequest,
+        request: &mut StreamRequest,
+        transport: Transport,
+        asked: Asked,
+    ) -> Encoder {
+        let config = &state.ctx.config;
+        let format = negotiate::poll_format(req.headers(), asked);
+        let gzip = negotiate::gzip(req.headers(), asked, config.http_compression.is_on());
+        request.encoding = Negotiated { format, compressed: gzip };
+        let savings = Savings::new(&state.ctx.stats, transport, request.wire.as_ref());
+        Encoder { format, gzip, min_size: config.compression_min_size, savings }
+    }
+
+    fn body(&self, answer: &Answer) -> Body {
+        let plain = answer.encode(self.format);
+        if !self.gzip || plain.len() < self.min_size {
+            return Body { bytes: Bytes::from(plain), gzipped: false };
+        }
+        let gzipped = gzip::gzip(&plain);
+        self.savings.count(plain.len(), gzipped.len());
+        Body { bytes: Bytes::from(gzipped), gzipped: true }
+    }
+
+    fn response(&self, body: Body) -> HttpResponse {
+        let content_type = match self.format {
+            Format::Json => "application/json",
+            Format::MsgPack => "application/msgpack",
+        };
+        let mut response = HttpResponse::Ok();
+        response
+            .content_type(content_type)
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::VARY, "Accept-Encoding"));
+        if body.gzipped {
+            response.insert_header((header::CONTENT_ENCODING, "gzip"));
+        }
+        response.body(body.bytes)
+    }
 }

@@ -44,6 +44,7 @@ use actix_codec::{Decoder, Encoder, Framed, FramedParts};
 use actix_http::body::{BodyStream, BoxBody, MessageBody};
 use actix_http::error::DispatchError;
 use actix_http::h1::{self, Message, MessageType};
+use actix_http::header::{self, HeaderValue};
 use actix_http::{HttpMessage, KeepAlive, Method, Protocol, Request, Response, ServiceConfig};
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
 use actix_web::ResponseError;
@@ -382,9 +383,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 else {
                     return Ok(false);
                 };
-                response = Response::with_body(status, BoxBody::new(body));
+                response = Response::with_body(status, BoxBody::new(body.bytes));
                 for (name, value) in headers {
                     response.headers_mut().append(name, value);
+                }
+                if body.gzipped {
+                    response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 }
             }
             Some(Held::Stream(stream)) => {

@@ -85,6 +85,11 @@ pub struct Counters {
     pub resets_delivered: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// What compressed payloads were before compression, and what they are
+    /// on the wire: `bytes_sent_uncompressed` is `bytes_sent` with the one
+    /// put back for the other (v1.2).
+    pub compressed_from: AtomicU64,
+    pub compressed_to: AtomicU64,
     pub empty_polls: AtomicU64,
     /// Connections cut for not keeping up: their queue overflowed, or a
     /// WebSocket send waited past `--write-timeout`.
@@ -99,6 +104,8 @@ pub struct CountersSnapshot {
     pub messages_delivered: u64,
     pub resets_delivered: u64,
     pub bytes_sent: u64,
+    /// What the same writes would have been without compression (v1.2).
+    pub bytes_sent_uncompressed: u64,
     pub bytes_received: u64,
     pub empty_polls: u64,
     pub slow_disconnects: u64,
@@ -107,6 +114,19 @@ pub struct CountersSnapshot {
 impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a payload of `plain` bytes sent as `sent` compressed bytes.
+    pub fn compressed(&self, plain: usize, sent: usize) {
+        Counters::add(&self.compressed_from, plain as u64);
+        Counters::add(&self.compressed_to, sent as u64);
+    }
+
+    pub fn bytes_sent_uncompressed(&self) -> u64 {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Read in the order they are bumped (to, then sent after the write):
+        // a payload compressed and not yet written can only make it smaller.
+        (get(&self.bytes_sent) + get(&self.compressed_from)).saturating_sub(get(&self.compressed_to))
     }
 
     fn snapshot(&self) -> CountersSnapshot {
@@ -118,6 +138,7 @@ impl Counters {
             messages_delivered: get(&self.messages_delivered),
             resets_delivered: get(&self.resets_delivered),
             bytes_sent: get(&self.bytes_sent),
+            bytes_sent_uncompressed: self.bytes_sent_uncompressed(),
             bytes_received: get(&self.bytes_received),
             empty_polls: get(&self.empty_polls),
             slow_disconnects: get(&self.slow_disconnects),

@@ -20,9 +20,13 @@ use crate::hub::{Hub, HubError};
 use crate::transport_kind::Transport;
 
 /// Counters: name and help. Per-transport ones carry `transport`.
-const COUNTERS: [(&str, &str); 15] = [
+const COUNTERS: [(&str, &str); 16] = [
     ("pushwire_requests_total", "HTTP requests routed, per transport (publish and other included)."),
     ("pushwire_sent_bytes_total", "Bytes written to sockets, HTTP headers and framing included."),
+    (
+        "pushwire_sent_uncompressed_bytes_total",
+        "What the sent bytes would have been without compression (equal when nothing was compressed).",
+    ),
     ("pushwire_received_bytes_total", "Bytes read from sockets, HTTP headers and framing included."),
     ("pushwire_connections_opened_total", "Connections opened (held requests for polls)."),
     ("pushwire_connections_closed_total", "Connections closed (held requests answered), by reason."),
@@ -98,6 +102,7 @@ fn register_transports(stats: &Stats) {
         let t = traffic.name();
         counter!("pushwire_requests_total", "transport" => t).absolute(get(&c.requests));
         counter!("pushwire_sent_bytes_total", "transport" => t).absolute(get(&c.bytes_sent));
+        counter!("pushwire_sent_uncompressed_bytes_total", "transport" => t).absolute(c.bytes_sent_uncompressed());
         counter!("pushwire_received_bytes_total", "transport" => t).absolute(get(&c.bytes_received));
         let Traffic::Stream(transport) = traffic else { continue };
         gauge!("pushwire_connections_open", "transport" => t).set(c.connections_open.load(Ordering::Relaxed) as f64);

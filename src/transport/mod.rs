@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::auth::Access;
 use crate::config::Config;
+use crate::encoding::Format;
 use crate::hub::Hub;
 use crate::limits::PublishRate;
 use crate::message::{ChannelName, Cursor};
@@ -92,6 +93,7 @@ impl StreamRequest {
             cut: never(),
             wire: None,
             impairment: Impairment::default(),
+            encoding: Negotiated::default(),
         }
     }
 }
@@ -112,6 +114,40 @@ pub struct StreamRequest {
     pub wire: Option<Mark>,
     /// Its page's network lab settings when it started (none for most).
     pub impairment: Impairment,
+    /// Its encoding, and whether its bytes are compressed (permessage-deflate
+    /// on a WebSocket, gzip on HTTP).
+    pub encoding: Negotiated,
+}
+
+/// What a client and the server agreed on for its bytes (API.md v1.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    pub format: Format,
+    pub compressed: bool,
+}
+
+/// Where a session counts what compression did to its bytes: its
+/// connection's meter (which also knows the page's lane) or, without one,
+/// its transport's counters.
+#[derive(Clone)]
+pub struct Savings {
+    stats: Arc<Stats>,
+    transport: Transport,
+    wire: Option<Mark>,
+}
+
+impl Savings {
+    pub fn new(stats: &Arc<Stats>, transport: Transport, wire: Option<&Mark>) -> Savings {
+        Savings { stats: stats.clone(), transport, wire: wire.cloned() }
+    }
+
+    /// A payload of `plain` bytes goes out as `sent` compressed bytes.
+    pub fn count(&self, plain: usize, sent: usize) {
+        match &self.wire {
+            Some(wire) => wire.meter().compressed(plain, sent),
+            None => self.stats.get(self.transport).compressed(plain, sent),
+        }
+    }
 }
 
 /// Why a session is ended from outside.

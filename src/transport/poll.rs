@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use super::{Event, Subscription, Transport};
 use crate::config::Config;
+use crate::encoding::Format;
+use crate::encoding::msgpack::{self, write};
 use crate::message::{Message, Reset, now_micros};
 use crate::stats::{Counters, Stats};
 
@@ -48,6 +50,32 @@ impl Answer {
         // unwrap: resets hold only strings and numbers.
         let _ =
             write!(out, r#"],"resets":{},"cursor":"{}"}}"#, serde_json::to_string(&self.resets).unwrap(), self.cursor);
+        out
+    }
+
+    /// The answer in `format`, reusing each message's encoding.
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        match format {
+            Format::Json => self.to_json().into_bytes(),
+            Format::MsgPack => self.to_msgpack(),
+        }
+    }
+
+    /// The same map as [`Answer::to_json`]'s object, in MessagePack.
+    fn to_msgpack(&self) -> Vec<u8> {
+        let size: usize = self.messages.iter().map(|m| m.msgpack().len()).sum();
+        let mut out = Vec::with_capacity(size + 64 + self.cursor.len());
+        write::map_len(&mut out, 3);
+        write::str(&mut out, "messages");
+        write::array_len(&mut out, self.messages.len() as u32);
+        for message in &self.messages {
+            out.extend_from_slice(message.msgpack());
+        }
+        write::str(&mut out, "resets");
+        // unwrap: resets hold only strings and numbers.
+        out.extend_from_slice(&msgpack::from_json(&serde_json::to_string(&self.resets).unwrap()).unwrap());
+        write::str(&mut out, "cursor");
+        write::str(&mut out, &self.cursor);
         out
     }
 

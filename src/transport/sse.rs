@@ -12,8 +12,11 @@ use futures_util::future::LocalBoxFuture;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 
 use super::{
-    Connection, Context, Cut, CutReason, Ended, Event, StreamRequest, Subscribed, Subscription, Transport, gather_for,
+    Connection, Context, Cut, CutReason, Ended, Event, Savings, StreamRequest, Subscribed, Subscription, Transport,
+    gather_for,
 };
+use crate::encoding::Chunk;
+use crate::encoding::gzip::{GzipStream, Piece};
 use crate::hub::HubError;
 use crate::message::{now_micros, sse_event};
 use crate::protocol::ServerFrame;
@@ -35,6 +38,7 @@ pub async fn open(
     let mut heartbeat = interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let shutdown = ctx.shutdown.clone();
+    let savings = Savings::new(&ctx.stats, Transport::Sse, request.wire.as_ref());
     let state = SseStream {
         // Made once: a wait made anew for every chunk took the signal's lock each time.
         shutdown: Box::pin(async move { shutdown.wait().await }),
@@ -46,6 +50,8 @@ pub async fn open(
         heartbeat,
         preamble: Some(preamble),
         done: false,
+        savings,
+        gzip: request.encoding.compressed.then(GzipStream::default),
     };
     Ok(futures_util::stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;
@@ -64,6 +70,9 @@ struct SseStream {
     done: bool,
     /// Counted open until the stream is dropped; logs how it ended.
     connection: Connection,
+    /// The gzip member the stream is, when the client accepts gzip.
+    gzip: Option<GzipStream>,
+    savings: Savings,
 }
 
 fn preamble(ctx: &Context, subscription: &Subscription, subscribed: &[Subscribed]) -> Bytes {
@@ -81,7 +90,9 @@ fn preamble(ctx: &Context, subscription: &Subscription, subscribed: &[Subscribed
 impl SseStream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(preamble) = self.preamble.take() {
-            return Some(preamble);
+            let mut chunk = Chunk::default();
+            self.put(&mut chunk, preamble, None);
+            return Some(chunk.into_bytes());
         }
         if self.done {
             return None;
@@ -94,7 +105,11 @@ impl SseStream {
                     self.finish(Ending::TokenExpired, ": token expired; reconnect with a fresh one\n\n")
                 }
             },
-            _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
+            _ = self.heartbeat.tick() => {
+                let mut chunk = Chunk::default();
+                self.put(&mut chunk, Bytes::from_static(b": heartbeat\n\n"), None);
+                return Some(chunk.into_bytes());
+            }
             event = self.subscription.next() => event,
         };
         // A lagged stream's last words are not held.
@@ -107,12 +122,13 @@ impl SseStream {
         let mut next = first.map(Some);
         loop {
             match next {
-                Ok(Some(event)) => chunk.push(self.encode(event)),
+                Ok(Some(event)) => self.encode(event, &mut chunk),
                 Ok(None) => break,
                 Err(Ended::Lagged) => {
                     self.connection.end(Ending::Slow);
                     self.done = true;
-                    chunk.push(Bytes::from_static(b": too slow to keep up; reconnect\n\n"));
+                    self.put(&mut chunk, Bytes::from_static(b": too slow to keep up; reconnect\n\n"), None);
+                    self.end_gzip(&mut chunk);
                     break;
                 }
                 // A failed history read while gathering: send what is ready;
@@ -127,66 +143,66 @@ impl SseStream {
         Some(chunk.into_bytes())
     }
 
+    /// The stream's last words; a gzip stream's member is ended after them.
     fn finish(&mut self, ending: Ending, comment: &'static str) -> Option<Bytes> {
         self.connection.end(ending);
         self.done = true;
-        Some(Bytes::from_static(comment.as_bytes()))
+        let mut chunk = Chunk::default();
+        self.put(&mut chunk, Bytes::from_static(comment.as_bytes()), None);
+        self.end_gzip(&mut chunk);
+        Some(chunk.into_bytes())
     }
 
-    /// One event's bytes: a message on a stream of one channel is encoded
-    /// once for every stream that gets it.
-    fn encode(&mut self, event: Event) -> Bytes {
+    /// Adds `plain` to the chunk, through the stream's gzip when it has one
+    /// (`deflated`: its bytes deflated once, for every stream).
+    fn put(&mut self, chunk: &mut Chunk, plain: Bytes, deflated: Option<Bytes>) {
+        match &mut self.gzip {
+            None => chunk.push(plain),
+            Some(gzip) => {
+                let sent = gzip.push(Piece { plain: &plain, deflated }, chunk);
+                self.savings.count(plain.len(), sent);
+            }
+        }
+    }
+
+    fn end_gzip(&mut self, chunk: &mut Chunk) {
+        if let Some(gzip) = self.gzip.take() {
+            let sent = gzip.finish(chunk);
+            self.savings.count(0, sent);
+        }
+    }
+
+    /// Adds one event: a message on a stream of one channel is encoded (and
+    /// deflated) once for every stream that gets it; on a stream of several,
+    /// its `id:` is the stream's own.
+    fn encode(&mut self, event: Event, chunk: &mut Chunk) {
         let stats = &self.ctx.stats;
         match event {
             Event::Message(message) => {
                 // The chunk is handed to the socket as soon as it is gathered.
                 stats.delivered(Transport::Sse, message.ts, now_micros());
                 self.connection.delivered(1);
-                match self.single {
-                    true => message.sse_single(),
-                    false => sse_event("message", Some(&self.subscription.cursor().to_string()), message.json()),
+                let id = || Some(self.subscription.cursor().to_string());
+                match (self.single, self.gzip.is_some()) {
+                    (true, false) => chunk.push(message.sse_single()),
+                    (true, true) => self.put(chunk, message.sse_single(), Some(message.sse_single_deflated())),
+                    (false, false) => chunk.push(sse_event("message", id().as_deref(), message.json())),
+                    (false, true) => {
+                        // `id:` may follow `data:`: a field counts when the blank line ends the event.
+                        let (plain, deflated) = message.sse_body().clone();
+                        let id = format!("id: {}\n\n", self.subscription.cursor());
+                        self.put(chunk, plain, Some(deflated));
+                        self.put(chunk, Bytes::from(id), None);
+                    }
                 }
             }
             Event::Reset(reset) => {
                 Counters::add(&stats.get(Transport::Sse).resets_delivered, 1);
                 // unwrap: a Reset holds only strings and numbers.
                 let json = serde_json::to_string(&reset).unwrap();
-                sse_event("reset", Some(&self.subscription.cursor().to_string()), &json)
+                let event = sse_event("reset", Some(&self.subscription.cursor().to_string()), &json);
+                self.put(chunk, event, None);
             }
-        }
-    }
-}
-
-/// The events of one chunk. The usual chunk is one event, whose bytes are
-/// passed on as they are (shared with every stream that gets it): copied
-/// into a buffer only when a second joins it.
-#[derive(Default)]
-struct Chunk {
-    first: Bytes,
-    more: BytesMut,
-}
-
-impl Chunk {
-    fn push(&mut self, event: Bytes) {
-        if self.first.is_empty() && self.more.is_empty() {
-            self.first = event;
-            return;
-        }
-        if !self.first.is_empty() {
-            self.more.reserve(self.first.len() + event.len());
-            self.more.put(std::mem::take(&mut self.first));
-        }
-        self.more.put(event);
-    }
-
-    fn len(&self) -> usize {
-        self.first.len() + self.more.len()
-    }
-
-    fn into_bytes(self) -> Bytes {
-        match self.more.is_empty() {
-            true => self.first,
-            false => self.more.freeze(),
         }
     }
 }
@@ -235,23 +251,5 @@ mod tests {
             assert_eq!(chunk, ": heartbeat\n\n");
             assert_eq!(start.elapsed(), EVERY * n, "heartbeat {n} at {n} intervals, not before or after");
         }
-    }
-
-    #[test]
-    fn a_lone_event_is_passed_on_as_it_is_and_events_together_are_joined() {
-        let shared = Bytes::from_static(b"id: a:1\nevent: message\ndata: {}\n\n");
-        let mut one = Chunk::default();
-        one.push(shared.clone());
-        assert_eq!(one.len(), shared.len());
-        let out = one.into_bytes();
-        assert_eq!(out.as_ptr(), shared.as_ptr(), "the message's own bytes, not a copy");
-
-        let mut three = Chunk::default();
-        for part in [&b"a\n\n"[..], b"bb\n\n", b"ccc\n\n"] {
-            three.push(Bytes::copy_from_slice(part));
-        }
-        assert_eq!(three.len(), 12);
-        assert_eq!(three.into_bytes(), "a\n\nbb\n\nccc\n\n");
-        assert!(Chunk::default().into_bytes().is_empty());
     }
 }

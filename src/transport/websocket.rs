@@ -23,10 +23,12 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tracing::Instrument;
 
 use super::{
-    Connection, Context, Cut, CutReason, Ended, Event, Impairment, StreamRequest, Subscription, Transport, gather_for,
+    Connection, Context, Cut, CutReason, Ended, Event, Impairment, Negotiated, Savings, StreamRequest, Subscription,
+    Transport, gather_for,
 };
 use crate::auth::Access;
-use crate::error::AppError;
+use crate::encoding::{Format, deflate, msgpack};
+use crate::error::{AppError, ErrorCode};
 use crate::hub::Subscriber;
 use crate::lab::impairment::WebSocketPath;
 use crate::message::{ChannelName, Cursor, Message, now_micros};
@@ -38,7 +40,7 @@ mod socket;
 
 use heartbeat::{Beat, Heartbeat};
 pub use socket::WsSocket;
-use socket::{Incoming, ReadError};
+use socket::{Incoming, ReadError, frame_len};
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -76,7 +78,7 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     leftover: BytesMut,
 ) -> impl Future<Output = ()> {
     let Accepted { ctx, request, span } = accepted;
-    let StreamRequest { channels, cursor, peer, access, cut, wire, impairment } = request;
+    let StreamRequest { channels, cursor, peer, access, cut, wire, impairment, encoding } = request;
     // The session is not instrumented with the request's span (entering it
     // on every poll showed in profiles); its log line names the span itself.
     let _entered = span.enter();
@@ -87,8 +89,9 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     if let Some(wire) = &wire {
         wire.meter().writes_timed_by_session();
     }
+    let savings = Savings::new(&ctx.stats, Transport::WebSocket, wire.as_ref());
     let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
-    let socket = WsSocket::new(io, leftover, ctx.config.max_frame, ctx.config.request_timeout);
+    let socket = WsSocket::new(io, leftover, ctx.config.max_frame, ctx.config.request_timeout, encoding.compressed);
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
@@ -102,6 +105,8 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         access,
         cut,
         impairment,
+        encoding,
+        savings,
         delivered: 0,
     };
     Either::Right(ws.live(connection, channels, cursor))
@@ -119,6 +124,9 @@ struct WsSession<T> {
     cut: Cut,
     /// The page's network lab: its latency delays each message.
     impairment: Impairment,
+    /// MessagePack or JSON frames, and whether permessage-deflate was agreed.
+    encoding: Negotiated,
+    savings: Savings,
     /// Messages delivered, for the session's log line.
     delivered: usize,
 }
@@ -213,10 +221,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                     // Boxed, as are the other rare paths: what a session keeps
                     // while it waits stays small.
                     Some(Ok(Incoming::Text(text))) => Box::pin(self.on_text(&text)).await,
-                    Some(Ok(Incoming::Binary)) => {
-                        let error = AppError::bad_request("binary frames are not supported; send JSON text frames");
-                        self.error(&error, None).await
-                    }
+                    Some(Ok(Incoming::Binary(bytes))) => Box::pin(self.on_binary(&bytes)).await,
                     Some(Ok(Incoming::Ping(payload))) => {
                         self.socket.queue_pong(&payload);
                         self.flush().await
@@ -234,6 +239,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                     }
                     // The connection broke (peer vanished, reset): nobody to tell.
                     Some(Err(ReadError::Io(_))) | None => Err(Stop::Gone),
+                    Some(Err(ReadError::Inflate)) => Err(Disconnect::PROTOCOL.into()),
                     Some(Err(e)) => {
                         tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
                         Err(Disconnect::PROTOCOL.into())
@@ -255,6 +261,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
             if let Err(stop) = step {
                 return stop;
             }
+        }
+    }
+
+    /// A binary frame: a client frame in MessagePack, on a MessagePack session.
+    async fn on_binary(&mut self, bytes: &[u8]) -> Outcome {
+        if self.encoding.format != Format::MsgPack {
+            let error = AppError::bad_request(
+                "binary frames are MessagePack, for sessions that ask for it (subprotocol pushwire.msgpack); \
+                 send JSON text frames",
+            );
+            return self.error(&error, None).await;
+        }
+        match msgpack::to_json(bytes) {
+            Ok(json) => self.on_text(&json).await,
+            Err(e) => self.error(&AppError::new(ErrorCode::BadJson, e.to_string()), None).await,
         }
     }
 
@@ -373,15 +394,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         let stats = &self.ctx.stats;
         match event {
             Event::Message(message) => {
-                self.socket.queue_text(message.json());
+                let Negotiated { format, compressed } = self.encoding;
+                let plain = message.encoded(format);
+                let binary = format == Format::MsgPack;
+                if compressed && plain.len() >= self.ctx.config.compression_min_size {
+                    let plain_frame = frame_len(plain.len());
+                    let sent = self.socket.queue_data(&message.deflated(format), binary, true);
+                    self.savings.count(plain_frame, sent);
+                } else {
+                    self.socket.queue_data(plain, binary, false);
+                }
                 stats.delivered(Transport::WebSocket, message.ts, now_micros());
                 self.delivered += 1;
             }
             Event::Reset(reset) => {
                 // unwrap: a Reset holds only strings and numbers.
-                self.socket.queue_text(&serde_json::to_string(&reset).unwrap());
                 Counters::add(&stats.get(Transport::WebSocket).resets_delivered, 1);
+                self.queue_frame(&serde_json::to_string(&reset).unwrap());
             }
+        }
+    }
+
+    /// Queues a frame of the server's own (not a message) in the session's
+    /// encoding, compressed for this connection alone when worth it.
+    fn queue_frame(&mut self, json: &str) {
+        let Negotiated { format, compressed } = self.encoding;
+        let packed;
+        let plain = match format {
+            Format::Json => json.as_bytes(),
+            Format::MsgPack => {
+                // unwrap: the server's frames are valid JSON of plain values.
+                packed = msgpack::from_json(json).unwrap();
+                &packed
+            }
+        };
+        let binary = format == Format::MsgPack;
+        if compressed && plain.len() >= self.ctx.config.compression_min_size {
+            let sent = self.socket.queue_data(&deflate::permessage(plain), binary, true);
+            self.savings.count(frame_len(plain.len()), sent);
+        } else {
+            self.socket.queue_data(plain, binary, false);
         }
     }
 
@@ -404,8 +456,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
         self.send(ServerFrame::Error { code: error.code, message: &error.message, reference }.to_json()).await
     }
 
-    async fn send(&mut self, text: String) -> Outcome {
-        self.socket.queue_text(&text);
+    async fn send(&mut self, json: String) -> Outcome {
+        self.queue_frame(&json);
         self.flush().await
     }
 

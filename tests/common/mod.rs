@@ -9,6 +9,7 @@ pub mod nginx;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod relay;
+pub mod wsraw;
 #[allow(unused_imports)] // each test binary uses a part
 pub use redis_cluster::{RedisCluster, fresh_prefix, shared_cluster};
 pub use redis_server::RedisServer;

@@ -23,13 +23,14 @@ use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Sleep, sleep};
 
+use crate::encoding::deflate::{self, InflateError};
 use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
 /// What the peer sent, with fragmented messages put back together.
 #[derive(Debug)]
 pub enum Incoming {
     Text(ByteString),
-    Binary,
+    Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
     Close,
@@ -44,6 +45,8 @@ pub enum ReadError {
     InvalidUtf8,
     #[error("a fragmented message not finished in time")]
     Unfinished,
+    #[error("a compressed message that does not inflate")]
+    Inflate,
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
     /// The connection broke: nobody is left to tell.
@@ -64,11 +67,27 @@ pub struct WsSocket<T> {
     max_message: usize,
     /// How long a fragmented message may take, from its first fragment.
     message_timeout: Duration,
+    /// permessage-deflate was negotiated: a message's first frame may carry RSV1.
+    deflate: bool,
+    /// What the frame at the front of `read` was found to be.
+    front: Front,
+}
+
+/// The frame at the front of the read buffer, as far as RSV1 goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    /// Not looked at yet.
+    Unseen,
+    Plain,
+    /// RSV1 was set, and cleared for the codec (which refuses reserved bits):
+    /// its message is compressed.
+    Compressed,
 }
 
 /// A fragmented message being put together.
 struct Partial {
     text: bool,
+    compressed: bool,
     whole: BytesMut,
     /// When it must be whole: fragments of a message that never ends are not
     /// kept past it, however alive the peer otherwise looks.
@@ -79,7 +98,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
     /// A socket whose peer may send frames and messages of up to `max_size`
     /// bytes, a fragmented message within `message_timeout`; `leftover` is
     /// what was read past the handshake.
-    pub fn new(io: T, leftover: BytesMut, max_size: usize, message_timeout: Duration) -> WsSocket<T> {
+    pub fn new(io: T, leftover: BytesMut, max_size: usize, message_timeout: Duration, deflate: bool) -> WsSocket<T> {
         let read = if leftover.is_empty() { BytesMut::new() } else { BytesMut::from(&leftover[..]) };
         WsSocket {
             io,
@@ -89,6 +108,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
             partial: None,
             max_message: max_size,
             message_timeout,
+            deflate,
+            front: Front::Unseen,
         }
     }
 
@@ -96,11 +117,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
     /// Cancel-safe: what was read stays in the socket for the next call.
     pub async fn recv(&mut self) -> Option<Result<Incoming, ReadError>> {
         loop {
-            let frame = match self.next_frame().await? {
+            let (frame, compressed) = match self.next_frame().await? {
                 Ok(frame) => frame,
                 Err(e) => return Some(Err(e)),
             };
-            match self.assemble(frame) {
+            match self.assemble(frame, compressed) {
                 Ok(Some(incoming)) => return Some(Ok(incoming)),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
@@ -108,16 +129,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         }
     }
 
-    /// The next frame as the peer sent it; `None` once its side is closed.
-    async fn next_frame(&mut self) -> Option<Result<Frame, ReadError>> {
+    /// The next frame as the peer sent it, and whether its message is
+    /// compressed; `None` once its side is closed.
+    async fn next_frame(&mut self) -> Option<Result<(Frame, bool), ReadError>> {
         loop {
             if !self.read.is_empty() {
+                self.look_at_front();
                 match self.codec.decode(&mut self.read) {
                     Ok(Some(frame)) => {
                         if self.read.is_empty() {
                             self.read = BytesMut::new();
                         }
-                        return Some(Ok(frame));
+                        let compressed = std::mem::replace(&mut self.front, Front::Unseen) == Front::Compressed;
+                        return Some(Ok((frame, compressed)));
                     }
                     Ok(None) => {}
                     Err(ProtocolError::Overflow) => return Some(Err(ReadError::Overflow)),
@@ -134,6 +158,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         }
     }
 
+    /// RFC 7692: RSV1 on a data frame's first byte marks its message
+    /// compressed. actix-http's codec refuses any reserved bit, so the bit
+    /// is noted and cleared before the codec reads the frame; on a control
+    /// frame, or without deflate, it is left for the codec to refuse (1002).
+    fn look_at_front(&mut self) {
+        if self.front != Front::Unseen {
+            return;
+        }
+        let first = self.read[0];
+        let data_frame = first & 0x08 == 0;
+        self.front = if self.deflate && data_frame && first & 0x40 != 0 {
+            self.read[0] = first & !0x40;
+            Front::Compressed
+        } else {
+            Front::Plain
+        };
+    }
+
     /// Reads more; while a fragmented message is unfinished, only until its deadline.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ReadError>> {
         if let Some(partial) = &mut self.partial
@@ -147,15 +189,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
 
     /// A whole message from a frame, or `None` while a fragmented one is
     /// still being put together.
-    fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
+    fn assemble(&mut self, frame: Frame, compressed: bool) -> Result<Option<Incoming>, ReadError> {
         let (part, last) = match frame {
-            Frame::Text(bytes) => return text(bytes).map(Some),
-            Frame::Binary(_) => return Ok(Some(Incoming::Binary)),
+            Frame::Text(bytes) => return text(self.inflated(bytes, compressed)?).map(Some),
+            Frame::Binary(bytes) => return Ok(Some(Incoming::Binary(self.inflated(bytes, compressed)?))),
             Frame::Ping(payload) => return Ok(Some(Incoming::Ping(payload))),
             Frame::Pong(payload) => return Ok(Some(Incoming::Pong(payload))),
             Frame::Close(_) => return Ok(Some(Incoming::Close)),
-            Frame::Continuation(Item::FirstText(part)) => (self.start(true, part), false),
-            Frame::Continuation(Item::FirstBinary(part)) => (self.start(false, part), false),
+            Frame::Continuation(Item::FirstText(part)) => (self.start(true, compressed, part), false),
+            Frame::Continuation(Item::FirstBinary(part)) => (self.start(false, compressed, part), false),
             Frame::Continuation(Item::Continue(part)) => (part, false),
             Frame::Continuation(Item::Last(part)) => (part, true),
         };
@@ -170,20 +212,43 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
             return Ok(None);
         }
         // unwrap: matched as `Some` above.
-        let Partial { text: is_text, whole, .. } = *self.partial.take().unwrap();
-        if is_text { text(whole.freeze()).map(Some) } else { Ok(Some(Incoming::Binary)) }
+        let Partial { text: is_text, compressed, whole, .. } = *self.partial.take().unwrap();
+        let whole = self.inflated(whole.freeze(), compressed)?;
+        if is_text { text(whole).map(Some) } else { Ok(Some(Incoming::Binary(whole))) }
     }
 
     /// Starts a fragmented message; its first part is returned to be added.
-    fn start(&mut self, text: bool, first: Bytes) -> Bytes {
+    fn start(&mut self, text: bool, compressed: bool, first: Bytes) -> Bytes {
         let deadline = Box::pin(sleep(self.message_timeout));
-        self.partial = Some(Box::new(Partial { text, whole: BytesMut::new(), deadline }));
+        self.partial = Some(Box::new(Partial { text, compressed, whole: BytesMut::new(), deadline }));
         first
     }
 
-    /// Queues a text frame; [`WsSocket::flush`] writes it.
-    pub fn queue_text(&mut self, text: &str) {
-        Parser::write_message(self.write_buffer(), text.as_bytes(), OpCode::Text, true, false);
+    /// A message's payload, inflated when it came compressed: its inflated
+    /// size is held to the same limit as a frame's.
+    fn inflated(&self, payload: Bytes, compressed: bool) -> Result<Bytes, ReadError> {
+        if !compressed {
+            return Ok(payload);
+        }
+        match deflate::inflate(&payload, self.max_message) {
+            Ok(plain) => Ok(Bytes::from(plain)),
+            Err(InflateError::TooBig) => Err(ReadError::Overflow),
+            Err(InflateError::Invalid) => Err(ReadError::Inflate),
+        }
+    }
+
+    /// Queues a data frame (binary or text) whose payload is compressed with
+    /// permessage-deflate when `compressed`; returns the frame's length.
+    pub fn queue_data(&mut self, payload: &[u8], binary: bool, compressed: bool) -> usize {
+        let op = if binary { OpCode::Binary } else { OpCode::Text };
+        let buffer = self.write_buffer();
+        let start = buffer.len();
+        Parser::write_message(&mut *buffer, payload, op, true, false);
+        if compressed {
+            // RSV1, which actix-http's writer has no parameter for.
+            buffer[start] |= 0x40;
+        }
+        buffer.len() - start
     }
 
     /// Bytes queued and not yet written.
@@ -241,7 +306,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         let _ = tokio::time::timeout(grace, async {
             self.flush().await?;
             std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await?;
-            while let Some(Ok(frame)) = self.next_frame().await {
+            while let Some(Ok((frame, _))) = self.next_frame().await {
                 if matches!(frame, Frame::Close(_)) {
                     break;
                 }
@@ -250,6 +315,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
         })
         .await;
     }
+}
+
+/// The length of a server frame (unmasked) with a payload of `payload` bytes.
+pub fn frame_len(payload: usize) -> usize {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    header + payload
 }
 
 fn text(bytes: Bytes) -> Result<Incoming, ReadError> {
