@@ -164,7 +164,23 @@ fn window_bits(value: &str) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_inflater(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(plain) = inflate(&bytes, 4096) {
+                prop_assert!(plain.len() <= 4096);
+            }
+        }
+
+        #[test]
+        fn whatever_is_deflated_inflates_back(plain in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            prop_assert_eq!(inflate(&permessage(&plain), plain.len()).unwrap(), plain);
+        }
+    }
 
     #[test]
     fn a_piece_inflates_back_alone_and_pieces_do_not_depend_on_each_other() {
