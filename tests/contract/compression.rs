@@ -6,6 +6,8 @@
 
 use std::io::Write;
 
+use tokio::io::AsyncWriteExt;
+
 use serde_json::{Value, json};
 
 use crate::common::wsraw::{self, BINARY, RawWs, TEXT};
@@ -170,6 +172,28 @@ async fn compressed_client_frames_are_inflated_and_a_deflate_bomb_closes_1009() 
         }
     };
     assert_eq!(close.close_code(), Some(1002));
+    // RSV1 belongs on a message's first frame only: on a continuation it is one too.
+    let mut ws = RawWs::connect(app.addr, "/ws", &[CHROMIUM_OFFER]).await;
+    ws.data().await;
+    let compressed = wsraw::deflate(br#"{"type":"ping","ref":"x"}"#);
+    let mut first = wsraw::client_frame(TEXT, true, &compressed[..4]);
+    first[0] &= !0x80; // not final
+    ws.tcp.write_all(&first).await.unwrap();
+    ws.tcp.write_all(&wsraw::client_frame(0, true, &compressed[4..])).await.unwrap();
+    let close = loop {
+        let frame = ws.frame().await.expect("a close frame");
+        if frame.opcode == wsraw::CLOSE {
+            break frame;
+        }
+    };
+    assert_eq!(close.close_code(), Some(1002));
+    // A compressed message in fragments, RSV1 on the first only, is put together and inflated.
+    let mut ws = RawWs::connect(app.addr, "/ws", &[CHROMIUM_OFFER]).await;
+    ws.data().await;
+    ws.tcp.write_all(&first).await.unwrap();
+    ws.tcp.write_all(&wsraw::client_frame(0, false, &compressed[4..])).await.unwrap();
+    let pong: Value = serde_json::from_slice(&ws.data().await.payload).unwrap();
+    assert_eq!((pong["type"].as_str(), pong["ref"].as_str()), (Some("pong"), Some("x")));
     // And RSV1 without a negotiated deflate is one too.
     let mut ws = RawWs::connect(app.addr, "/ws", &[]).await;
     ws.data().await;

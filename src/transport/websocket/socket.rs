@@ -160,15 +160,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSocket<T> {
 
     /// RFC 7692: RSV1 on a data frame's first byte marks its message
     /// compressed. actix-http's codec refuses any reserved bit, so the bit
-    /// is noted and cleared before the codec reads the frame; on a control
+    /// is noted and cleared before the codec reads the frame; on any other
     /// frame, or without deflate, it is left for the codec to refuse (1002).
     fn look_at_front(&mut self) {
         if self.front != Front::Unseen {
             return;
         }
         let first = self.read[0];
-        let data_frame = first & 0x08 == 0;
-        self.front = if self.deflate && data_frame && first & 0x40 != 0 {
+        // Only a message's first frame may carry it: not a continuation
+        // (opcode 0) nor a control frame (opcodes 8 and up).
+        let opcode = first & 0x0f;
+        let starts_message = opcode == 0x1 || opcode == 0x2;
+        self.front = if self.deflate && starts_message && first & 0x40 != 0 {
             self.read[0] = first & !0x40;
             Front::Compressed
         } else {
