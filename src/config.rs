@@ -184,6 +184,14 @@ pub struct Config {
     #[arg(long, env = "PUSHWIRE_HTTP_COMPRESSION", value_enum, default_value_t = Switch::On)]
     pub http_compression: Switch,
 
+    /// WebTransport (HTTP/3 over QUIC) on the UDP port of the same number as --bind.
+    #[arg(long, env = "PUSHWIRE_WEBTRANSPORT", value_enum, default_value_t = Switch::On)]
+    pub webtransport: Switch,
+
+    /// UDP address for WebTransport, when not the --bind address.
+    #[arg(long, env = "PUSHWIRE_WEBTRANSPORT_BIND")]
+    pub webtransport_bind: Option<SocketAddr>,
+
     /// Frames and answers smaller than this many bytes are sent uncompressed.
     #[arg(long, env = "PUSHWIRE_COMPRESSION_MIN_SIZE", default_value_t = 256)]
     pub compression_min_size: usize,

@@ -161,7 +161,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: closing sessions (1012), ending streams");
     ctx.shutdown.trigger();
-    running.handle.stop(true).await;
+    let webtransport = running.webtransport.clone();
+    let drained = async {
+        if let Some(listener) = webtransport {
+            listener.drained(config.shutdown_timeout).await;
+        }
+    };
+    tokio::join!(running.handle.stop(true), drained);
     server.await.context("server task failed")?.context("server failed")
 }
 

@@ -22,4 +22,16 @@ pub struct AppState {
     pub verifier: Option<Arc<Verifier>>,
     /// Which other origins may use the server.
     pub origins: Arc<Origins>,
+    /// Where WebTransport listens, for `/api/webtransport`; `None` when off.
+    pub webtransport: Option<Arc<WebTransportInfo>>,
+}
+
+/// What a page needs to open a WebTransport session (API.md v1.2 discovery).
+#[derive(Debug)]
+pub struct WebTransportInfo {
+    /// The UDP port of the QUIC endpoint.
+    pub port: u16,
+    /// SHA-256 of the self-signed certificates in use (and of the next one,
+    /// from a day before a renewal), as lowercase hex; empty with `--tls-cert`.
+    pub certificate_hashes: std::sync::RwLock<Vec<String>>,
 }

@@ -3,19 +3,25 @@
 //! sessions that implement it (`transport/`), so that counters, sockets and
 //! the dashboard can name a transport without depending on sessions.
 
-/// One of the four ways to receive the stream: its route, its name in
+/// One of the five ways to receive the stream: its route, its name in
 /// `/api/stats` and `/metrics`, and its id in the client and on the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
-    WebSocket,
-    Sse,
-    LongPoll,
-    Poll,
+    WebSocket = 0,
+    Sse = 1,
+    LongPoll = 2,
+    Poll = 3,
+    /// HTTP/3 over QUIC (API.md v1.2), served beside the TCP server.
+    WebTransport = 4,
 }
 
 impl Transport {
-    /// In the order of preference of the fallback client and the dashboard.
-    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+    /// In the order of preference of the fallback client.
+    pub const ALL: [Transport; 5] =
+        [Transport::WebTransport, Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+
+    /// The dashboard's lanes: the transports its page runs side by side.
+    pub const LANES: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
 
     /// The route that serves it.
     pub fn path(self) -> &'static str {
@@ -24,6 +30,7 @@ impl Transport {
             Transport::Sse => "/sse",
             Transport::LongPoll => "/long-poll",
             Transport::Poll => "/poll",
+            Transport::WebTransport => "/wt",
         }
     }
 
@@ -34,6 +41,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::LongPoll => "long_poll",
             Transport::Poll => "poll",
+            Transport::WebTransport => "webtransport",
         }
     }
 
@@ -44,6 +52,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::LongPoll => "long-poll",
             Transport::Poll => "poll",
+            Transport::WebTransport => "webtransport",
         }
     }
 
@@ -53,6 +62,7 @@ impl Transport {
             Transport::Sse => "Server-Sent Events",
             Transport::LongPoll => "Long polling",
             Transport::Poll => "Short polling",
+            Transport::WebTransport => "WebTransport",
         }
     }
 

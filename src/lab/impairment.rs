@@ -8,6 +8,8 @@
 //!   passes in either direction;
 //! - `sse: buffer`, a compressing proxy: stream bytes are held until 64 KiB are
 //!   ready or 30 s passed;
+//! - `webtransport: blocked`, a firewall that drops UDP: the page's
+//!   WebTransport session requests get no answer;
 //! - `latency_ms`, a long link: every delivery leaves that much later.
 //!
 //! The state is kept per page by [`super::inspect`]; a connection takes a copy
@@ -49,11 +51,22 @@ pub enum SsePath {
     Buffer,
 }
 
+/// What the network does to WebTransport's UDP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebTransportPath {
+    #[default]
+    Ok,
+    /// Dropped, as many corporate firewalls drop UDP: no answer, no error.
+    Blocked,
+}
+
 /// One page's network, as `GET /api/inspect/{id}/impair` shows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Impairment {
     pub websocket: WebSocketPath,
     pub sse: SsePath,
+    pub webtransport: WebTransportPath,
     pub latency_ms: u64,
 }
 
@@ -63,6 +76,7 @@ pub struct Impairment {
 pub struct Change {
     pub websocket: Option<WebSocketPath>,
     pub sse: Option<SsePath>,
+    pub webtransport: Option<WebTransportPath>,
     pub latency_ms: Option<u64>,
 }
 
@@ -85,6 +99,7 @@ impl Change {
         Ok(Impairment {
             websocket: self.websocket.unwrap_or(current.websocket),
             sse: self.sse.unwrap_or(current.sse),
+            webtransport: self.webtransport.unwrap_or(current.webtransport),
             latency_ms: self.latency_ms.unwrap_or(current.latency_ms),
         })
     }

@@ -51,7 +51,7 @@ struct Captured {
 /// network lab settings.
 #[derive(Debug)]
 pub struct Inspected {
-    lanes: [Lane; 4],
+    lanes: [Lane; Transport::ALL.len()],
     drops: watch::Sender<u64>,
     touched: Mutex<Instant>,
     impairment: Mutex<Impairment>,

@@ -10,13 +10,14 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 
-use super::{STATS, route_of, traffic_of};
+use super::{STATS, WEBTRANSPORT, route_of, traffic_of};
 use crate::auth::{self, Access};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::stats::{Rejection, Traffic};
+use crate::transport::webtransport::OverQuic;
 use crate::transport_kind::Transport;
 
 impl FromRequest for Access {
@@ -83,7 +84,8 @@ pub async fn origins(
             .finish();
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let upgrade = req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let upgrade = req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        || req.extensions().contains::<OverQuic>();
     if !allowed && (upgrade || req.method() == Method::POST) {
         return refuse(req);
     }
@@ -102,9 +104,9 @@ pub async fn origins(
 /// transports, publish, stats.
 fn cors_route(route: Option<&str>) -> bool {
     match traffic_of(route) {
-        Traffic::Stream(transport) => transport != Transport::WebSocket,
+        Traffic::Stream(transport) => !matches!(transport, Transport::WebSocket | Transport::WebTransport),
         Traffic::Publish => true,
-        Traffic::Other => route == Some(STATS),
+        Traffic::Other => route == Some(STATS) || route == Some(WEBTRANSPORT),
         Traffic::Http2 => false,
     }
 }

@@ -156,6 +156,31 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
+/// `GET /api/webtransport`: where to open a session, and the certificate
+/// hashes a browser needs for a self-signed certificate (API.md v1.2).
+pub async fn webtransport(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let Some(wt) = &state.webtransport else {
+        return Err(AppError::new(ErrorCode::NotFound, "WebTransport is off (--webtransport off)"));
+    };
+    let host = req.connection_info().host().to_string();
+    // The request's host without its port; an IPv6 literal keeps its brackets.
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name.to_string(),
+        _ => host,
+    };
+    let url = format!("https://{host}:{}{}/wt", wt.port, state.ctx.config.base_path.prefix());
+    let hashes: Vec<_> = wt
+        .certificate_hashes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|value| json!({"algorithm": "sha-256", "value": value}))
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"url": url, "certificate_hashes": hashes})))
+}
+
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let ctx = &state.ctx;
     HttpResponse::Ok()

@@ -37,6 +37,8 @@ use crate::wire::ConnMeter;
 const PUBLISH: &str = "/channels/{channel}/messages";
 /// The counters, readable cross-origin (CORS).
 pub(crate) const STATS: &str = "/api/stats";
+/// WebTransport discovery, readable cross-origin (CORS).
+pub(crate) const WEBTRANSPORT: &str = "/api/webtransport";
 
 /// Mounts every route of API.md and the static files under `base` (see
 /// [`BasePath`]); any other path is a JSON 404. Routes are registered with
@@ -57,10 +59,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(only(Method::GET, Transport::Sse.path(), streams::sse))
         .service(only(Method::GET, Transport::LongPoll.path(), streams::long_poll))
         .service(only(Method::GET, Transport::Poll.path(), streams::poll))
+        .service(only(Method::GET, Transport::WebTransport.path(), streams::webtransport))
         .service(only(Method::POST, PUBLISH, api::publish))
         .service(get_or_head("/healthz", api::healthz))
         .service(get_or_head("/readyz", api::readyz))
         .service(get_or_head(STATS, api::stats))
+        .service(get_or_head(WEBTRANSPORT, api::webtransport))
         .service(get_or_head("/metrics", api::metrics))
         .service(only(Method::GET, "/api/time", dashboard::time))
         .service(only(Method::GET, "/api/inspect/{client}", dashboard::inspect))

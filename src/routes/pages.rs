@@ -34,6 +34,7 @@ impl LaneView {
             Transport::Sse => "#d55e00",
             Transport::LongPoll => "#009e73",
             Transport::Poll => "#cc79a7",
+            Transport::WebTransport => "#e69f00",
         };
         LaneView { id: transport.id(), title: transport.title(), name: transport.name(), path: transport.path(), color }
     }
@@ -81,7 +82,7 @@ pub async fn to_root(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 impl DashboardPage {
     fn new(state: &AppState, client: Option<String>) -> DashboardPage {
         let settings = state.demo.settings();
-        let lanes: Vec<LaneView> = Transport::ALL.into_iter().map(LaneView::of).collect();
+        let lanes: Vec<LaneView> = Transport::LANES.into_iter().map(LaneView::of).collect();
         let config_json = json!({
             "channel": state.demo.channel,
             "heartbeatMs": state.ctx.config.ws_ping_interval.as_millis() as u64,
@@ -116,7 +117,7 @@ mod tests {
             max_payload: demo::MAX_PAYLOAD,
             hub: "memory",
             version: "0.1.0",
-            lanes: Transport::ALL.into_iter().map(LaneView::of).collect(),
+            lanes: Transport::LANES.into_iter().map(LaneView::of).collect(),
             config_json: r#"{"channel":"demo"}"#.into(),
         }
     }
@@ -124,7 +125,7 @@ mod tests {
     #[test]
     fn renders_four_lanes_controls_and_config() {
         let html = page().render().unwrap();
-        for transport in Transport::ALL {
+        for transport in Transport::LANES {
             assert!(html.contains(&format!(r#"id="lane-{}""#, transport.id())), "lane {}", transport.id());
             assert!(html.contains(transport.title()));
         }

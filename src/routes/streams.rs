@@ -15,12 +15,13 @@ use crate::auth::Access;
 use crate::config::{LONG_POLL_DEFAULT_SECS, LONG_POLL_MAX_SECS};
 use crate::encoding::{Format, gzip};
 use crate::error::{AppError, ErrorCode};
-use crate::lab::impairment::WebSocketPath;
+use crate::lab::impairment::{WebSocketPath, WebTransportPath};
 use crate::message::{ChannelName, Cursor};
 use crate::state::AppState;
 use crate::transport::long_poll::{self, Opened};
 use crate::transport::poll::Answer;
 use crate::transport::websocket::{Accepted, Upgradable};
+use crate::transport::webtransport::{OverQuic, Unanswered};
 use crate::transport::{self, Impairment, Negotiated, Savings, StreamRequest, Transport};
 use crate::wire::Mark;
 
@@ -139,6 +140,37 @@ pub async fn websocket(req: HttpRequest, access: Access, state: web::Data<AppSta
     }
     let accepted = Accepted { ctx: state.ctx.clone(), request, span: tracing::Span::current() };
     let mut response = HttpResponse::from(response.finish().map_into_boxed_body());
+    response.extensions_mut().insert(accepted);
+    Ok(response)
+}
+
+/// Validates a WebTransport session request (made into a `GET /wt` by the
+/// QUIC listener) as a WebSocket handshake is validated, and answers `200`
+/// with the session's [`Accepted`]: the listener then opens the session.
+pub async fn webtransport(
+    req: HttpRequest,
+    access: Access,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if !req.extensions().contains::<OverQuic>() {
+        let port =
+            state.webtransport.as_ref().map_or(String::from("its UDP port"), |wt| format!("UDP port {}", wt.port));
+        return Err(AppError::new(
+            ErrorCode::UpgradeRequired,
+            format!("this endpoint speaks WebTransport: HTTP/3 on {port} (see /api/webtransport)"),
+        ));
+    }
+    if impairment(&req).webtransport == WebTransportPath::Blocked {
+        let mut response = HttpResponse::Ok().finish();
+        response.extensions_mut().insert(Unanswered);
+        return Ok(response);
+    }
+    let q = query(&req)?;
+    let asked = q.asked()?;
+    let mut request = stream_request(&state, &req, access, &q, false)?;
+    request.encoding = Negotiated { format: asked.format.unwrap_or_default(), compressed: false };
+    let accepted = Accepted { ctx: state.ctx.clone(), request, span: tracing::Span::current() };
+    let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(accepted);
     Ok(response)
 }

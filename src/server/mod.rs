@@ -37,6 +37,7 @@ use replay::Replay;
 
 mod front;
 mod h2;
+pub mod quic;
 mod replay;
 mod settings;
 mod trim;
@@ -48,6 +49,8 @@ pub struct Running {
     pub state: AppState,
     pub handle: ServerHandle,
     pub server: actix_server::Server,
+    /// The WebTransport listener, when on: shutdown waits for its sessions.
+    pub webtransport: Option<quic::Listener>,
 }
 
 /// Starts serving on `listener` (already bound; port 0 works), and the demo
@@ -58,7 +61,8 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         config.max_connections.unwrap_or_else(Connections::default_max),
         config.max_connections_per_ip,
     );
-    let state = app_state(config, hub)?;
+    let quic = quic::bind(&config, addr)?;
+    let state = app_state(config, hub, quic.as_ref().map(|bound| bound.info.clone()))?;
     // Idle while its rate is 0; the dashboard can start it.
     tokio::spawn(crate::lab::demo::run(state.ctx.hub.clone(), state.demo.clone(), state.ctx.shutdown.clone()));
     tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
@@ -70,6 +74,10 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     };
     let worker_state = state.clone();
     let max = connections.max();
+    let webtransport = quic.map(|bound| {
+        let maker = AppMaker::new(&state, true, addr);
+        quic::serve(bound, maker, state.ctx.clone(), connections.clone(), workers.max(1))
+    });
     let server = actix_server::Server::build()
         .workers(workers.max(1))
         // Past our own cap, connections are still accepted to be told 503;
@@ -79,11 +87,15 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .listen("pushwire", listener, move || http_service(&worker_state, &connections, tls.clone(), addr))?
         .run();
-    Ok(Running { addr, handle: server.handle(), state, server })
+    Ok(Running { addr, handle: server.handle(), state, server, webtransport })
 }
 
 /// What the routes share, from the flags and the hub.
-fn app_state(config: Config, hub: Arc<dyn Hub>) -> io::Result<AppState> {
+fn app_state(
+    config: Config,
+    hub: Arc<dyn Hub>,
+    webtransport: Option<Arc<crate::state::WebTransportInfo>>,
+) -> io::Result<AppState> {
     let demo = DemoControl::new(
         config.demo_channel.clone(),
         DemoSettings { rate: config.demo_rate, payload: config.demo_payload },
@@ -98,14 +110,14 @@ fn app_state(config: Config, hub: Arc<dyn Hub>) -> io::Result<AppState> {
     };
     let verifier = verifier(&ctx.config)?.map(Arc::new);
     let origins = Arc::new(Origins::new(&ctx.config.allowed_origins));
-    Ok(AppState { ctx, inspector: Arc::default(), demo, verifier, origins })
+    Ok(AppState { ctx, inspector: Arc::default(), demo, verifier, origins, webtransport })
 }
 
 /// One worker's HTTP service, for plain and TLS sockets alike: a socket is
 /// admitted within the limits, goes through TLS when it is on, is metered,
 /// and is served by the front path (HTTP/1 and HTTP/2), with actix-http's
-/// dispatcher (and its upgrade path) behind it. A QUIC listener would sit
-/// beside this one, in `start`.
+/// dispatcher (and its upgrade path) behind it. The QUIC listener for
+/// WebTransport sits beside it (`quic`), started in `start`.
 fn http_service(
     state: &AppState,
     connections: &Arc<Connections>,
@@ -115,9 +127,8 @@ fn http_service(
     let config = state.ctx.config.clone();
     let stats = state.ctx.stats.clone();
     let timeouts = Timeouts { request: config.request_timeout, write: config.write_timeout };
-    let (base, static_dir) = (config.base_path.clone(), config.static_dir.clone());
     let front = settings::Settings::new(
-        base.prefix(),
+        config.base_path.prefix(),
         config.keep_alive,
         timeouts,
         tls.is_some(),
@@ -125,26 +136,10 @@ fn http_service(
         state.ctx.shutdown.clone(),
         stats.clone(),
     );
-    let data = web::Data::new(state.clone());
-    // actix-web's own server builds this per-connection config with a
-    // crate-private constructor; its public twin is doc-hidden (made for
-    // actix-test). Without it the app would believe it listens on
-    // localhost:8080, which the default `AppConfig` claims.
-    let app_config = AppConfig::__priv_test_new(tls.is_some(), addr.to_string(), addr);
+    let maker = AppMaker::new(state, tls.is_some(), addr);
     // Three times per worker: for the front path, the HTTP dispatcher and
     // the upgrade path, which answers WebSocket handshakes itself (`upgrade`).
-    let app = move || {
-        let app = App::new()
-            .app_data(data.clone())
-            .wrap(from_fn(routes::origins))
-            .wrap(from_fn(routes::meter))
-            .wrap(TracingLogger::<RequestSpan>::new())
-            .configure(|cfg| routes::configure(cfg, &base, static_dir.as_deref()))
-            .into_factory()
-            .map_err(|e: actix_web::Error| e.as_response_error().error_response());
-        let app_config = app_config.clone();
-        map_config(app, move |()| app_config.clone())
-    };
+    let app = move || maker.make();
     // MeteredStream times every request head, the first included; actix's
     // own timer (first request only) reads a clock cached for 500 ms, so
     // short timeouts would fire at once: it is off (zero).
@@ -173,6 +168,53 @@ fn http_service(
     .and_then(front::factory(front, app(), http))
     .map_err(|_| ())
     .map_init_err(|_| ())
+}
+
+/// Builds instances of the app (routes and middleware) for a thread.
+#[derive(Clone)]
+pub(crate) struct AppMaker {
+    data: web::Data<AppState>,
+    base: crate::base_path::BasePath,
+    static_dir: Option<std::path::PathBuf>,
+    app_config: AppConfig,
+}
+
+impl AppMaker {
+    fn new(state: &AppState, tls: bool, addr: SocketAddr) -> AppMaker {
+        let config = &state.ctx.config;
+        AppMaker {
+            data: web::Data::new(state.clone()),
+            base: config.base_path.clone(),
+            static_dir: config.static_dir.clone(),
+            // actix-web's own server builds this per-connection config with a
+            // crate-private constructor; its public twin is doc-hidden (made for
+            // actix-test). Without it the app would believe it listens on
+            // localhost:8080, which the default `AppConfig` claims.
+            app_config: AppConfig::__priv_test_new(tls, addr.to_string(), addr),
+        }
+    }
+
+    fn make(
+        &self,
+    ) -> impl ServiceFactory<
+        actix_http::Request,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody + use<>>,
+        Error = actix_web::HttpResponse,
+        InitError = (),
+    > + use<> {
+        let (base, static_dir) = (self.base.clone(), self.static_dir.clone());
+        let app = App::new()
+            .app_data(self.data.clone())
+            .wrap(from_fn(routes::origins))
+            .wrap(from_fn(routes::meter))
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .configure(move |cfg| routes::configure(cfg, &base, static_dir.as_deref()))
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+        let app_config = self.app_config.clone();
+        map_config(app, move |()| app_config.clone())
+    }
 }
 
 /// Admits a connection within the limits, or hands it to be refused.

@@ -35,11 +35,13 @@ pub enum Traffic {
 }
 
 impl Traffic {
-    pub const ALL: [Traffic; 7] = [
+    /// In the order of their [`Traffic::index`].
+    pub const ALL: [Traffic; 8] = [
         Traffic::Stream(Transport::WebSocket),
         Traffic::Stream(Transport::Sse),
         Traffic::Stream(Transport::LongPoll),
         Traffic::Stream(Transport::Poll),
+        Traffic::Stream(Transport::WebTransport),
         Traffic::Publish,
         Traffic::Other,
         Traffic::Http2,
@@ -58,9 +60,9 @@ impl Traffic {
     pub fn index(self) -> usize {
         match self {
             Traffic::Stream(transport) => transport.index(),
-            Traffic::Publish => 4,
-            Traffic::Other => 5,
-            Traffic::Http2 => 6,
+            Traffic::Publish => 5,
+            Traffic::Other => 6,
+            Traffic::Http2 => 7,
         }
     }
 
@@ -225,7 +227,7 @@ impl Ending {
     fn expected(self, transport: Transport) -> bool {
         use Ending::*;
         match transport {
-            Transport::WebSocket => true,
+            Transport::WebSocket | Transport::WebTransport => true,
             Transport::Sse => matches!(self, ClientGone | Slow | TokenExpired | Dropped | Shutdown),
             Transport::LongPoll => {
                 matches!(self, Normal | ClientGone | TokenExpired | Dropped | Shutdown | HubFailure)
@@ -306,11 +308,11 @@ impl Rejection {
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
-    transports: [Counters; 7],
+    transports: [Counters; Traffic::ALL.len()],
     /// Per transport, per [`Ending`].
-    closed: [[AtomicU64; Ending::ALL.len()]; 4],
+    closed: [[AtomicU64; Ending::ALL.len()]; Transport::ALL.len()],
     /// Per transport: publish-to-write latency of delivered messages.
-    latency: [Latency; 4],
+    latency: [Latency; Transport::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     /// Publishes and history reads through the server's hub ([`crate::hub::Counted`]).
     hub: std::sync::Arc<HubCounts>,

@@ -14,6 +14,7 @@ pub mod sse;
 pub mod subscription;
 mod swallow;
 pub mod websocket;
+pub mod webtransport;
 
 pub use crate::lab::impairment::Impairment;
 pub use connection::Connection;

@@ -39,8 +39,8 @@ mod heartbeat;
 mod socket;
 
 use heartbeat::{Beat, Heartbeat};
-pub use socket::WsSocket;
-use socket::{Incoming, ReadError, frame_len};
+use socket::frame_len;
+pub use socket::{Incoming, ReadError, WsSocket};
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -70,28 +70,37 @@ pub struct Accepted {
 }
 
 /// Serves one WebSocket session on `io` to its end; `leftover` is what was
-/// read past the handshake. The state is put together here, outside the
-/// future, so that the future an idle connection keeps holds it once.
+/// read past the handshake.
 pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     accepted: Accepted,
     io: T,
     leftover: BytesMut,
 ) -> impl Future<Output = ()> {
+    if accepted.request.impairment.websocket == WebSocketPath::Swallow {
+        let Accepted { ctx, request, span } = accepted;
+        return Either::Left(async move { super::swallow(&ctx, io, request.cut).await }.instrument(span));
+    }
+    // One deadline for a send, `write_out`'s: it can still close with 1013.
+    if let Some(wire) = &accepted.request.wire {
+        wire.meter().writes_timed_by_session();
+    }
+    let config = &accepted.ctx.config;
+    let compressed = accepted.request.encoding.compressed;
+    let socket = WsSocket::new(io, leftover, config.max_frame, config.request_timeout, compressed);
+    Either::Right(serve(accepted, socket, Transport::WebSocket))
+}
+
+/// Serves a session of the WebSocket frame vocabulary over `carrier`, for
+/// `transport`, to its end. The state is put together here, outside the
+/// future, so that the future an idle connection keeps holds it once.
+pub fn serve<C: Carrier>(accepted: Accepted, carrier: C, transport: Transport) -> impl Future<Output = ()> {
     let Accepted { ctx, request, span } = accepted;
     let StreamRequest { channels, cursor, peer, access, cut, wire, impairment, encoding } = request;
     // The session is not instrumented with the request's span (entering it
     // on every poll showed in profiles); its log line names the span itself.
     let _entered = span.enter();
-    if impairment.websocket == WebSocketPath::Swallow {
-        return Either::Left(async move { super::swallow(&ctx, io, cut).await }.instrument(span.clone()));
-    }
-    // One deadline for a send, `write_out`'s: it can still close with 1013.
-    if let Some(wire) = &wire {
-        wire.meter().writes_timed_by_session();
-    }
-    let savings = Savings::new(&ctx.stats, Transport::WebSocket, wire.as_ref());
-    let connection = Connection::open(&ctx.stats, Transport::WebSocket, channels.len(), wire);
-    let socket = WsSocket::new(io, leftover, ctx.config.max_frame, ctx.config.request_timeout, encoding.compressed);
+    let savings = Savings::new(&ctx.stats, transport, wire.as_ref());
+    let connection = Connection::open(&ctx.stats, transport, channels.len(), wire);
     let subscription = ctx.live_subscription();
     // unwrap: a live subscription always has a subscriber.
     let subscriber = subscription.subscriber().unwrap().clone();
@@ -100,7 +109,8 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         subscription,
         subscriber,
         ctx,
-        socket,
+        socket: carrier,
+        transport,
         peer,
         access,
         cut,
@@ -109,12 +119,44 @@ pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
         savings,
         delivered: 0,
     };
-    Either::Right(ws.live(connection, channels, cursor))
+    ws.live(connection, channels, cursor)
 }
 
-struct WsSession<T> {
+/// What a session speaks through: a WebSocket's frames ([`WsSocket`]), or a
+/// WebTransport stream's delimited frames (`transport::webtransport`). One
+/// frame vocabulary, two carriers: resume, limits, cuts, shutdown and
+/// metering are the session's, the same for both.
+pub trait Carrier {
+    /// Whether the session keeps the peer alive with protocol pings: a
+    /// WebSocket's; QUIC keeps its connections alive itself.
+    const PINGS: bool;
+
+    /// Queues a data frame, compressed with permessage-deflate when
+    /// `compressed`; returns its length.
+    fn queue_data(&mut self, payload: &[u8], binary: bool, compressed: bool) -> usize;
+
+    /// Bytes queued and not yet written.
+    fn queued(&self) -> usize;
+
+    fn queue_ping(&mut self, payload: &[u8]);
+
+    fn queue_pong(&mut self, payload: &[u8]);
+
+    /// Writes everything queued. Cancel-safe: what is not written stays queued.
+    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
+
+    /// The next message from the peer; `None` once its side is closed. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<Incoming, ReadError>>>;
+
+    /// Ends the session with `reason`, within `grace`.
+    fn close(self, reason: Option<CloseReason>, grace: Duration) -> impl Future<Output = ()>;
+}
+
+struct WsSession<C> {
     ctx: Context,
-    socket: WsSocket<T>,
+    socket: C,
+    /// What it is counted as: a WebSocket, or WebTransport.
+    transport: Transport,
     subscription: Subscription,
     subscriber: Arc<Subscriber>,
     id: String,
@@ -149,7 +191,7 @@ impl From<Disconnect> for Stop {
 /// Every step of a session either goes on or stops it.
 type Outcome = Result<(), Stop>;
 
-impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
+impl<C: Carrier> WsSession<C> {
     /// Not an `async fn`: one would keep its arguments twice in the state
     /// every idle session holds, moved into locals beside the originals
     /// (rust-lang/rust#62958): 632 bytes of a 2.8 KB session.
@@ -239,13 +281,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                     }
                     // The connection broke (peer vanished, reset): nobody to tell.
                     Some(Err(ReadError::Io(_))) | None => Err(Stop::Gone),
-                    Some(Err(ReadError::Inflate)) => Err(Disconnect::PROTOCOL.into()),
+                    Some(Err(ReadError::Inflate | ReadError::Malformed)) => Err(Disconnect::PROTOCOL.into()),
                     Some(Err(e)) => {
                         tracing::debug!(session = %self.id, error = %e, "websocket protocol error");
                         Err(Disconnect::PROTOCOL.into())
                     }
                 },
-                () = &mut timer => {
+                () = &mut timer, if C::PINGS => {
                     let beat = heartbeat.fire(Instant::now());
                     timer.as_mut().reset(heartbeat.due());
                     match beat {
@@ -404,12 +446,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
                 } else {
                     self.socket.queue_data(plain, binary, false);
                 }
-                stats.delivered(Transport::WebSocket, message.ts, now_micros());
+                stats.delivered(self.transport, message.ts, now_micros());
                 self.delivered += 1;
             }
             Event::Reset(reset) => {
                 // unwrap: a Reset holds only strings and numbers.
-                Counters::add(&stats.get(Transport::WebSocket).resets_delivered, 1);
+                Counters::add(&stats.get(self.transport).resets_delivered, 1);
                 self.queue_frame(&serde_json::to_string(&reset).unwrap());
             }
         }
@@ -470,7 +512,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> WsSession<T> {
 /// does not read cannot hold the session (and its ping, lag and shutdown
 /// checks) in a write. The only bound on a session's sends: the socket leaves
 /// them to it (`ConnMeter::writes_timed_by_session`).
-async fn write_out<T: AsyncRead + AsyncWrite + Unpin>(socket: &mut WsSocket<T>, ctx: &Context) -> Outcome {
+async fn write_out<C: Carrier>(socket: &mut C, ctx: &Context) -> Outcome {
     // Armed only once the socket makes the write wait: most writes never do.
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
     std::future::poll_fn(|cx| match socket.poll_flush(cx) {

@@ -11,8 +11,16 @@
 //   const client = connect({ channels: ["demo"] });
 //   client.on("message", (m) => console.log(m.channel, m.seq, m.data));
 //   client.on("transport", (t) => console.log("now on", t.transport, t.reasons));
+//
+// With `encoding: "msgpack"` the same objects travel as MessagePack (API.md v1.2):
+// the WebSocket asks for the subprotocol `pushwire.msgpack` and exchanges binary
+// frames, the polls send `Accept: application/msgpack`. Server-Sent Events are a
+// text protocol with no MessagePack form, so on that rung the client stays on JSON.
+// The codec is `pushwire.msgpack` ({encode, decode}), written here: no dependency.
 
 const ORDER = ["websocket", "sse", "long-poll", "poll"];
+/** The WebSocket subprotocol that asks for MessagePack frames (API.md v1.2). */
+const MSGPACK_SUBPROTOCOL = "pushwire.msgpack";
 
 /**
  * The server a script at `scriptUrl` was loaded from: the root above its
@@ -46,6 +54,8 @@ const DEFAULTS = {
   healthyAfter: 10000,
   longPollTimeout: 25,
   pollInterval: 1000,
+  // "json" or "msgpack": how messages travel on the WebSocket and the polls (SSE is always JSON).
+  encoding: "json",
 };
 
 function connect(options) {
@@ -85,15 +95,26 @@ const util = {
   /** The server a script or module at `scriptUrl` belongs to (see the default `url`). */
   serverRoot,
 
-  /** One poll or long-poll request: its answer (`{messages, resets, cursor}`), or an error carrying `retryAfter`. */
-  async fetchAnswer(url, signal) {
-    const response = await fetch(url, { cache: "no-store", signal });
+  /**
+   * One poll or long-poll request, asking for `encoding` ("json" or "msgpack", by
+   * `Accept`): `{answer, wire}`, where `answer` is `{messages, resets, cursor}` and
+   * `wire` what the response was (`encoding` as the server chose it by its
+   * `Content-Type`, `contentEncoding`, e.g. "gzip" or "identity"); or an error
+   * carrying `retryAfter`.
+   */
+  async fetchPoll(url, { signal, encoding = "json" } = {}) {
+    const headers = encoding === "msgpack" ? { accept: "application/msgpack" } : {};
+    const response = await fetch(url, { cache: "no-store", signal, headers });
     if (!response.ok) {
       const error = new Error(`HTTP ${response.status}`);
       error.retryAfter = Number(response.headers.get("retry-after")) || 0;
       throw error;
     }
-    return response.json();
+    // The server answers JSON when it does not speak MessagePack (v1.1): go by what it says it sent.
+    const msgpack = /^application\/msgpack\b/i.test(response.headers.get("content-type") || "");
+    const answer = msgpack ? decodeMsgpack(await response.arrayBuffer()) : await response.json();
+    const wire = { encoding: msgpack ? "msgpack" : "json", contentEncoding: response.headers.get("content-encoding") || "identity" };
+    return { answer, wire };
   },
 };
 
@@ -114,22 +135,38 @@ class Client {
     this.run();
   }
 
-  /** Subscribes to "message", "reset", "transport" or "state"; returns an unsubscribe function. */
+  /**
+   * Subscribes to "message", "reset", "transport", "state" or "probe"; returns an
+   * unsubscribe function. A "message" listener is also told how the message came:
+   * `(message, {transport, connectedAt})`, `connectedAt` being when the client began
+   * opening the connection that delivered it (ms since the epoch, this clock): a
+   * message published before then was replayed from the cursor, not received live.
+   */
   on(type, listener) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(listener);
     return () => this.listeners.get(type).delete(listener);
   }
 
-  emit(type, detail) {
+  emit(type, detail, how) {
     if (this.closed && type !== "state") return;
     for (const listener of this.listeners.get(type) || []) {
       try {
-        listener(detail);
+        listener(detail, how);
       } catch (error) {
         console.error(error);
       }
     }
+  }
+
+  /**
+   * What the delivering connection negotiated: `encoding` ("json" or "msgpack"), and
+   * on a WebSocket its `subprotocol` and `extensions` (e.g. "permessage-deflate;
+   * server_no_context_takeover"), on the polls the latest answer's `contentEncoding`.
+   * Null while nothing delivers.
+   */
+  negotiated() {
+    return this.active && this.state === "open" ? { transport: this.active.name, ...this.active.wire } : null;
   }
 
   /** The resume position: every channel the client has a position in. */
@@ -154,8 +191,8 @@ class Client {
     }
   }
 
-  // ---- what every transport hands over; the one place that drops duplicates
-  accept(frame) {
+  // ---- what every transport hands over (`conn`: the connection it came on); the one place that drops duplicates
+  accept(frame, conn) {
     if (this.closed) return;
     const position = this.positions.get(frame.channel);
     if (frame.type === "subscribed") {
@@ -170,7 +207,7 @@ class Client {
     } else if (frame.type === "message") {
       if (position && frame.seq <= position.seq) return; // already delivered (overlap while switching)
       this.positions.set(frame.channel, { seq: frame.seq, epoch: position ? position.epoch : null });
-      this.emit("message", frame);
+      this.emit("message", frame, { transport: conn.name, connectedAt: conn.openedAt });
     }
   }
 
@@ -279,7 +316,7 @@ class Client {
     this.active = conn;
     const previous = this.transport;
     this.transport = conn.name;
-    if (previous !== conn.name) this.emit("transport", { transport: conn.name, previous, reasons: { ...this.reasons } });
+    if (previous !== conn.name) this.emit("transport", { transport: conn.name, previous, reasons: { ...this.reasons }, negotiated: { ...conn.wire } });
     this.setState("open");
   }
 
@@ -320,6 +357,8 @@ class Client {
 function connection(name) {
   const conn = {
     name,
+    openedAt: Date.now(),
+    wire: {}, // what it negotiated (see Client.negotiated)
     onEnd: null,
     closed: false,
     stop() {},
@@ -341,12 +380,22 @@ function openWebSocket(client, name) {
   const ready = new Promise((resolve, reject) => {
     if (typeof WebSocket === "undefined") return reject("no WebSocket in this environment");
     const url = client.options.url.replace(/^http/, "ws") + "/ws?" + client.query();
+    // JSON offers no subprotocol, as v1.1 clients did: a browser fails a socket whose
+    // offer the server leaves unanswered, and a v1.1 server answers none.
+    const msgpack = client.options.encoding === "msgpack";
     let socket;
     try {
-      socket = new WebSocket(url);
+      socket = msgpack ? new WebSocket(url, [MSGPACK_SUBPROTOCOL]) : new WebSocket(url);
     } catch (error) {
       return reject(`cannot open: ${error.message}`);
     }
+    socket.binaryType = "arraybuffer";
+    // A binary frame is MessagePack, a text frame JSON, whichever was asked for.
+    const decode = (data) => (typeof data === "string" ? JSON.parse(data) : decodeMsgpack(data));
+    const ping = msgpack ? encodeMsgpack({ type: "ping" }) : '{"type":"ping"}';
+    socket.onopen = () => {
+      conn.wire = { encoding: socket.protocol === MSGPACK_SUBPROTOCOL ? "msgpack" : "json", subprotocol: socket.protocol, extensions: socket.extensions };
+    };
     let proven = false;
     let welcomed = false;
     let heartbeat = null;
@@ -365,7 +414,7 @@ function openWebSocket(client, name) {
     socket.onmessage = (event) => {
       if (conn.closed) return;
       lastFrame = Date.now();
-      const frame = JSON.parse(event.data);
+      const frame = decode(event.data);
       if (frame.type === "welcome") {
         welcomed = true;
         // The server pings at the protocol level, which a page cannot see:
@@ -375,11 +424,11 @@ function openWebSocket(client, name) {
           if (Date.now() - lastFrame > every + client.options.openDeadline) {
             return conn.end({ code: null, reason: "no frame within the heartbeat; connection presumed dead" });
           }
-          socket.send('{"type":"ping"}');
+          socket.send(ping);
         }, every);
       }
       if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);
-      client.accept(frame);
+      client.accept(frame, conn);
       if (!proven && welcomed && pendingSubscribed.size === 0) {
         proven = true;
         clearTimeout(deadline);
@@ -398,7 +447,10 @@ function openSse(client, name) {
   const conn = connection(name);
   const ready = new Promise((resolve, reject) => {
     if (typeof EventSource === "undefined") return reject("no EventSource in this environment");
+    // Always JSON: SSE is a text protocol, and `/sse?format=msgpack` is a 400 (API.md v1.2).
+    // Its Content-Encoding is the browser's business: EventSource does not show headers.
     const source = new EventSource(client.options.url + "/sse?" + client.query());
+    conn.wire = { encoding: "json" };
     let proven = false;
     const pendingSubscribed = new Set(client.options.channels);
     // A buffering proxy lets the headers through and holds the events back.
@@ -414,7 +466,7 @@ function openSse(client, name) {
       if (conn.closed) return;
       const frame = JSON.parse(event.data);
       if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);
-      client.accept(frame);
+      client.accept(frame, conn);
       if (!proven && pendingSubscribed.size === 0) {
         proven = true;
         clearTimeout(deadline);
@@ -444,13 +496,15 @@ function openPolling(client, name, path, extra, holdSeconds) {
     controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), limit);
     try {
-      const answer = await util.fetchAnswer(`${client.options.url}${path}?${query}`, controller.signal);
+      const url = `${client.options.url}${path}?${query}`;
+      const { answer, wire } = await util.fetchPoll(url, { signal: controller.signal, encoding: client.options.encoding });
       if (conn.closed) return;
+      conn.wire = wire;
       for (const { channel, seq, epoch } of util.parseCursor(answer.cursor)) {
-        if (!client.positions.has(channel)) client.accept({ type: "subscribed", channel, seq, epoch });
+        if (!client.positions.has(channel)) client.accept({ type: "subscribed", channel, seq, epoch }, conn);
       }
-      answer.resets.forEach((r) => client.accept(r));
-      answer.messages.forEach((m) => client.accept(m));
+      answer.resets.forEach((r) => client.accept(r, conn));
+      answer.messages.forEach((m) => client.accept(m, conn));
     } finally {
       clearTimeout(timer);
     }
@@ -490,4 +544,272 @@ const openLongPoll = (client, name) =>
   );
 const openPoll = (client, name) => openPolling(client, name, "/poll", () => "", () => 0);
 
-globalThis.pushwire = { connect, util };
+// ---- MessagePack (github.com/msgpack/msgpack/blob/master/spec.md), for `encoding: "msgpack"`.
+// The decoder reads every type a pushwire server sends (API.md v1.2: nil, bool,
+// integers of every width, float 64, str, array and map of every width) and float 32
+// and bin besides (bin as a Uint8Array); ext is refused. Integers come back as
+// Numbers, like JSON.parse gives them, except a 64-bit one beyond ±(2^53 − 1), which
+// comes back as a BigInt: exact, where JSON.parse rounds it to the nearest double
+// (and JSON.stringify throws on a BigInt: mind it in code that re-serialises data).
+// Maps become plain objects, their keys strings. The encoder writes the shortest
+// form of each value, as JSON.stringify would see it: undefined members of an
+// object are left out, `toJSON` is honoured, a non-integer Number is a float 64, a
+// BigInt an integer, a Uint8Array or ArrayBuffer bin.
+
+const utf8 = { decoder: new TextDecoder(), encoder: new TextEncoder() };
+const TWO_32 = 2 ** 32;
+
+/** A MessagePack value (an ArrayBuffer, a typed array or a DataView) as a JavaScript value. */
+function decodeMsgpack(input) {
+  const bytes = ArrayBuffer.isView(input) ? new Uint8Array(input.buffer, input.byteOffset, input.byteLength) : new Uint8Array(input);
+  const reader = new MsgpackReader(bytes);
+  const value = reader.value();
+  if (reader.at !== bytes.length) throw new SyntaxError(`MessagePack: ${bytes.length - reader.at} bytes after the value`);
+  return value;
+}
+
+/** `value` as MessagePack bytes (a Uint8Array). */
+function encodeMsgpack(value) {
+  const writer = new MsgpackWriter();
+  writer.value(value);
+  return writer.bytes.slice(0, writer.at);
+}
+
+class MsgpackReader {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.at = 0;
+  }
+
+  /** Moves past `n` bytes and returns where they start; throws where the input ends first. */
+  take(n) {
+    const at = this.at;
+    if (at + n > this.bytes.length) throw new SyntaxError(`MessagePack: truncated at byte ${at}`);
+    this.at = at + n;
+    return at;
+  }
+
+  value() {
+    const type = this.bytes[this.take(1)];
+    if (type < 0x80) return type; // positive fixint
+    if (type >= 0xe0) return type - 0x100; // negative fixint
+    if (type >= 0xa0 && type < 0xc0) return this.str(type & 0x1f);
+    if (type < 0x90) return this.map(type & 0x0f);
+    if (type < 0xa0) return this.array(type & 0x0f);
+    const view = this.view;
+    switch (type) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: return this.bin(view.getUint8(this.take(1)));
+      case 0xc5: return this.bin(view.getUint16(this.take(2)));
+      case 0xc6: return this.bin(view.getUint32(this.take(4)));
+      case 0xca: return view.getFloat32(this.take(4));
+      case 0xcb: return view.getFloat64(this.take(8));
+      case 0xcc: return view.getUint8(this.take(1));
+      case 0xcd: return view.getUint16(this.take(2));
+      case 0xce: return view.getUint32(this.take(4));
+      case 0xcf: return this.int64(this.take(8), false);
+      case 0xd0: return view.getInt8(this.take(1));
+      case 0xd1: return view.getInt16(this.take(2));
+      case 0xd2: return view.getInt32(this.take(4));
+      case 0xd3: return this.int64(this.take(8), true);
+      case 0xd9: return this.str(view.getUint8(this.take(1)));
+      case 0xda: return this.str(view.getUint16(this.take(2)));
+      case 0xdb: return this.str(view.getUint32(this.take(4)));
+      case 0xdc: return this.array(view.getUint16(this.take(2)));
+      case 0xdd: return this.array(view.getUint32(this.take(4)));
+      case 0xde: return this.map(view.getUint16(this.take(2)));
+      case 0xdf: return this.map(view.getUint32(this.take(4)));
+    }
+    const what = type === 0xc1 ? "the never-used byte c1" : `ext type ${type.toString(16)}, not supported`;
+    throw new SyntaxError(`MessagePack: ${what} at byte ${this.at - 1}`);
+  }
+
+  /** A Number when exact, else a BigInt. */
+  int64(at, signed) {
+    const high = signed ? this.view.getInt32(at) : this.view.getUint32(at);
+    const number = high * TWO_32 + this.view.getUint32(at + 4);
+    // Beyond 2^53 the sum is rounded, and a rounded sum is never a safe integer.
+    if (Number.isSafeInteger(number)) return number;
+    return signed ? this.view.getBigInt64(at) : this.view.getBigUint64(at);
+  }
+
+  str(length) {
+    const start = this.take(length);
+    const bytes = this.bytes;
+    // Short ASCII strings (most keys) are quicker by hand than through TextDecoder.
+    if (length <= 32) {
+      let ascii = "";
+      for (let i = start; i < start + length; i++) {
+        if (bytes[i] >= 0x80) return utf8.decoder.decode(bytes.subarray(start, start + length));
+        ascii += String.fromCharCode(bytes[i]);
+      }
+      return ascii;
+    }
+    return utf8.decoder.decode(bytes.subarray(start, start + length));
+  }
+
+  bin(length) {
+    const start = this.take(length);
+    return this.bytes.slice(start, start + length); // a copy: the value must not hold the whole frame
+  }
+
+  /** Refuses a length that the bytes left cannot hold (each item is at least `bytesEach`), before allocating for it. */
+  count(n, bytesEach) {
+    if (n * bytesEach > this.bytes.length - this.at) throw new SyntaxError(`MessagePack: ${n} items announced at byte ${this.at}, too few bytes left`);
+  }
+
+  array(n) {
+    this.count(n, 1);
+    const array = new Array(n);
+    for (let i = 0; i < n; i++) array[i] = this.value();
+    return array;
+  }
+
+  map(n) {
+    this.count(n, 2);
+    const object = {};
+    for (let i = 0; i < n; i++) {
+      const key = this.value();
+      const value = this.value();
+      // As JSON.parse: "__proto__" is a member like any other, never the prototype.
+      if (key === "__proto__") Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
+      else object[typeof key === "string" ? key : String(key)] = value;
+    }
+    return object;
+  }
+}
+
+class MsgpackWriter {
+  constructor() {
+    this.bytes = new Uint8Array(256);
+    this.view = new DataView(this.bytes.buffer);
+    this.at = 0;
+  }
+
+  /** Makes room for `n` more bytes and returns where they go. */
+  put(n) {
+    if (this.at + n > this.bytes.length) {
+      let size = this.bytes.length * 2;
+      while (size < this.at + n) size *= 2;
+      const bigger = new Uint8Array(size);
+      bigger.set(this.bytes.subarray(0, this.at));
+      [this.bytes, this.view] = [bigger, new DataView(bigger.buffer)];
+    }
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+
+  byte(b) {
+    this.bytes[this.put(1)] = b;
+  }
+
+  /** A type byte, then a big-endian length or number of `size` bytes (1, 2 or 4). */
+  head(type, size, n) {
+    const at = this.put(1 + size);
+    this.bytes[at] = type;
+    if (size === 1) this.view.setUint8(at + 1, n);
+    else if (size === 2) this.view.setUint16(at + 1, n);
+    else this.view.setUint32(at + 1, n);
+  }
+
+  /** A length-prefixed header: the fix form under `fixLimit`, else 8 (if `type8`), 16 or 32 bits. */
+  sized(n, fix, fixLimit, type8, type16, type32) {
+    if (n < fixLimit) this.byte(fix | n);
+    else if (type8 && n < 0x100) this.head(type8, 1, n);
+    else if (n < 0x10000) this.head(type16, 2, n);
+    else this.head(type32, 4, n);
+  }
+
+  value(v) {
+    switch (typeof v) {
+      case "string":
+        return this.str(v);
+      case "number":
+        return Number.isSafeInteger(v) ? this.int(v) : this.float(v);
+      case "boolean":
+        return this.byte(v ? 0xc3 : 0xc2);
+      case "bigint":
+        return this.bigint(v);
+      case "object":
+        if (v === null) return this.byte(0xc0);
+        if (Array.isArray(v)) {
+          this.sized(v.length, 0x90, 16, 0, 0xdc, 0xdd);
+          for (const item of v) this.value(item);
+          return;
+        }
+        if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) return this.bin(v);
+        if (typeof v.toJSON === "function") return this.value(v.toJSON());
+        return this.map(v);
+    }
+    this.byte(0xc0); // undefined, a function or a symbol: null, as in a JSON array
+  }
+
+  int(v) {
+    if (v >= 0) {
+      if (v < 0x80) this.byte(v);
+      else if (v < 0x100) this.head(0xcc, 1, v);
+      else if (v < 0x10000) this.head(0xcd, 2, v);
+      else if (v < TWO_32) this.head(0xce, 4, v);
+      else this.bigint(BigInt(v));
+    } else if (v >= -32) this.byte(v & 0xff);
+    else if (v >= -0x80) this.head(0xd0, 1, v & 0xff);
+    else if (v >= -0x8000) this.head(0xd1, 2, v & 0xffff);
+    else if (v >= -0x80000000) this.head(0xd2, 4, v >>> 0);
+    else this.bigint(BigInt(v));
+  }
+
+  bigint(v) {
+    if (v >= -(2n ** 31n) && v < 2n ** 32n) return this.int(Number(v)); // a 32-bit form or shorter
+    if (v >= 0n && v < 2n ** 64n) {
+      const at = this.put(9);
+      this.bytes[at] = 0xcf;
+      this.view.setBigUint64(at + 1, v);
+    } else if (v < 0n && v >= -(2n ** 63n)) {
+      const at = this.put(9);
+      this.bytes[at] = 0xd3;
+      this.view.setBigInt64(at + 1, v);
+    } else throw new RangeError(`MessagePack: ${v} does not fit 64 bits`);
+  }
+
+  float(v) {
+    const at = this.put(9);
+    this.bytes[at] = 0xcb;
+    this.view.setFloat64(at + 1, v);
+  }
+
+  str(s) {
+    // Room for the longest encoding (3 bytes per UTF-16 unit) behind the widest
+    // header that length needs; the header is then narrowed to the real length.
+    const most = s.length * 3;
+    const width = most < 32 ? 1 : most < 0x100 ? 2 : most < 0x10000 ? 3 : 5;
+    const at = this.put(width + most);
+    const { written } = utf8.encoder.encodeInto(s, this.bytes.subarray(at + width, at + width + most));
+    const needed = written < 32 ? 1 : written < 0x100 ? 2 : written < 0x10000 ? 3 : 5;
+    if (needed < width) this.bytes.copyWithin(at + needed, at + width, at + width + written);
+    this.at = at;
+    this.sized(written, 0xa0, 32, 0xd9, 0xda, 0xdb);
+    this.at = at + needed + written;
+  }
+
+  bin(v) {
+    const bytes = v instanceof ArrayBuffer ? new Uint8Array(v) : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    this.sized(bytes.length, 0, 0, 0xc4, 0xc5, 0xc6);
+    this.bytes.set(bytes, this.put(bytes.length));
+  }
+
+  map(object) {
+    // As JSON.stringify: members whose value it would leave out are left out.
+    const keys = Object.keys(object).filter((k) => !["undefined", "function", "symbol"].includes(typeof object[k]));
+    this.sized(keys.length, 0x80, 16, 0, 0xde, 0xdf);
+    for (const key of keys) {
+      this.str(key);
+      this.value(object[key]);
+    }
+  }
+}
+
+globalThis.pushwire = { connect, util, msgpack: { encode: encodeMsgpack, decode: decodeMsgpack, SUBPROTOCOL: MSGPACK_SUBPROTOCOL } };

@@ -152,6 +152,16 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     })
     .await;
     no_gaps_or_duplicates(&s, "after recovering");
+    // The raw WebSocket lane was refused for two clicks: back, it resumes from its
+    // cursor, and what it missed comes as a replay, counted apart from its latency.
+    let replayed =
+        within(&page, PATIENCE, "the WebSocket lane's replay", |s| s["websocket"]["replayed"].as_u64() >= Some(10))
+            .await;
+    let ws = &replayed["websocket"];
+    let catch_up = ws["catchUpMs"].as_f64().unwrap_or_else(|| panic!("a catch-up delay: {ws}"));
+    assert!(catch_up > 2000.0, "the replay waited out the outage: {ws}");
+    let p99 = ws["p99"].as_f64().unwrap_or_else(|| panic!("live deliveries: {ws}"));
+    assert!(p99 < 2000.0 && p99 < catch_up / 2.0, "live latency, not the outage's: {ws}");
     let timeline = eval_json(&page, "JSON.stringify(window.pushwireDashboard.timeline())").await;
     let auto_events: Vec<(&str, &str)> = timeline
         .as_array()
@@ -196,27 +206,36 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     chromium.close().await;
 }
 
-/// The bounding boxes of the auto lane's parts that overlap another, as text.
-const AUTO_LANE_OVERLAPS: &str = r#"(() => {
-  const lane = document.getElementById("lane-auto");
-  const parts = [...lane.querySelectorAll("h2, .status, .negotiated, .reasons li, .probe, .big > div > *")]
-    .filter((e) => e.textContent.trim() !== "");
-  const overlaps = [];
-  const boxes = parts.map((e) => [e, e.getBoundingClientRect()]);
-  for (const [i, [a, ra]] of boxes.entries()) {
-    if (a.scrollWidth > a.clientWidth + 1 && getComputedStyle(a).display !== "inline") overlaps.push(`${a.className || a.tagName} overflows itself`);
-    for (const [b, rb] of boxes.slice(i + 1)) {
-      if (a.contains(b) || b.contains(a)) continue;
-      const x = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
-      const y = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
-      if (x > 0.5 && y > 0.5) overlaps.push(`${a.tagName}.${a.className} "${a.textContent}" over ${b.tagName}.${b.className} "${b.textContent}"`);
+/// The parts of each lane (the auto lane's, then the four others') and of the
+/// compression panel that overlap another or overflow themselves, as text; and
+/// whether the page scrolls sideways.
+const LAYOUT_FAULTS: &str = r#"(() => {
+  const faults = [];
+  const check = (root, selector) => {
+    const parts = [...root.querySelectorAll(selector)].filter((e) => e.textContent.trim() !== "");
+    const boxes = parts.map((e) => [e, e.getBoundingClientRect()]);
+    for (const [i, [a, ra]] of boxes.entries()) {
+      if (a.scrollWidth > a.clientWidth + 1 && getComputedStyle(a).display !== "inline" && getComputedStyle(a).overflowX !== "auto") faults.push(`${root.id}: ${a.className || a.tagName} overflows itself`);
+      for (const [b, rb] of boxes.slice(i + 1)) {
+        if (a.contains(b) || b.contains(a)) continue;
+        const x = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
+        const y = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
+        if (x > 0.5 && y > 0.5) faults.push(`${root.id}: ${a.tagName}.${a.className} "${a.textContent}" over ${b.tagName}.${b.className} "${b.textContent}"`);
+      }
     }
-  }
-  return JSON.stringify(overlaps);
+  };
+  check(document.getElementById("lane-auto"), "h2, .status, .negotiated, .reasons li, .probe, .wire-terms, .big > div > *");
+  for (const lane of document.querySelectorAll(".lane:not(.auto)")) check(lane, "h2, .status, .reason, .big > div > *, dt, dd, .wire-terms, .recent");
+  const encoding = document.querySelector(".encoding");
+  encoding.id = encoding.id || "encoding";
+  check(encoding, "figure, figcaption, table, #decode-verdict, #decode-again");
+  check(document.querySelector(".controls"), "form, label, #wire-choice, #drop");
+  if (document.documentElement.scrollWidth > innerWidth + 1) faults.push(`the page is ${document.documentElement.scrollWidth} px wide at ${innerWidth}`);
+  return JSON.stringify(faults);
 })()"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_in_the_auto_lane_overlaps_from_1000_px_up() {
+async fn nothing_in_the_lanes_overlaps_from_1000_px_up() {
     let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 10.0).await;
     // A prepared lab: the page opens with WebSocket already refused, so the
     // lane shows its longest content (a reason and the probes).
@@ -229,12 +248,15 @@ async fn nothing_in_the_auto_lane_overlaps_from_1000_px_up() {
         s["auto"]["transport"] == "sse" && s["auto"]["p50"].is_number() && s["auto"]["bytesPerMessage"].is_number()
     })
     .await;
+    // The compression panel at its fullest too: the decode cost measured, a frame shown.
+    wait_json(&page, "JSON.stringify(window.pushwireDashboard.decodeCost())", "the decode cost", |c| c.is_array())
+        .await;
     for width in [1000, 1440, 1920] {
         page.execute(SetDeviceMetricsOverrideParams::new(width, 1200, 1.0, false)).await.unwrap();
         // Two frames, so that layout has followed the new width.
         page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))").await.unwrap();
-        let overlaps = eval_json(&page, AUTO_LANE_OVERLAPS).await;
-        assert_eq!(overlaps, Value::Array(vec![]), "at {width} px");
+        let faults = eval_json(&page, LAYOUT_FAULTS).await;
+        assert_eq!(faults, Value::Array(vec![]), "at {width} px");
         // The lane, where it is on the page (clip coordinates are the document's).
         let bounds = "JSON.stringify((() => { const r = document.getElementById('lane-auto').getBoundingClientRect(); \
                       return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })())";

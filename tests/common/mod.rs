@@ -118,7 +118,7 @@ pub async fn spawn_app_on(hub: Arc<dyn Hub>, configure: impl FnOnce(&mut Config)
 fn start_app(config: Config, hub: Arc<dyn Hub>, redis: Option<RedisServer>) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = config.base_path.prefix().to_owned();
-    let Running { addr, state, handle, server } = pushwire::server::start(config, hub, listener).unwrap();
+    let Running { addr, state, handle, server, .. } = pushwire::server::start(config, hub, listener).unwrap();
     tokio::spawn(server);
     TestApp { redis, addr, base, handle, state, http: reqwest::Client::new() }
 }

@@ -13,8 +13,12 @@ pub enum Proxy {
     PassThrough,
     /// Strips the upgrade, as many corporate proxies do: WebSocket fails.
     NoUpgrade,
-    /// Strips the upgrade and compresses responses, which holds SSE events
-    /// back until its buffer fills; complete responses (polls) pass.
+    /// Strips the upgrade and compresses responses itself (asking the
+    /// server for identity, so that it has something to compress), which
+    /// holds SSE events back until its buffer fills; complete responses
+    /// (polls) pass. (A response the server gzipped, event by event, nginx
+    /// passes as it comes: without the stripped `Accept-Encoding`, SSE would
+    /// get through this proxy.)
     Buffering,
 }
 
@@ -36,7 +40,7 @@ impl Proxy {
                 "proxy_set_header Upgrade \"\";\n        proxy_set_header Connection \"\";\n        proxy_buffering off;"
             }
             Proxy::Buffering => {
-                "proxy_set_header Upgrade \"\";\n        proxy_set_header Connection \"\";\n        proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;\n        gzip on;\n        gzip_types text/event-stream application/json;\n        gzip_min_length 1;\n        gzip_proxied any;"
+                "proxy_set_header Upgrade \"\";\n        proxy_set_header Connection \"\";\n        proxy_set_header Accept-Encoding \"\";\n        proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;\n        gzip on;\n        gzip_types text/event-stream application/json;\n        gzip_min_length 1;\n        gzip_proxied any;"
             }
         }
     }

@@ -29,4 +29,5 @@ mod short_poll;
 mod sse;
 mod tls;
 mod websocket;
+mod webtransport;
 mod write_delay;

@@ -47,6 +47,9 @@ pub enum ReadError {
     Unfinished,
     #[error("a compressed message that does not inflate")]
     Inflate,
+    /// A WebTransport stream whose bytes are not frames of its encoding.
+    #[error("bytes that are not a frame")]
+    Malformed,
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
     /// The connection broke: nobody is left to tell.
@@ -328,6 +331,38 @@ pub fn frame_len(payload: usize) -> usize {
         _ => 10,
     };
     header + payload
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> super::Carrier for WsSocket<T> {
+    const PINGS: bool = true;
+
+    fn queue_data(&mut self, payload: &[u8], binary: bool, compressed: bool) -> usize {
+        WsSocket::queue_data(self, payload, binary, compressed)
+    }
+
+    fn queued(&self) -> usize {
+        WsSocket::queued(self)
+    }
+
+    fn queue_ping(&mut self, payload: &[u8]) {
+        WsSocket::queue_ping(self, payload);
+    }
+
+    fn queue_pong(&mut self, payload: &[u8]) {
+        WsSocket::queue_pong(self, payload);
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        WsSocket::poll_flush(self, cx)
+    }
+
+    fn recv(&mut self) -> impl Future<Output = Option<Result<Incoming, ReadError>>> {
+        WsSocket::recv(self)
+    }
+
+    fn close(self, reason: Option<CloseReason>, grace: Duration) -> impl Future<Output = ()> {
+        WsSocket::close(self, reason, grace)
+    }
 }
 
 fn text(bytes: Bytes) -> Result<Incoming, ReadError> {

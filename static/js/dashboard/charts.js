@@ -1,5 +1,5 @@
 // The two charts, drawn on canvas (no chart library): latency over the last
-// minute, and bytes on the wire per delivered message.
+// minute (live deliveries only), and bytes on the wire per delivered message.
 
 /** Draws both charts for `lanes`, each in its own colour. */
 export function drawCharts(lanes) {
@@ -54,23 +54,27 @@ function drawLatency(canvas, lanes) {
   }
 }
 
-/** One bar per lane: bytes sent and received per message. */
+/** One bar per lane: bytes sent and received per message on the wire, over a pale one for the same before compression. */
 function drawBytes(canvas, lanes) {
   const g = canvas.getContext("2d");
   const [w, h] = [canvas.width, canvas.height];
   g.clearRect(0, 0, w, h);
-  const values = lanes.map((lane) => [lane, lane.bytesPerMessage()]);
-  const max = Math.max(1, ...values.map(([, v]) => v || 0));
+  const values = lanes.map((lane) => [lane, lane.bytesPerMessage(), lane.bytesPerMessage(true)]);
+  const max = Math.max(1, ...values.flatMap(([, v, u]) => [v || 0, u || 0]));
   const row = h / values.length;
+  const scale = (v) => (v ? ((w - 300) * v) / max : 0);
   g.font = "16px system-ui";
-  values.forEach(([lane, v], i) => {
+  values.forEach(([lane, v, before], i) => {
     const y = i * row + 8;
     g.fillStyle = "#1b1f24";
     g.fillText(lane.title, 8, y + row / 2);
-    const width = v ? ((w - 260) * v) / max : 0;
     g.fillStyle = lane.color;
-    g.fillRect(170, y + 4, width, row - 20);
+    g.globalAlpha = 0.25;
+    g.fillRect(170, y + 4, scale(before), row - 20);
+    g.globalAlpha = 1;
+    g.fillRect(170, y + 4, scale(v), row - 20);
     g.fillStyle = "#1b1f24";
-    g.fillText(v ? `${Math.round(v)} B` : "–", 178 + width, y + row / 2);
+    const saved = v && before > v + 0.5 ? ` of ${Math.round(before)}` : "";
+    g.fillText(v ? `${Math.round(v)} B${saved}` : "–", 178 + Math.max(scale(v), scale(before)), y + row / 2);
   });
 }

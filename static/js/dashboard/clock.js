@@ -19,5 +19,8 @@ export async function measureClock() {
   $("#clock").textContent = `clock offset ${(clock.offsetUs / 1000).toFixed(1)} ms (±${(clock.rttMs / 2).toFixed(1)})`;
 }
 
-/** Now on the server's clock, in microseconds, like a message's `ts`. */
-export const serverNowUs = () => Date.now() * 1000 + clock.offsetUs;
+/** A moment of this clock (ms since the epoch, as `Date.now()`) on the server's clock, in microseconds, like a message's `ts`. */
+export const serverUs = (localMs) => localMs * 1000 + clock.offsetUs;
+
+/** Now on the server's clock. */
+export const serverNowUs = () => serverUs(Date.now());

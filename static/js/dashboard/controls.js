@@ -1,9 +1,10 @@
 // The controls: the demo publisher's settings, publishing, dropping this
-// page's connections, and switching channel. (The runners read the polling
-// inputs themselves, before each request.)
+// page's connections, switching channel, and the compression and encoding of
+// this page's lanes. (The runners read the polling inputs themselves, before
+// each request.)
 import { allLanes } from "./lanes.js";
 import { $, clientId, notice, post } from "./page.js";
-import { currentChannel, startAll } from "./runners.js";
+import { currentChannel, restartAll, startAll } from "./runners.js";
 
 export function bindControls() {
   $("#demo-form").addEventListener("submit", async (e) => {
@@ -41,6 +42,14 @@ export function bindControls() {
       notice(`drop failed: ${error.message}`);
     }
   });
+  for (const select of ["#compression", "#encoding"]) {
+    $(select).addEventListener("change", () => {
+      const choice = { compression: $("#compression").value === "on", encoding: $("#encoding").value };
+      restartAll(choice);
+      const said = `compression ${choice.compression ? "on" : "off"}, ${choice.encoding === "msgpack" ? "MessagePack" : "JSON"}`;
+      notice(`this page's lanes reconnect with ${said}${choice.encoding === "msgpack" ? " (SSE stays JSON: it is a text protocol)" : ""}`);
+    });
+  }
   $("#channel").addEventListener("change", () => {
     const channel = $("#channel").value.trim();
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(channel)) return notice("a channel name is 1 to 64 of A-Z a-z 0-9 _ . -");

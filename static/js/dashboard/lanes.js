@@ -11,13 +11,18 @@ const CHART_MS = 60_000; // samples kept: the latency chart's span
 export class Lane {
   /** `lane` as in the page's config: {id, title, name, path, color}. */
   constructor({ id, title, name, path, color }) {
-    Object.assign(this, { id, title, name, path, color, received: 0, gaps: 0, dups: 0, resets: 0, requests: 0, empties: 0, reconnects: 0 });
+    Object.assign(this, { id, title, name, path, color, received: 0, gaps: 0, dups: 0, resets: 0, requests: 0, empties: 0, reconnects: 0, replayed: 0 });
     this.el = document.getElementById(`lane-${id}`);
     this.lastSeq = null; // position in the channel; null until the lane knows where it starts
     this.epoch = null;
-    this.samples = []; // {t: ms, latency: ms}
+    this.samples = []; // live deliveries: {t: ms, latency: ms}
+    this.catchUp = null; // the latest replay after a reconnect: {count, maxMs, connectedAtUs}
     this.recent = [];
+    this.latest = null; // the latest message as it came: {message, raw (text or bytes)}
+    this.connectedAtUs = null; // when the connection delivering now began to open, on the server's clock
     this.bytes = null; // from /api/inspect
+    this.since = null; // the counts when the lane's settings last changed (bytes per message are of what came after); "next": at the next reading
+    this.negotiated = {}; // what its connection agreed on: encoding, subprotocol, extensions, contentEncoding
     this.status = "starting";
     this.reason = "";
     this.protocol = null; // "http/1.1" or "h2", as the browser reports it
@@ -28,7 +33,23 @@ export class Lane {
     if (this.lastSeq === null || this.epoch !== epoch) [this.lastSeq, this.epoch] = [seq, epoch];
   }
 
-  message(m) {
+  /** The lane starts opening a connection (`atUs`: when, on the server's clock; now by default). */
+  connecting(atUs = serverNowUs()) {
+    this.connectedAtUs = atUs;
+  }
+
+  /**
+   * A delivered message; `raw` is its payload as it came (JSON text or MessagePack bytes).
+   *
+   * Replayed or live: a message published before the lane began opening the connection
+   * that delivered it (`ts` older than `connectedAtUs`) could not have come live: it was
+   * resumed from the cursor after an outage (a lab change, a drop), and its delay
+   * measures how long the lane was away, not the transport. Those are counted apart,
+   * with their catch-up delay; the latency figures and the chart hold live deliveries
+   * only. (A message published while the connection was being opened counts as live:
+   * its delay includes the handshake, which is the transport's own cost.)
+   */
+  message(m, raw = null) {
     if (this.lastSeq !== null && m.seq <= this.lastSeq) {
       this.dups++;
       return;
@@ -37,9 +58,16 @@ export class Lane {
     this.lastSeq = m.seq;
     this.received++;
     const latency = Math.max(0, (serverNowUs() - m.ts) / 1000);
-    this.samples.push({ t: Date.now(), latency });
-    this.recent.unshift({ seq: m.seq, latency, text: JSON.stringify(m.data).slice(0, 60), size: JSON.stringify(m).length });
+    if (this.connectedAtUs !== null && m.ts < this.connectedAtUs) {
+      this.replayed++;
+      if (this.catchUp?.connectedAtUs !== this.connectedAtUs) this.catchUp = { count: 0, maxMs: 0, connectedAtUs: this.connectedAtUs };
+      this.catchUp.count++;
+      this.catchUp.maxMs = Math.max(this.catchUp.maxMs, latency);
+    } else this.samples.push({ t: Date.now(), latency });
+    const text = jsonText(m.data);
+    this.recent.unshift({ seq: m.seq, latency, text: text.slice(0, 60) });
     this.recent.length = Math.min(this.recent.length, 5);
+    this.latest = { message: m, raw }; // raw: null where the lane has no payload of its own (SSE, polls: an answer holds several)
   }
 
   reset(r) {
@@ -50,7 +78,23 @@ export class Lane {
 
   /** Another channel: its figures start afresh, while the connection counts carry on. */
   clearFigures() {
-    Object.assign(this, { received: 0, gaps: 0, dups: 0, samples: [], recent: [] });
+    Object.assign(this, { received: 0, gaps: 0, dups: 0, replayed: 0, catchUp: null, samples: [], recent: [] });
+    this.markSettings();
+  }
+
+  /**
+   * The lane's settings change (compression, encoding, channel): bytes per message
+   * count from the server's next reading, when the lane has reconnected with them
+   * (until then its old connection's last bytes may still be counting).
+   */
+  markSettings() {
+    this.since = "next";
+  }
+
+  /** The server's byte counts for this lane, read when `received` messages had come. */
+  counted(bytes) {
+    this.bytes = bytes;
+    if (this.since === "next") this.since = { ...bytes };
   }
 
   cursor(channel) {
@@ -69,20 +113,31 @@ export class Lane {
     return { p50: at(0.5), p95: at(0.95), p99: at(0.99) };
   }
 
-  /** Bytes on the wire per message, both counted at the same moment. Over
-   * HTTP/2 a request's bytes are interleaved with others' on one connection:
-   * the server counts them per connection, not per lane. */
-  bytesPerMessage() {
-    if (!this.bytes || !this.bytes.received || this.protocol === "h2") return null;
-    return (this.bytes.bytes_sent + this.bytes.bytes_received) / this.bytes.received;
+  /** Bytes per message since the lane's settings last changed (the server's counts
+   * and the messages received, both read at the same moment): on the wire, or with
+   * what the server sent counted before compression (`uncompressed`). Over HTTP/2 a
+   * request's bytes are interleaved with others' on one connection: the server counts
+   * them per connection, not per lane. */
+  bytesPerMessage(uncompressed = false) {
+    if (!this.bytes || this.protocol === "h2" || this.since === "next") return null;
+    const since = this.since || { bytes_sent: 0, bytes_sent_uncompressed: 0, bytes_received: 0, received: 0 };
+    const messages = this.bytes.received - since.received;
+    if (messages <= 0) return null;
+    const sent = uncompressed ? "bytes_sent_uncompressed" : "bytes_sent";
+    return (this.bytes[sent] - since[sent] + this.bytes.bytes_received - since.bytes_received) / messages;
   }
 
   summary() {
     const { p50, p95, p99 } = this.percentiles();
-    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, transport, protocol } = this;
+    const { id, status, reason, received, gaps, dups, resets, requests, empties, reconnects, replayed, transport, protocol } = this;
+    const negotiated = { ...this.negotiated };
+    const catchUpMs = this.catchUp ? this.catchUp.maxMs : null;
     // The auto lane's: why it is not on each better transport, and its probes.
     const { reasons, probes, probeNote } = this;
-    return { id, status, reason, transport, protocol, received, gaps, dups, resets, requests, empties, reconnects, p50, p95, p99, bytesPerMessage: this.bytesPerMessage(), reasons, probes, probeNote };
+    return {
+      ...{ id, status, reason, transport, protocol, negotiated, received, gaps, dups, resets, requests, empties, reconnects, replayed, catchUpMs, p50, p95, p99 },
+      ...{ bytesPerMessage: this.bytesPerMessage(), uncompressedBytesPerMessage: this.bytesPerMessage(true), reasons, probes, probeNote },
+    };
   }
 
   render() {
@@ -102,9 +157,13 @@ export class Lane {
       if (v === null || v < 1000) field(k).textContent = fmt(v, v !== null && v < 10 ? 1 : 0);
       else field(k).replaceChildren((v / 1000).toFixed(v < 10_000 ? 1 : 0), Object.assign(document.createElement("small"), { textContent: " s" }));
     }
-    for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects"]) field(k).textContent = s[k];
-    field("bytesPerMessage").textContent =
-      s.bytesPerMessage !== null ? Math.round(s.bytesPerMessage) : s.protocol === "h2" ? "n/a on HTTP/2" : "–";
+    for (const k of ["received", "gaps", "dups", "requests", "empties", "reconnects", "replayed"]) field(k).textContent = s[k];
+    field("catchUp").textContent = s.catchUpMs === null ? "–" : formatMs(s.catchUpMs);
+    field("catchUp").title = this.catchUp ? `the latest replay: ${this.catchUp.count} messages, the oldest ${formatMs(s.catchUpMs)} late` : "";
+    const bytes = (v) => (v !== null ? Math.round(v) : s.protocol === "h2" ? "n/a on HTTP/2" : "–");
+    field("bytesPerMessage").textContent = bytes(s.bytesPerMessage);
+    field("uncompressedBytesPerMessage").textContent = bytes(s.uncompressedBytesPerMessage);
+    field("negotiated").textContent = describeNegotiated(s.negotiated, this.id);
     field("protocol").textContent = s.protocol === "h2" ? "HTTP/2" : s.protocol === "http/1.1" ? "HTTP/1.1" : s.protocol || "–";
     field("gaps").dataset.bad = s.gaps > 0;
     field("dups").dataset.bad = s.dups > 0;
@@ -116,6 +175,21 @@ export class Lane {
       }),
     );
   }
+}
+
+/** JSON text of a value that MessagePack may have given BigInts (which JSON.stringify refuses). */
+export const jsonText = (value) => JSON.stringify(value, (_, v) => (typeof v === "bigint" ? String(v) : v)) ?? "";
+
+const formatMs = (ms) => (ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(1)} s`);
+
+/** What a lane's connection negotiated, in a line: its encoding, then compression as the protocol names it. */
+function describeNegotiated(n, id) {
+  if (!n.encoding) return "–";
+  const encoding = n.encoding === "msgpack" ? "MessagePack" : id === "sse" || n.transport === "sse" ? "JSON (SSE is text)" : "JSON";
+  const parts = [n.subprotocol ? `${encoding} (${n.subprotocol})` : encoding];
+  if ("extensions" in n) parts.push(n.extensions || "no extension (uncompressed)");
+  if ("contentEncoding" in n) parts.push(n.contentEncoding ? `Content-Encoding: ${n.contentEncoding}` : "Content-Encoding: …");
+  return parts.join(" · ");
 }
 
 /** The fifth lane: the pushwire.js client, which negotiates its transport. */

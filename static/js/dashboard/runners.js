@@ -1,9 +1,10 @@
 // What feeds the lanes: each raw lane runs its transport with the browser's own
 // WebSocket, EventSource or fetch (no client library in between, so a lane
 // shows its transport as it is), and the auto lane runs the pushwire.js client.
-import { connect, util } from "../pushwire.mjs";
+import { connect, msgpack, util } from "../pushwire.mjs";
+import { serverUs } from "./clock.js";
 import { labReason, probeInterval } from "./lab.js";
-import { auto, lanes } from "./lanes.js";
+import { allLanes, auto, lanes } from "./lanes.js";
 import { $, accessToken, clientId, config, href, tokenParam, wsHref } from "./page.js";
 import { record } from "./timeline.js";
 
@@ -18,8 +19,10 @@ const SILENCE_MS = 4000;
 const ORDER = ["websocket", "sse", "long-poll", "poll"];
 
 // Every start is a new generation: a runner of an older one stops at its next
-// step, and the aborter cancels its held requests.
-const state = { channel: config.channel, generation: 0, aborter: new AbortController() };
+// step, and the aborter cancels its held requests. `encoding` ("json" or
+// "msgpack") and `compression` (false: `?compression=off`) are the page's choice
+// for its own lanes.
+const state = { channel: config.channel, generation: 0, aborter: new AbortController(), encoding: "json", compression: true };
 
 /** Which runner feeds a raw lane, by lane id (the transport names pushwire.js uses too). */
 const runners = { websocket: runWebSocket, sse: runSse, "long-poll": runLongPoll, poll: runPoll };
@@ -30,23 +33,43 @@ export const currentChannel = () => state.channel;
 /** Starts every lane on `channel` from its head, stopping whatever ran before. */
 export function startAll(channel) {
   state.channel = channel;
+  run({ resume: false });
+}
+
+/**
+ * Reconnects every lane with this page's new choice of `encoding` and `compression`,
+ * each from its own cursor: nothing is lost, and what was published during the
+ * switch comes as a replay.
+ */
+export function restartAll(choice) {
+  Object.assign(state, choice);
+  for (const lane of allLanes) lane.markSettings();
+  run({ resume: true });
+}
+
+/** What the page's lanes are asked to use now. */
+export const choice = () => ({ encoding: state.encoding, compression: state.compression });
+
+function run({ resume }) {
   const generation = ++state.generation;
-  // Held requests of the previous channel would otherwise keep connections busy.
+  // Held requests of the previous generation would otherwise keep connections busy.
   state.aborter.abort();
   state.aborter = new AbortController();
-  runAuto();
+  runAuto(resume);
   for (const lane of lanes) {
     lane.connection?.close(); // the previous WebSocket or EventSource
-    [lane.lastSeq, lane.epoch] = [null, null];
+    if (!resume) [lane.lastSeq, lane.epoch] = [null, null];
+    lane.negotiated = {};
     lane.setStatus("connecting");
     runners[lane.id](lane, generation);
   }
 }
 
-/** A raw lane's query: this page's tag (for /api/inspect) and the lane's own cursor. */
+/** A raw lane's query: this page's tag (for /api/inspect), the lane's own cursor, and `compression=off` when chosen. */
 function query(lane, extra = "") {
   const cursor = lane.cursor(state.channel);
-  return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${extra}${tokenParam()}`;
+  const compression = state.compression ? "" : "&compression=off";
+  return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${compression}${extra}${tokenParam()}`;
 }
 
 function runWebSocket(lane, generation) {
@@ -54,7 +77,12 @@ function runWebSocket(lane, generation) {
   let attempt = 0;
   const open = () => {
     if (generation !== state.generation) return;
-    const ws = new WebSocket(`${wsHref(lane.path)}?${query(lane)}`);
+    // MessagePack by its subprotocol, as API.md v1.2 asks (`?format=msgpack` would do too);
+    // the browser offers permessage-deflate by itself, so `?compression=off` declines it.
+    const url = `${wsHref(lane.path)}?${query(lane)}`;
+    const ws = state.encoding === "msgpack" ? new WebSocket(url, [msgpack.SUBPROTOCOL]) : new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    lane.connecting();
     let [welcomed, watchdog] = [false, null];
     lane.requests++;
     lane.connection = ws;
@@ -73,13 +101,16 @@ function runWebSocket(lane, generation) {
     // relay that passes nothing does not pass the closing handshake either: the
     // lane moves on without waiting for it.)
     ws.onopen = () => {
+      const encoding = ws.protocol === msgpack.SUBPROTOCOL ? "msgpack" : "json";
+      lane.negotiated = { encoding, subprotocol: ws.protocol, extensions: ws.extensions };
       watchdog = setTimeout(() => {
         ws.close();
         ended("silent", labReason("websocket") || `upgraded (101), then no frame for ${SILENCE_MS / 1000} s: a relay swallowing frames?`);
       }, SILENCE_MS);
     };
     ws.onmessage = (event) => {
-      const m = JSON.parse(event.data);
+      // A binary frame is MessagePack, a text frame JSON.
+      const m = typeof event.data === "string" ? JSON.parse(event.data) : msgpack.decode(event.data);
       if (m.type === "welcome") {
         welcomed = true;
         clearTimeout(watchdog);
@@ -89,7 +120,7 @@ function runWebSocket(lane, generation) {
         attempt = 0;
         lane.setStatus("live", `session ${m.session}, protocol ping every ${m.heartbeat_ms / 1000} s`);
       } else if (m.type === "subscribed") lane.start(m.seq, m.epoch);
-      else if (m.type === "message") lane.message(m);
+      else if (m.type === "message") lane.message(m, event.data);
       else if (m.type === "reset") lane.reset(m);
       else if (m.type === "error") lane.setStatus("live", `server said: ${m.code}: ${m.message}`);
     };
@@ -109,12 +140,18 @@ function runSse(lane, generation) {
   let opened = 0;
   const open = () => {
     if (generation !== state.generation) return;
+    // Always JSON: SSE is text, and `/sse?format=msgpack` is a 400. EventSource shows no
+    // headers: the Content-Encoding comes from the server's capture (wire.js).
     const es = new EventSource(`${href(lane.path)}?${query(lane)}`);
+    lane.connecting();
     lane.connection = es;
-    let watchdog = null;
+    lane.negotiated = { encoding: "json", contentEncoding: null };
+    let [watchdog, opens] = [null, 0];
     es.onopen = () => {
       lane.requests++;
       if (opened++ > 0) lane.reconnects++;
+      // The browser's own reconnects start out of sight: there, the stream's opening is the moment.
+      if (opens++ > 0) lane.connecting();
       record(lane.id, "connect");
       lane.setStatus("live", opened > 1 ? "reconnected by the browser with Last-Event-ID" : "stream open");
       // The headers came; a buffering proxy may still hold every event back.
@@ -125,6 +162,7 @@ function runSse(lane, generation) {
       );
     };
     const event = (handle) => (e) => {
+      lane.lastEvent = { id: e.lastEventId, type: e.type, data: e.data };
       clearTimeout(watchdog);
       if (lane.status === "stalled") lane.setStatus("live", "held events arrived all at once");
       handle(JSON.parse(e.data));
@@ -168,8 +206,12 @@ async function runPolling(lane, generation, params, interval) {
     const started = Date.now();
     try {
       lane.requests++;
-      const answer = await util.fetchAnswer(`${href(lane.path)}?${query(lane, params())}`, state.aborter.signal);
+      // A request after a failure (or the first) opens the lane anew; the others are its routine.
+      if (!up) lane.connecting();
+      const url = `${href(lane.path)}?${query(lane, params())}`;
+      const { answer, wire } = await util.fetchPoll(url, { signal: state.aborter.signal, encoding: state.encoding });
       if (generation !== state.generation) return;
+      lane.negotiated = wire;
       const [{ channel, seq, epoch }] = util.parseCursor(answer.cursor);
       // The first answer of a lane with no cursor starts at the head; its
       // cursor points after the messages it carries.
@@ -195,15 +237,18 @@ async function runPolling(lane, generation, params, interval) {
   }
 }
 
-/** The fifth lane: the fallback client, with its own tag for byte counting. */
-function runAuto() {
+/** The fifth lane: the fallback client, with its own tag for byte counting; `resume`: from where the lane is. */
+function runAuto(resume) {
   auto.client?.close();
-  Object.assign(auto, { lastSeq: null, epoch: null, transport: null, reasons: {}, probeNote: "" });
+  const cursor = resume ? auto.cursor(state.channel) : "";
+  if (!resume) Object.assign(auto, { lastSeq: null, epoch: null });
+  Object.assign(auto, { transport: null, reasons: {}, probeNote: "", negotiated: {} });
   // Tagged with the page's id, so that the page's network lab covers it too.
-  const params = { client: clientId, lane: "auto", ...(accessToken ? { access_token: accessToken } : {}) };
-  const client = (auto.client = connect({ channels: [state.channel], params, probeInterval: probeInterval() }));
+  const params = { client: clientId, lane: "auto", ...(state.compression ? {} : { compression: "off" }), ...(accessToken ? { access_token: accessToken } : {}) };
+  const options = { channels: [state.channel], params, cursor, encoding: state.encoding, probeInterval: probeInterval() };
+  const client = (auto.client = connect(options));
   // Listeners of a replaced client (after a channel switch) must not touch the lane.
-  const on = (type, listener) => client.on(type, (detail) => auto.client === client && listener(detail));
+  const on = (type, listener) => client.on(type, (detail, how) => auto.client === client && listener(detail, how));
   // Why it is not on each better transport: the last reason the client has for each.
   const reasons = () => {
     const better = ORDER.slice(0, ORDER.indexOf(client.transport));
@@ -211,6 +256,7 @@ function runAuto() {
   };
   on("transport", (t) => {
     auto.transport = t.transport;
+    auto.negotiated = t.negotiated;
     reasons();
     if (t.previous) {
       const down = ORDER.indexOf(t.transport) > ORDER.indexOf(t.previous);
@@ -233,7 +279,13 @@ function runAuto() {
     reasons();
   });
   on("reset", (r) => auto.reset(r));
-  on("message", (m) => auto.message(m));
+  // The client says when it began opening the connection each message came on.
+  on("message", (m, how) => {
+    auto.connecting(serverUs(how.connectedAt));
+    // The polls' Content-Encoding can change with each answer; an SSE stream's comes from wire.js.
+    auto.negotiated = { ...auto.negotiated, ...client.negotiated() };
+    auto.message(m);
+  });
 }
 
 /** The auto lane's client's probe interval, changed from the lab panel. */

@@ -23,15 +23,19 @@ export async function refreshInspection() {
   const response = await fetch(href(`/api/inspect/${clientId}`), { cache: "no-store", headers: authHeaders() });
   if (!response.ok) return;
   const report = await response.json();
-  for (const lane of lanes) lane.bytes = { ...report.transports[lane.name], received: counted[lane.id] };
+  for (const lane of lanes) lane.counted({ ...counts(report.transports[lane.name]), received: counted[lane.id] });
   const autoReport = await fetch(href(`/api/inspect/${autoId}`), { cache: "no-store", headers: authHeaders() }).then((r) => (r.ok ? r.json() : null));
+  const head = (text) => text.split("\r\n\r\n")[0] + "\r\n\r\n";
+  // EventSource shows no headers: an SSE lane's Content-Encoding is read from the response as sent.
+  const contentEncoding = (response) => /\r\ncontent-encoding:\s*([^\r]*)/i.exec(head(response))?.[1] || "identity";
   if (autoReport) {
     // The client may have used several transports: its bytes are all of theirs.
-    const all = Object.values(autoReport.transports);
+    const all = Object.values(autoReport.transports).map(counts);
     const sum = (k) => all.reduce((n, lane) => n + lane[k], 0);
-    auto.bytes = { bytes_sent: sum("bytes_sent"), bytes_received: sum("bytes_received"), received: counted.auto };
+    auto.counted({ bytes_sent: sum("bytes_sent"), bytes_sent_uncompressed: sum("bytes_sent_uncompressed"), bytes_received: sum("bytes_received"), received: counted.auto });
+    const sseResponse = autoReport.transports[byId("sse").name].response;
+    if (auto.negotiated.transport === "sse" && sseResponse) auto.negotiated.contentEncoding = contentEncoding(sseResponse);
   }
-  const head = (text) => text.split("\r\n\r\n")[0] + "\r\n\r\n";
   for (const lane of lanes) {
     const { request, response } = report.transports[lane.name];
     show(`${lane.id}-request`, request);
@@ -39,10 +43,25 @@ export async function refreshInspection() {
     show(`${lane.id}-response`, lane.id === "websocket" && response ? head(response) : response);
   }
   const [websocket, sse] = [byId("websocket"), byId("sse")];
-  show("sse-event", report.transports[sse.name].last_event);
+  show("sse-event", report.transports[sse.name].last_event || rebuiltEvent(sse.lastEvent));
+  const sseResponse = report.transports[sse.name].response;
+  if (sseResponse && sse.negotiated.encoding) sse.negotiated.contentEncoding = contentEncoding(sseResponse);
   const { request, response: upgrade } = report.transports[websocket.name];
   await explainAccept(request, upgrade);
   explainFrame(websocket);
+}
+
+/** A lane's byte counts; a v1.1 server compresses nothing, so its bytes before compression are its bytes. */
+const counts = ({ bytes_sent, bytes_received, bytes_sent_uncompressed = bytes_sent }) => ({ bytes_sent, bytes_sent_uncompressed, bytes_received });
+
+/**
+ * The latest SSE event as EventSource received it, in its wire form: a gzip'd stream's
+ * capture holds compressed bytes, in which no event can be read.
+ */
+function rebuiltEvent(event) {
+  if (!event) return "";
+  const note = ": (rebuilt from what EventSource received: the stream is gzip'd, its bytes as sent are compressed)\n";
+  return `${note}id: ${event.id}\nevent: ${event.type}\n${event.data.split("\n").map((line) => `data: ${line}\n`).join("")}\n`;
 }
 
 /** Shows raw HTTP with its line ends visible. */
@@ -66,16 +85,18 @@ async function explainAccept(request, response) {
   $('[data-raw="websocket-accept"]').textContent = lines.join("\n");
 }
 
-/** The framing cost of the WebSocket lane's latest message (RFC 6455 header sizes). */
+/** The framing cost of the WebSocket lane's latest message (RFC 6455 header sizes), before any compression. */
 function explainFrame(websocket) {
-  const latest = websocket.recent[0];
+  const latest = websocket.latest;
   if (!latest) return;
-  const n = latest.size;
+  const binary = latest.raw instanceof ArrayBuffer;
+  const n = binary ? latest.raw.byteLength : new TextEncoder().encode(latest.raw ?? "").length;
   const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
   $('[data-raw="websocket-frame"]').textContent = [
-    `payload (the message JSON)      ${n} bytes`,
+    `${`payload (${binary ? "MessagePack" : "the message JSON"})`.padEnd(32)}${n} bytes`,
     `frame header, server → client   ${header} bytes (FIN+opcode, ${n < 126 ? "7-bit length" : n < 65536 ? "16-bit length" : "64-bit length"})`,
     `same frame, client → server     ${header + 4} bytes (adds the 4-byte mask)`,
     `on the wire                     ${n + header} bytes, ${((100 * header) / (n + header)).toFixed(1)}% overhead`,
+    `(uncompressed; what permessage-deflate makes of it: "compression and encoding", below)`,
   ].join("\n");
 }
