@@ -137,6 +137,14 @@ impl Lane {
         captured.response.clear();
     }
 
+    /// The start of what a session writes, kept without counting it: a
+    /// WebTransport lane counts the UDP bytes of its connection instead.
+    pub fn keep_response(&self, bytes: &[u8]) {
+        let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+        let room = CAPTURE.saturating_sub(captured.response.len());
+        captured.response.extend_from_slice(&bytes[..room.min(bytes.len())]);
+    }
+
     /// Bytes written for the current response.
     pub fn wrote(&self, bytes: &[u8], sse: bool) {
         self.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::transport::long_poll::{self, Opened};
 use crate::transport::poll::Answer;
 use crate::transport::websocket::{Accepted, Upgradable};
-use crate::transport::webtransport::{OverQuic, Unanswered};
+use crate::transport::webtransport::{ConnectHead, OverQuic, Unanswered};
 use crate::transport::{self, Impairment, Negotiated, Savings, StreamRequest, Transport};
 use crate::wire::Mark;
 
@@ -172,6 +172,13 @@ pub async fn webtransport(
     let accepted = Accepted { ctx: state.ctx.clone(), request, span: tracing::Span::current() };
     let mut response = HttpResponse::Ok().finish();
     response.extensions_mut().insert(accepted);
+    // A tagged page's lane: what its teaching panel shows, and where its bytes count.
+    if let Some(tag) = inspected(&req) {
+        let lane = tag.counted.lane(Transport::WebTransport);
+        let head = req.extensions().get::<ConnectHead>().map(|h| h.0.clone()).unwrap_or_default();
+        lane.begin(head.into_bytes());
+        response.extensions_mut().insert(tag.counted);
+    }
     Ok(response)
 }
 

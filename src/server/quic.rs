@@ -34,10 +34,11 @@ use wtransport::{Endpoint, Identity, ServerConfig};
 
 use super::AppMaker;
 use crate::config::Config;
+use crate::lab::inspect::Inspected;
 use crate::limits::{Connections, Refusal};
 use crate::state::WebTransportInfo;
 use crate::transport::websocket::{self, Accepted};
-use crate::transport::webtransport::{OverQuic, Unanswered, WtStream};
+use crate::transport::webtransport::{ConnectHead, OverQuic, Unanswered, WtStream};
 use crate::transport::{Context, Transport};
 
 /// How long a self-signed certificate is valid: browsers take
@@ -323,7 +324,8 @@ where
         Err(e) => return tracing::debug!(error = %e, "webtransport stream not opened"),
     };
     let format = accepted.request.encoding.format;
-    let carrier = WtStream::new(connection, stream, format, ctx.config.max_frame, ctx.stats.clone());
+    let lane = response.extensions_mut().remove::<Arc<Inspected>>();
+    let carrier = WtStream::new(connection, stream, format, ctx.config.max_frame, ctx.stats.clone(), lane);
     websocket::serve(accepted, carrier, Transport::WebTransport).await;
     drop(permit);
 }
@@ -352,7 +354,16 @@ fn as_http(session: &SessionRequest) -> Request {
         head.headers.insert(actix_http::header::HOST, authority);
     }
     request.extensions_mut().insert(OverQuic);
+    request.extensions_mut().insert(ConnectHead(connect_head(session)));
     request
+}
+
+/// The extended CONNECT as it came, pseudo-headers first (HTTP/3 has no
+/// request line: these are its fields).
+fn connect_head(session: &SessionRequest) -> String {
+    let mut fields: Vec<_> = session.headers().iter().collect();
+    fields.sort_by_key(|(name, _)| (!name.starts_with(':'), name.as_str()));
+    fields.iter().map(|(name, value)| format!("{name}: {value}\n")).collect()
 }
 
 /// Makes the next self-signed certificate and switches to it before the

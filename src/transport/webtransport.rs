@@ -22,6 +22,7 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 use super::Transport;
 use super::websocket::{Carrier, Incoming, ReadError};
 use crate::encoding::Format;
+use crate::lab::inspect::Inspected;
 use crate::stats::{Counters, Stats};
 use crate::wire::{give_back_buffer, lend_buffer, poll_read_into};
 
@@ -47,9 +48,16 @@ pub struct WtStream {
     write: BytesMut,
     max_frame: usize,
     stats: Arc<Stats>,
+    /// The dashboard page's lane, when the session is tagged (`client=`).
+    lane: Option<Arc<Inspected>>,
     /// The connection's UDP byte totals already counted.
     counted: (u64, u64),
 }
+
+/// A request's extended CONNECT as it was received (pseudo-headers first),
+/// for the teaching panel.
+#[derive(Debug, Clone)]
+pub struct ConnectHead(pub String);
 
 impl WtStream {
     pub fn new(
@@ -58,6 +66,7 @@ impl WtStream {
         format: Format,
         max_frame: usize,
         stats: Arc<Stats>,
+        lane: Option<Arc<Inspected>>,
     ) -> WtStream {
         let mut stream = WtStream {
             connection,
@@ -68,6 +77,7 @@ impl WtStream {
             write: BytesMut::new(),
             max_frame,
             stats,
+            lane,
             counted: (0, 0),
         };
         stream.count();
@@ -78,9 +88,15 @@ impl WtStream {
     fn count(&mut self) {
         let quic = self.connection.quic_connection().stats();
         let (sent, received) = (quic.udp_tx.bytes, quic.udp_rx.bytes);
+        let (new_sent, new_received) = (sent.saturating_sub(self.counted.0), received.saturating_sub(self.counted.1));
         let counters = self.stats.get(Transport::WebTransport);
-        Counters::add(&counters.bytes_sent, sent.saturating_sub(self.counted.0));
-        Counters::add(&counters.bytes_received, received.saturating_sub(self.counted.1));
+        Counters::add(&counters.bytes_sent, new_sent);
+        Counters::add(&counters.bytes_received, new_received);
+        if let Some(page) = &self.lane {
+            let lane = page.lane(Transport::WebTransport);
+            Counters::add(&lane.bytes_sent, new_sent);
+            Counters::add(&lane.bytes_received, new_received);
+        }
         self.counted = (sent, received);
     }
 
@@ -141,9 +157,13 @@ impl Carrier for WtStream {
         if self.write.capacity() == 0 {
             self.write = lend_buffer();
         }
+        let start = self.write.len();
         self.write.extend_from_slice(payload);
         if self.format == Format::Json {
             self.write.extend_from_slice(b"\n");
+        }
+        if let Some(page) = &self.lane {
+            page.lane(Transport::WebTransport).keep_response(&self.write[start..]);
         }
         payload.len() + usize::from(self.format == Format::Json)
     }

@@ -11,7 +11,7 @@ use tokio::time::timeout;
 
 use crate::common::*;
 
-const NORMAL: &str = r#"{"latency_ms":0,"sse":"ok","websocket":"ok"}"#;
+const NORMAL: &str = r#"{"latency_ms":0,"sse":"ok","websocket":"ok","webtransport":"ok"}"#;
 
 /// POSTs `body` (raw) to `/api/inspect/{page}/impair`: status and JSON answer.
 async fn impair_raw(app: &TestApp, page: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
@@ -64,9 +64,18 @@ async fn impairments_are_validated_and_answered_with_the_whole_state() {
     assert_eq!(app.get("/api/inspect/lab1").await.0, 404, "a GET prepares no lab");
 
     let state = impair(&app, "lab1", json!({"websocket": "refuse"})).await;
-    assert_eq!(state, json!({"websocket": "refuse", "sse": "ok", "latency_ms": 0}), "the whole state");
-    let state = impair(&app, "lab1", json!({"sse": "buffer", "latency_ms": 600})).await;
-    assert_eq!(state, json!({"websocket": "refuse", "sse": "buffer", "latency_ms": 600}), "missing means unchanged");
+    assert_eq!(
+        state,
+        json!({"websocket": "refuse", "sse": "ok", "webtransport": "ok", "latency_ms": 0}),
+        "the whole state"
+    );
+    impair(&app, "lab1", json!({"sse": "buffer", "latency_ms": 600})).await;
+    let state = impair(&app, "lab1", json!({"webtransport": "blocked"})).await;
+    assert_eq!(
+        state,
+        json!({"websocket": "refuse", "sse": "buffer", "webtransport": "blocked", "latency_ms": 600}),
+        "missing means unchanged"
+    );
     assert_eq!(impair(&app, "lab1", json!({})).await, state, "an empty change changes nothing");
     assert_eq!(app.get("/api/inspect/lab1/impair").await, (200, state.clone()));
 
@@ -74,6 +83,7 @@ async fn impairments_are_validated_and_answered_with_the_whole_state() {
         ("not json", "bad_json"),
         (r#"{"websocket": "maybe"}"#, "bad_request"),
         (r#"{"sse": "gzip"}"#, "bad_request"),
+        (r#"{"webtransport": "slow"}"#, "bad_request"),
         (r#"{"latency_ms": 5001}"#, "bad_request"),
         (r#"{"latency_ms": -1}"#, "bad_request"),
         (r#"{"latency_ms": "600"}"#, "bad_request"),
@@ -94,7 +104,9 @@ async fn impairments_are_validated_and_answered_with_the_whole_state() {
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, POST");
     assert_eq!(
-        impair(&app, "lab1", json!({"websocket": "ok", "sse": "ok", "latency_ms": 0})).await.to_string(),
+        impair(&app, "lab1", json!({"websocket": "ok", "sse": "ok", "webtransport": "ok", "latency_ms": 0}))
+            .await
+            .to_string(),
         NORMAL
     );
 }

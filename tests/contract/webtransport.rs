@@ -275,3 +275,60 @@ async fn msgpack_sessions_send_one_map_after_another() {
     let pong = maps.next().await;
     assert_eq!((pong["type"].as_str(), pong["ref"].as_str()), (Some("pong"), Some("mp")));
 }
+
+#[tokio::test]
+async fn a_token_grants_the_session_and_its_expiry_ends_it_with_1008() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let app = spawn_app_with(HubKind::Memory, |c| c.auth_secret = Some("wt-secret".into())).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"exp": now + 2, "subscribe": ["t"]});
+    let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"wt-secret")).unwrap();
+    // A channel the token does not grant is refused like /ws's 403.
+    assert!(matches!(
+        connect(&app, &format!("?channels=other&access_token={token}"), &[]).await,
+        Err(ConnectingError::SessionRejected)
+    ));
+    let mut wt = connect(&app, &format!("?channels=t&access_token={token}"), &[]).await.unwrap();
+    wt.expect("welcome").await;
+    wt.expect("subscribed").await;
+    let (code, reason) = wt.closed().await;
+    assert_eq!((code, reason.as_str()), (1008, "token expired"));
+}
+
+#[tokio::test]
+async fn a_tagged_session_shows_on_its_lane_and_the_lab_can_block_it() {
+    let app = spawn_app(HubKind::Memory).await;
+    let mut wt = connect(&app, "?channels=l&client=wtlab", &[]).await.unwrap();
+    wt.expect("welcome").await;
+    wt.expect("subscribed").await;
+    app.publish("l", json!("seen")).await;
+    wt.expect("message").await;
+    let (status, report) = app.get("/api/inspect/wtlab").await;
+    assert_eq!(status, 200);
+    let lane = &report["transports"]["webtransport"];
+    let request = lane["request"].as_str().unwrap();
+    assert!(request.starts_with(":authority: "), "pseudo-headers first: {request}");
+    assert!(request.contains(":protocol: webtransport"), "{request}");
+    assert!(request.contains(":path: /wt?channels=l&client=wtlab"), "{request}");
+    assert!(lane["response"].as_str().unwrap().starts_with(r#"{"type":"welcome""#), "{lane}");
+    assert!(lane["bytes_sent"].as_u64().unwrap() > 0 && lane["bytes_received"].as_u64().unwrap() > 0, "{lane}");
+
+    // Blocked: no answer at all, so the client's own deadline decides.
+    let (status, _) = app
+        .http
+        .post(app.url("/api/inspect/wtlab/impair"))
+        .body(r#"{"webtransport":"blocked"}"#)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(matches!(wt.closed().await.0, 1012), "a lab change cuts the page's sessions");
+    let (url, hashes) = discovery(&app).await;
+    let config = ClientConfig::builder().with_bind_default().with_server_certificate_hashes(hashes).build();
+    let endpoint = Endpoint::client(config).unwrap();
+    let attempt = timeout(Duration::from_secs(2), endpoint.connect(format!("{url}?channels=l&client=wtlab"))).await;
+    assert!(attempt.is_err(), "no answer within 2 s, not a refusal: {:?}", attempt.map(|r| r.map(|_| ())));
+    // Another page is not affected.
+    assert!(connect(&app, "?channels=l&client=other", &[]).await.is_ok());
+}
