@@ -467,11 +467,14 @@ impl SseEvent {
     }
 }
 
-/// An SSE client that reads the raw stream, comments included.
+/// An SSE client that reads the raw stream, comments included; a stream
+/// the server gzipped (when the request accepted it) is inflated chunk by
+/// chunk, as a browser does.
 pub struct Sse {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    gunzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
     buf: String,
     pub raw: String,
 }
@@ -483,10 +486,12 @@ impl Sse {
             request = request.header("last-event-id", id);
         }
         let response = timeout(PATIENCE, request.send()).await.expect("sse open timed out").unwrap();
+        let gzipped = response.headers().get("content-encoding").is_some_and(|e| e == "gzip");
         Sse {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
             body: Box::pin(response.bytes_stream()),
+            gunzip: gzipped.then(|| flate2::write::GzDecoder::new(Vec::new())),
             buf: String::new(),
             raw: String::new(),
         }
@@ -501,6 +506,15 @@ impl Sse {
             }
             match timeout(PATIENCE, self.body.next()).await.expect("no SSE data within patience") {
                 Some(Ok(bytes)) => {
+                    let bytes = match &mut self.gunzip {
+                        None => bytes.to_vec(),
+                        Some(gunzip) => {
+                            use std::io::Write;
+                            gunzip.write_all(&bytes).unwrap();
+                            gunzip.flush().unwrap();
+                            std::mem::take(gunzip.get_mut())
+                        }
+                    };
                     let text = std::str::from_utf8(&bytes).unwrap();
                     self.raw.push_str(text);
                     self.buf.push_str(text);

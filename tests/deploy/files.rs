@@ -42,10 +42,23 @@ fn compose_runs_redis_two_pushwire_instances_on_it_and_nginx() {
 fn nginx_alone_is_published_and_mounts_the_tested_file() {
     let compose = deployment::compose();
     for (name, service) in &compose.services {
-        if name != "nginx" {
-            assert!(service.ports.is_empty(), "{name} publishes no port: clients go through nginx");
+        match name.as_str() {
+            "nginx" => {}
+            // WebTransport is UDP, which nginx does not proxy: one instance serves it.
+            "pushwire-a" => {
+                assert_eq!(service.ports, [format!("8080:{PUSHWIRE_PORT}/udp")], "{name}: WebTransport only")
+            }
+            _ => assert!(service.ports.is_empty(), "{name} publishes no port: clients go through nginx"),
         }
     }
+    let image = deployment::image();
+    let b = deployment::pushwire_config(&image, &compose.services["pushwire-b"]);
+    assert!(!b.webtransport.is_on(), "pushwire-b runs no WebTransport: its UDP port is not published");
+    let site = deployment::read("deploy/nginx.conf");
+    assert!(
+        site.contains("location = /api/webtransport {\n        proxy_pass http://pushwire_demo;"),
+        "discovery comes from the instance whose UDP port is published"
+    );
     let nginx = &compose.services["nginx"];
     assert_eq!(nginx.ports, [format!("8080:{NGINX_PORT}")], "the dashboard is on the host's port 8080");
     assert_eq!(nginx.volumes, [NGINX_SITE_MOUNT], "nginx runs deploy/nginx.conf, the file tests/deploy runs");
