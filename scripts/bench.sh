@@ -2,7 +2,9 @@
 # Side-by-side figures: the same `pushwire bench` load against the Node reference
 # (../shared/reference-node, untuned) and a release pushwire, one after the other on
 # fresh servers, on this machine. Writes the JSON and SVG of each run to docs/bench/
-# and prints both tables; docs/benchmarks-bench.md reads them.
+# and prints both tables; docs/benchmarks-bench.md reads them. Clients ask for no
+# compression (COMPRESSION=off): the untuned reference has none, and the comparison is of
+# the v1.1 wire both speak; scripts/compression.sh measures compression.
 #
 #   scripts/bench.sh                      # 200 clients per transport, 100 msg/s, 100 B, 20 s
 #   CLIENTS=50 DURATION=5s scripts/bench.sh
@@ -13,6 +15,7 @@ CLIENTS=${CLIENTS:-200}
 RATE=${RATE:-100}
 PAYLOAD=${PAYLOAD:-100}
 DURATION=${DURATION:-20s}
+COMPRESSION=${COMPRESSION:-off}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 OUT=${OUT:-docs/bench}
 
@@ -23,7 +26,7 @@ mkdir -p "$OUT"
 
 run() { # name port pid
   target/release/pushwire bench --url "http://127.0.0.1:$2" --clients "$CLIENTS" --rate "$RATE" \
-    --payload "$PAYLOAD" --duration "$DURATION" --server-pid "$3" --no-progress \
+    --payload "$PAYLOAD" --duration "$DURATION" --compression "$COMPRESSION" --server-pid "$3" --no-progress \
     --json "$OUT/$1.json" --svg "$OUT/$1.svg"
 }
 

@@ -26,6 +26,7 @@ CHURN_CYCLES=${CHURN_CYCLES:-10}
 OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-5000}
 WRITE_DELAYS=${WRITE_DELAYS:-10ms 25ms}
 REPEAT=${REPEAT:-3}
+COMPRESSION=${COMPRESSION:-off}
 PARTS=${PARTS:-idle fanout batching overload churn}
 TRANSPORTS=${TRANSPORTS:-ws sse long-poll}
 REFERENCE=${REFERENCE:-../shared/reference-node}
@@ -61,8 +62,11 @@ measure() {
   port=$(free_port)
   out=$(mktemp --suffix .json)
   start "$which" "$port" --max-connections $((clients + 500)) "$@"
+  # Uncompressed by default, as these figures were first taken (the Node
+  # reference compresses nothing without V12=1); COMPRESSION=on measures what a
+  # browser's offer costs.
   "$BIN" bench --url "http://127.0.0.1:$port" --transports "$transport" --clients "$clients" --rate "$rate" \
-    --duration "$duration" --server-pid "$server" --no-progress --json "$out" >/dev/null
+    --duration "$duration" --server-pid "$server" --no-progress --json "$out" --compression "$COMPRESSION" >/dev/null
   kill "$server"; wait "$server" 2>/dev/null || true
   echo "$out"
 }

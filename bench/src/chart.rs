@@ -1,6 +1,8 @@
 //! The `--svg` chart: latency by percentile, one curve per transport (x on a
 //! "nines" scale, so p50, p90, p99 and p99.9 are evenly spaced; y log), and
-//! wire bytes per delivery, one bar per transport.
+//! wire bytes per delivery, one bar per transport. With several runs (a
+//! `--compression` or `--encoding` list), bytes sent per delivery instead, by
+//! transport × compression × encoding: on the wire, and before compression.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::report::Report;
+use super::report::{Matrix, Report, per_delivery};
 
 const SIZE: (u32, u32) = (1200, 520);
 
@@ -137,6 +139,100 @@ where
         let label = Text::new(format!("{value:.0}"), (SegmentValue::CenterOf(i), *value), above.clone());
         chart.draw_series(std::iter::once(label))?;
     }
+    Ok(())
+}
+
+pub fn write_matrix(matrix: &Matrix, path: &Path) -> Result<(), String> {
+    draw_matrix(matrix, path).map_err(|e| format!("cannot draw {}: {e}", path.display()))
+}
+
+/// One bar pair of the matrix chart.
+struct Pair {
+    transport: &'static str,
+    variant: String,
+    /// Server → client bytes per delivery on the wire, and before compression.
+    wire: f64,
+    uncompressed: Option<f64>,
+}
+
+/// Every transport of every run, grouped by transport, in run order.
+fn pairs(matrix: &Matrix) -> Vec<Pair> {
+    let mut transports: Vec<&'static str> = Vec::new();
+    for t in matrix.runs.iter().flat_map(|r| &r.transports) {
+        if !transports.contains(&t.transport) {
+            transports.push(t.transport);
+        }
+    }
+    let mut out = Vec::new();
+    for transport in transports {
+        for run in &matrix.runs {
+            let Some(t) = run.transports.iter().find(|t| t.transport == transport) else { continue };
+            // The bench's own count of what it read is the same bytes, for a server that does not tell.
+            let read = per_delivery(t.wire_bytes_received, t.deliveries);
+            let p = &run.parameters;
+            out.push(Pair {
+                transport,
+                variant: format!(
+                    "{} {}",
+                    if p.compression.name() == "on" { "compr" } else { "plain" },
+                    p.encoding.name()
+                ),
+                wire: t.server_bytes_sent_per_delivery.or(read).unwrap_or(0.0),
+                uncompressed: t.server_bytes_sent_uncompressed_per_delivery,
+            });
+        }
+    }
+    out
+}
+
+fn draw_matrix(matrix: &Matrix, path: &Path) -> DrawResult {
+    let pairs = pairs(matrix);
+    let width = (120 * pairs.len() as u32 + 120).max(700);
+    let root = SVGBackend::new(path, (width, SIZE.1)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = pairs.iter().map(|p| p.wire.max(p.uncompressed.unwrap_or(0.0))).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Bytes sent per delivery: on the wire (solid) and before compression (light)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..pairs.len().max(2) - 1).into_segmented(), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("bytes per delivery (server → client, headers and framing included)")
+        .x_labels(pairs.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                let short = |t: &str| if t == "websocket" { "ws".to_string() } else { t.to_string() };
+                pairs.get(*i).map_or(String::new(), |p| format!("{} {}", short(p.transport), p.variant))
+            }
+            SegmentValue::Last => String::new(),
+        })
+        .y_label_formatter(&|b| format!("{b:.0}"))
+        .draw()?;
+    let above = ("sans-serif", 14).into_font().into_text_style(&root).pos(Pos::new(HPos::Center, VPos::Bottom));
+    let mut transports: Vec<&str> = Vec::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        if !transports.contains(&pair.transport) {
+            transports.push(pair.transport);
+        }
+        let colour = color(transports.len() - 1);
+        // Two bars in the slot: the wire on the left, uncompressed on the right.
+        let bars = [(Some(pair.wire), 0.85, (8, 52)), (pair.uncompressed, 0.3, (52, 8))];
+        for (value, opacity, (left, right)) in bars {
+            let Some(value) = value else { continue };
+            let mut bar = Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), value)],
+                colour.mix(opacity).filled(),
+            );
+            bar.set_margin(0, 0, left, right);
+            chart.draw_series(std::iter::once(bar))?;
+        }
+        let label = Text::new(format!("{:.0}", pair.wire), (SegmentValue::CenterOf(i), pair.wire), above.clone());
+        chart.draw_series(std::iter::once(label))?;
+    }
+    root.present()?;
     Ok(())
 }
 

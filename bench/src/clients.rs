@@ -6,8 +6,11 @@
 //! resumes from its cursor. A client ends once it holds the last published
 //! seq, or when told to stop. A client picked to stall (`--stall`) reads
 //! nothing while the stall signal is on: it neither reads its socket nor asks.
+//! Each asks for the run's compression and encoding (`negotiate`) and reads
+//! whatever the server chose to send: compressed or not, JSON or MessagePack.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,11 +21,14 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, timeout};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::inflate::{DEFLATE_OFFER, GzipStream, Inflating, gunzip};
 use super::lane::{Lane, Tally};
+use super::negotiate::{Compression, Encoding, MSGPACK_PROTOCOL, MSGPACK_TYPE, Variant};
 use super::net::{HttpClient, Target};
 use pushwire::Transport;
 
@@ -59,6 +65,8 @@ pub struct Shared {
     pub stop: watch::Receiver<Stop>,
     /// On while the clients picked to stall read nothing.
     pub stall: watch::Receiver<bool>,
+    /// The compression and encoding asked for.
+    pub variant: Variant,
 }
 
 /// A client's first word to the run: subscribed (or connected, for polls), or why not.
@@ -92,6 +100,8 @@ pub async fn run(
             Transport::Sse => client.sse().await,
             Transport::LongPoll => client.poll(true).await,
             Transport::Poll => client.poll(false).await,
+            // The bench measures the four transports over TCP; `--transports` names no other.
+            Transport::WebTransport => Err("the bench has no WebTransport client".to_string()),
         };
         match result {
             Ok(()) => break,
@@ -217,11 +227,14 @@ impl Client {
         format!("?channels={}&cursor={}", self.shared.channel, self.cursor)
     }
 
-    /// Counts one frame of a stream.
-    fn frame(&mut self, json: &str) {
-        let Ok(frame) = serde_json::from_str::<Frame>(json) else {
-            Lane::count(&self.lane.errors);
-            return;
+    /// Counts one frame of a stream, in `encoding`.
+    fn frame(&mut self, bytes: &[u8], encoding: Encoding) {
+        let frame = match encoding.decode::<Frame>(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.lane.failed(format!("a {} frame that does not read: {e}", encoding.name()));
+                return;
+            }
         };
         match frame.kind {
             Kind::Message => self.lane.delivered(&mut self.tally, frame.seq, frame.ts),
@@ -246,14 +259,44 @@ impl Client {
         let io = target.connect(self.index, &self.lane.meter).await.map_err(|e| e.to_string())?;
         let url = format!("ws://{}/ws{}", target.authority, self.query());
         let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
         if let Some(authorization) = target.authorization() {
             let value = authorization.parse().map_err(|_| "the token is not a valid header value".to_string())?;
-            request.headers_mut().insert("authorization", value);
+            headers.insert("authorization", value);
         }
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config()))
+        let Variant { compression, encoding } = self.shared.variant;
+        // unwrap (both): constant, valid header values.
+        if compression == Compression::On {
+            headers.insert("sec-websocket-extensions", DEFLATE_OFFER.parse().unwrap());
+        }
+        if encoding == Encoding::Msgpack {
+            // tungstenite fails the handshake when the answer names no subprotocol.
+            headers.insert("sec-websocket-protocol", MSGPACK_PROTOCOL.parse().unwrap());
+        }
+        let io = Inflating::new(io, compression == Compression::On);
+        let (mut ws, response) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config()))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match encoding {
+                Encoding::Msgpack => format!("{e} (asked for the subprotocol {MSGPACK_PROTOCOL})"),
+                Encoding::Json => e.to_string(),
+            })?;
         Lane::count(&self.lane.requests);
+        if response
+            .headers()
+            .get("sec-websocket-extensions")
+            .is_some_and(|v| v.as_bytes().starts_with(b"permessage-deflate"))
+        {
+            Lane::count(&self.lane.compressed);
+        }
+        let result = self.websocket_frames(&mut ws, encoding).await;
+        self.lane.compressed_messages.fetch_add(ws.get_ref().compressed_messages(), Ordering::Relaxed);
+        result
+    }
+
+    async fn websocket_frames<S>(&mut self, ws: &mut WebSocketStream<S>, encoding: Encoding) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         loop {
             if self.stopped() {
                 // A clean close, so that both ends count the same bytes.
@@ -267,7 +310,8 @@ impl Client {
                     Signal::Stall => self.sit_out().await,
                 },
                 frame = ws.next() => match frame {
-                    Some(Ok(WsMessage::Text(text))) => self.frame(&text),
+                    Some(Ok(WsMessage::Text(text))) => self.frame(text.as_bytes(), Encoding::Json),
+                    Some(Ok(WsMessage::Binary(bytes))) => self.frame(&bytes, encoding),
                     Some(Ok(WsMessage::Close(close))) => return Err(format!("closed by the server: {close:?}")),
                     Some(Ok(_)) => {} // pings are answered by tungstenite
                     Some(Err(e)) => return Err(e.to_string()),
@@ -282,12 +326,15 @@ impl Client {
         let mut request = self.shared.target.request(Method::GET, &format!("/sse{}", self.query()), Bytes::new());
         // unwrap: a constant, valid header value.
         request.headers_mut().insert("accept", "text/event-stream".parse().unwrap());
+        self.ask_compression(&mut request);
         let response = http.send(request).await?;
         Lane::count(&self.lane.requests);
         if !response.status().is_success() {
-            Lane::count(&self.lane.errors);
-            return Err(format!("/sse answered {}", response.status()));
+            let why = format!("/sse answered {}", response.status());
+            self.lane.failed(why.clone());
+            return Err(why);
         }
+        let mut gzip = self.gzip(&response)?.then(GzipStream::new);
         let mut body = response.into_body();
         let mut events = SseParser::default();
         loop {
@@ -302,8 +349,12 @@ impl Client {
                 frame = body.frame() => match frame {
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else { continue };
-                        events.feed(&data, |event| {
-                            self.frame(event.data);
+                        let data = match &mut gzip {
+                            Some(gzip) => gzip.feed(&data).map_err(|e| format!("gzip: {e}"))?,
+                            None => &data[..],
+                        };
+                        events.feed(data, |event| {
+                            self.frame(event.data.as_bytes(), Encoding::Json);
                             if let Some(id) = event.id {
                                 self.cursor.clear();
                                 self.cursor.push_str(id);
@@ -341,7 +392,12 @@ impl Client {
                     _ = tick.tick() => {}
                 }
             }
-            let request = self.shared.target.request(Method::GET, &format!("{path}{}", self.query()), Bytes::new());
+            let mut request = self.shared.target.request(Method::GET, &format!("{path}{}", self.query()), Bytes::new());
+            self.ask_compression(&mut request);
+            if self.shared.variant.encoding == Encoding::Msgpack {
+                // unwrap: a constant, valid header value.
+                request.headers_mut().insert("accept", MSGPACK_TYPE.parse().unwrap());
+            }
             let answer = http.send(request);
             tokio::pin!(answer);
             // A held long poll is given up once the client is done; a short
@@ -358,7 +414,7 @@ impl Client {
             };
             if let Err(e) = self.answer(answer).await {
                 tracing::debug!(transport = path, error = %e, "poll failed");
-                Lane::count(&self.lane.errors);
+                self.lane.failed(e);
                 sleep(Duration::from_millis(100)).await;
             }
         }
@@ -368,11 +424,19 @@ impl Client {
         let response = response?;
         Lane::count(&self.lane.requests);
         let status = response.status();
+        let gzip = self.gzip(&response)?;
+        let msgpack =
+            response.headers().get("content-type").is_some_and(|t| t.as_bytes().starts_with(MSGPACK_TYPE.as_bytes()));
         let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         if status != 200 {
             return Err(format!("answered {status}: {}", String::from_utf8_lossy(&body)));
         }
-        let answer: Answer = serde_json::from_slice(&body).map_err(|e| format!("not a poll answer: {e}"))?;
+        let body = if gzip { gunzip(&body).map_err(|e| format!("gzip: {e}"))?.into() } else { body };
+        let encoding = self.shared.variant.encoding;
+        if encoding == Encoding::Msgpack && !msgpack {
+            return Err(format!("asked for {MSGPACK_TYPE}, answered otherwise"));
+        }
+        let answer: Answer = encoding.decode(&body).map_err(|e| format!("not a poll answer: {e}"))?;
         if answer.messages.is_empty() {
             Lane::count(&self.lane.empty_polls);
         }
@@ -384,6 +448,27 @@ impl Client {
         }
         self.cursor = answer.cursor;
         Ok(())
+    }
+
+    /// `Accept-Encoding: gzip` when the run asks for compression.
+    fn ask_compression(&self, request: &mut hyper::Request<http_body_util::Full<Bytes>>) {
+        if self.shared.variant.compression == Compression::On {
+            // unwrap: a constant, valid header value.
+            request.headers_mut().insert("accept-encoding", "gzip".parse().unwrap());
+        }
+    }
+
+    /// Whether an answer comes in gzip (counted), or an error for a coding
+    /// the client did not ask for.
+    fn gzip<B>(&self, response: &hyper::Response<B>) -> Result<bool, String> {
+        match response.headers().get("content-encoding").map(|v| v.to_str().unwrap_or("?")) {
+            None | Some("identity") => Ok(false),
+            Some("gzip") if self.shared.variant.compression == Compression::On => {
+                Lane::count(&self.lane.compressed);
+                Ok(true)
+            }
+            Some(other) => Err(format!("answered in Content-Encoding {other}, which was not asked for")),
+        }
     }
 }
 

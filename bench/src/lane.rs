@@ -26,8 +26,16 @@ pub struct Lane {
     pub resets: AtomicU64,
     /// Connections lost while the run went on (each was resumed from its cursor).
     pub reconnects: AtomicU64,
-    /// Requests answered with an error status, or failed on the wire.
+    /// Requests answered with an error status, or failed on the wire, and
+    /// frames or answers that did not read.
     pub errors: AtomicU64,
+    /// The first of those errors, in words.
+    first_error: Mutex<Option<String>>,
+    /// Answers that came compressed: WebSocket upgrades that accepted
+    /// permessage-deflate, SSE streams and poll answers in gzip.
+    pub compressed: AtomicU64,
+    /// WebSocket messages that came compressed (RSV1).
+    pub compressed_messages: AtomicU64,
     /// Publish → receive, in µs: of the clients that read all along, and of
     /// those that stalled (`--stall`).
     latency: Mutex<Latencies>,
@@ -61,12 +69,25 @@ impl Lane {
             resets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            compressed: AtomicU64::new(0),
+            compressed_messages: AtomicU64::new(0),
             latency: Mutex::new(Latencies { healthy: histogram(), stalled: histogram() }),
         }
     }
 
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error, and keeps the first one's words.
+    pub fn failed(&self, why: String) {
+        Lane::count(&self.errors);
+        self.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A message frame arrived at client `tally`: its seq is tallied and

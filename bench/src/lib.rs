@@ -10,11 +10,16 @@
 //! the publishes were answered with. Latency is the client's receive time
 //! minus the message's `ts` (the server's publish time), so it needs the two
 //! clocks to agree: true on one machine, a caveat otherwise. Bytes are counted
-//! on the clients' own sockets (`net`).
+//! on the clients' own sockets (`net`), and read from the server's
+//! `/api/stats` (sent, and sent before compression). `--compression` and
+//! `--encoding` lists make one run per combination, one after the other.
 //!
 //! - `net`: counted sockets, the target, keep-alive HTTP connections.
 //! - `clients`: one client loop per transport.
-//! - `publish`: the publish stream.
+//! - `negotiate`: compression and encoding asked for; `inflate`: reading
+//!   permessage-deflate (under tungstenite) and gzip.
+//! - `publish`: the publish stream; `payload`: what each message carries.
+//! - `stats`: the server's `/api/stats` over a run.
 //! - `lane`: per-transport counters and per-client seq tallies.
 //! - `stall`: `--stall`, consumers that stop reading for a while.
 //! - `probe`: server CPU and memory from `/proc`.
@@ -22,12 +27,16 @@
 
 mod chart;
 mod clients;
+mod inflate;
 mod lane;
+mod negotiate;
 mod net;
+mod payload;
 mod probe;
 mod publish;
 mod report;
 mod stall;
+mod stats;
 
 /// Reads a server's CPU time and memory from `/proc` (also for `examples/churn.rs`).
 pub use probe::Probe;
@@ -49,7 +58,9 @@ use tokio::time::timeout;
 use clients::{Ready, Shared, Stop};
 use lane::Latency;
 use lane::{Judged, Lane, Tally};
+use negotiate::{Compression, Encoding, Variant};
 use net::{HttpClient, Meter, Target};
+use payload::PayloadKind;
 use probe::Usage;
 use publish::Plan;
 use pushwire::Transport;
@@ -57,8 +68,9 @@ use pushwire::config::{Config, at_least_one, positive_duration};
 use pushwire::hub::MemoryHub;
 use pushwire::message::ChannelName;
 use pushwire::server::Running;
-use report::{Parameters, Report, TransportRow, per_delivery};
-use stall::{SlowCuts, Stall};
+use report::{Matrix, Parameters, Report, TransportRow, per_delivery};
+use stall::Stall;
+use stats::ServerStats;
 
 /// Measures the four transports side by side: latency, completeness, bytes
 /// on the wire and requests per delivered message, and the server's CPU and
@@ -81,9 +93,24 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MSG_PER_S", default_value_t = 10.0, value_parser = rate)]
     pub rate: f64,
 
-    /// Size of each published JSON body, in bytes (`{"n":N,"pad":"xxx…"}`).
+    /// Size of each published JSON body, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(..=1024 * 1024))]
     pub payload: u32,
+
+    /// What the bodies hold: `repetitive` (a notification batch: the same keys, similar values),
+    /// `random` (incompressible base64 in a string), or a JSON file, sent as it is.
+    #[arg(long, value_name = "repetitive|random|FILE", default_value = "repetitive", value_parser = payload::parse)]
+    pub payload_kind: PayloadKind,
+
+    /// Clients ask for compression as browsers do: WebSocket offers permessage-deflate, HTTP sends
+    /// `Accept-Encoding: gzip`. `on,off` makes a run of each.
+    #[arg(long, value_name = "on|off", value_enum, value_delimiter = ',', default_value = "on")]
+    pub compression: Vec<Compression>,
+
+    /// `msgpack`: WebSocket asks for the subprotocol pushwire.msgpack, polls for
+    /// application/msgpack; SSE, text only, is left out. `json,msgpack` makes a run of each.
+    #[arg(long, value_name = "json|msgpack", value_enum, value_delimiter = ',', default_value = "json")]
+    pub encoding: Vec<Encoding>,
 
     /// How long to publish (e.g. 10s, 2m).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
@@ -138,16 +165,21 @@ pub enum Error {
 /// (Node's is 511) and time the rest out in SYN retries.
 const CONNECTING_AT_ONCE: usize = 200;
 
-/// Runs the bench, prints the table, writes the files; one line on stderr
-/// and exit code 2 for bad input.
+/// Runs the bench (once per combination of `--compression` and
+/// `--encoding`), prints the tables, writes the files; one line on stderr and
+/// exit code 2 for bad input.
 pub async fn main(args: BenchArgs, server: Config) -> ExitCode {
-    let result = match run(&args, server).await {
-        Ok(report) => {
-            // The table first: a file that cannot be written loses nothing.
-            print!("{}", report.table());
-            write(&args, &report)
-        }
-        Err(e) => Err(e),
+    let variants = Variant::all(&args.compression, &args.encoding);
+    let result = match &variants[..] {
+        [variant] => match run(&args, server, *variant).await {
+            Ok(report) => {
+                // The table first: a file that cannot be written loses nothing.
+                print!("{}", report.table());
+                write(&args, &report)
+            }
+            Err(e) => Err(e),
+        },
+        _ => matrix(&args, server, &variants).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,20 +212,49 @@ fn rate(s: &str) -> Result<f64, String> {
 }
 
 fn write(args: &BenchArgs, report: &Report) -> Result<(), Error> {
-    if let Some(path) = &args.json {
-        // unwrap: the report holds no map with non-string keys, nor a non-finite float.
-        let json = serde_json::to_string_pretty(report).unwrap();
-        std::fs::write(path, json + "\n")
-            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
-    }
+    write_json(args, report)?;
     if let Some(path) = &args.svg {
         chart::write(report, path).map_err(Error::Failed)?;
     }
     Ok(())
 }
 
-async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
-    let transports = unique(&args.transports);
+fn write_json(args: &BenchArgs, report: &impl serde::Serialize) -> Result<(), Error> {
+    if let Some(path) = &args.json {
+        // unwrap: the report holds no map with non-string keys, nor a non-finite float.
+        let json = serde_json::to_string_pretty(report).unwrap();
+        std::fs::write(path, json + "\n")
+            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// One run per variant, one after the other, on the same server (or each on
+/// a fresh one in this process); one JSON with every run, one chart of bytes
+/// per delivery across them.
+async fn matrix(args: &BenchArgs, server: Config, variants: &[Variant]) -> Result<(), Error> {
+    let mut runs = Vec::with_capacity(variants.len());
+    for (i, variant) in variants.iter().enumerate() {
+        println!("{}== {} ({} of {})", if i == 0 { "" } else { "\n" }, variant.label(), i + 1, variants.len());
+        let report = run(args, server.clone(), *variant).await?;
+        print!("{}", report.table());
+        runs.push(report);
+    }
+    let matrix = Matrix { runs };
+    write_json(args, &matrix)?;
+    if let Some(path) = &args.svg {
+        chart::write_matrix(&matrix, path).map_err(Error::Failed)?;
+    }
+    Ok(())
+}
+
+async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Report, Error> {
+    let asked = unique(&args.transports);
+    let transports: Vec<Transport> = asked.iter().copied().filter(|&t| variant.encoding.carries(t)).collect();
+    if transports.is_empty() {
+        let why = "SSE has no MessagePack encoding (API.md): ask for another transport, or --encoding json";
+        return Err(Error::Input(why.into()));
+    }
     let connections = args.clients * transports.len();
     for path in [&args.json, &args.svg].into_iter().flatten() {
         writable(path)?;
@@ -224,7 +285,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     };
     let setup = Arc::new(Meter::default());
     let (cursor, head) = head(&target, args.channel.as_str(), &url, &setup).await?;
-    let slow_before = SlowCuts::read(&target).await;
+    let stats_before = ServerStats::read(&target).await;
 
     let bar = progress_bar(args.no_progress);
     let mut usage = probe.map(Usage::start);
@@ -233,7 +294,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     let (stall_tx, stall) = watch::channel(false);
     let channel = args.channel.as_str().to_string();
     let poll_interval = args.poll_interval;
-    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval, stop, stall });
+    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval, stop, stall, variant });
     let mut clients = connect(&lanes, &shared, (args.clients, args.stall), head + 1, &bar).await;
 
     usage.iter_mut().for_each(Usage::connected);
@@ -245,6 +306,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
         channel: shared.channel.clone(),
         rate: args.rate,
         payload: args.payload as usize,
+        kind: args.payload_kind.clone(),
         duration: args.duration,
     };
     let publish_meter = Arc::new(Meter::default());
@@ -259,7 +321,7 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     if let Some(task) = stalling {
         task.abort();
     }
-    let slow_after = SlowCuts::read(&target).await;
+    let stats_after = ServerStats::read(&target).await;
     bar.finish_and_clear();
     let server_usage = usage.and_then(|u| u.finish(connections));
     let bench_cpu_seconds = own.cpu_seconds().zip(own_start).map(|(end, start)| end - start);
@@ -273,6 +335,9 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     }
 
     let mut notes = Vec::new();
+    if transports.len() < asked.len() {
+        notes.push("sse left out: SSE is a text protocol, it has no MessagePack encoding (API.md)".into());
+    }
     if !target.is_local() {
         notes.push(
             "the server is not on this machine: latencies include the offset between its clock (ts) and ours".into(),
@@ -281,12 +346,19 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
     if let Some(usage) = server_usage.as_ref().filter(|_| local.is_some() && args.server_pid.is_none()) {
         notes.push(format!("server CPU and memory are of {}", usage.scope));
     }
-    let rows = lanes.iter().zip(&tallies).map(|(lane, tallies)| {
-        let mut row = row(lane, tallies, args.clients, &published.seqs);
-        row.server_slow_disconnects = slow_before.since(&slow_after, lane.transport);
-        row.stall = args.stall.map(|s| stall::row(s.clients, &lane.latency(), tallies, &published.seqs));
-        row
-    });
+    // The server's CPU time is of every transport together: one's share is known when it ran alone.
+    let alone_cpu = server_usage.as_ref().filter(|_| lanes.len() == 1).map(|u| u.cpu_seconds);
+    let rows: Vec<TransportRow> = lanes
+        .iter()
+        .zip(&tallies)
+        .map(|(lane, tallies)| {
+            let mut row = row(lane, tallies, args.clients, &published.seqs);
+            row.server_counts(stats_before.since(&stats_after, lane.transport), alone_cpu);
+            row.stall = args.stall.map(|s| stall::row(s.clients, &lane.latency(), tallies, &published.seqs));
+            row
+        })
+        .collect();
+    let deliveries: u64 = rows.iter().map(|r| r.deliveries).sum();
     Ok(Report {
         server: url,
         in_process: local.is_some(),
@@ -294,7 +366,10 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
             transports: transports.iter().map(|t| t.id()).collect(),
             clients: args.clients,
             rate: args.rate,
-            payload: plan.payload,
+            payload: plan.kind.size(plan.payload),
+            payload_kind: plan.kind.name(),
+            compression: variant.compression,
+            encoding: variant.encoding,
             duration_s: args.duration.as_secs_f64(),
             poll_interval_s: args.poll_interval.as_secs_f64(),
             channel: plan.channel,
@@ -307,8 +382,8 @@ async fn run(args: &BenchArgs, server: Config) -> Result<Report, Error> {
         publish_delay_us: Latency::of(&published.delay),
         publish_wire_bytes: publish_meter.written() + publish_meter.read(),
         setup_wire_bytes: setup.written() + setup.read(),
-        transports: rows.collect(),
-        server_usage,
+        transports: rows,
+        server_usage: server_usage.map(|u| u.with_deliveries(deliveries)),
         bench_cpu_seconds: bench_cpu_seconds.filter(|_| local.is_none()),
         notes,
     })
@@ -349,7 +424,7 @@ fn start_server(mut config: Config) -> Result<InProcess, Error> {
     let failed = |e: std::io::Error| Error::Failed(format!("cannot start the in-process server: {e}"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(failed)?;
     let hub = MemoryHub::bounded(config.history_limits(), config.memory_bounds());
-    let Running { addr, state, handle, server } = pushwire::server::start(config, hub, listener).map_err(failed)?;
+    let Running { addr, state, handle, server, .. } = pushwire::server::start(config, hub, listener).map_err(failed)?;
     tokio::spawn(server);
     Ok(InProcess { addr, state, handle })
 }
@@ -520,6 +595,10 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
         resets: lane.resets.load(Ordering::Relaxed),
         reconnects: lane.reconnects.load(Ordering::Relaxed),
         errors: lane.errors.load(Ordering::Relaxed),
+        first_error: lane.first_error(),
+        compressed: lane.compressed.load(Ordering::Relaxed),
+        compressed_messages: (lane.transport == Transport::WebSocket)
+            .then(|| lane.compressed_messages.load(Ordering::Relaxed)),
         latency_us: Latency::of(&histogram),
         wire_bytes_sent: sent,
         wire_bytes_received: received,
@@ -528,6 +607,11 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
         requests_per_delivery: per_delivery(requests, judged.deliveries),
         empty_polls: lane.empty_polls.load(Ordering::Relaxed),
         server_slow_disconnects: None,
+        server_bytes_sent: None,
+        server_bytes_sent_uncompressed: None,
+        server_bytes_sent_per_delivery: None,
+        server_bytes_sent_uncompressed_per_delivery: None,
+        server_cpu_us_per_delivery: None,
         stall: None,
         histogram,
     }

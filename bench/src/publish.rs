@@ -1,7 +1,7 @@
 //! The publish stream every transport receives: `rate` messages a second for
 //! `duration`, each `POST /channels/{channel}/messages` with a JSON body of
-//! `payload` bytes, `{"n":N,"pad":"xxx…"}`. The seqs the server answers are
-//! the reference that clients' deliveries are judged against.
+//! `payload` bytes, of the `--payload-kind` (`payload`). The seqs the server
+//! answers are the reference that clients' deliveries are judged against.
 //!
 //! Message `n` is due at `(n − 1) / rate` after the start and is sent then,
 //! on an idle connection of a pool that grows while every connection waits
@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::net::{HttpClient, Meter, Target};
+use super::payload::PayloadKind;
 
 /// Publishes in flight at most (and so connections in the pool).
 const MAX_IN_FLIGHT: usize = 256;
@@ -36,6 +37,7 @@ pub struct Plan {
     pub channel: String,
     pub rate: f64,
     pub payload: usize,
+    pub kind: PayloadKind,
     pub duration: Duration,
 }
 
@@ -85,7 +87,8 @@ pub async fn run(target: Arc<Target>, plan: &Plan, meter: Arc<Meter>, done: Arc<
         if refused.load(Ordering::Relaxed) {
             break;
         }
-        let (target, meter, path, body) = (target.clone(), meter.clone(), path.clone(), body(n, plan.payload));
+        let (target, meter, path, body) =
+            (target.clone(), meter.clone(), path.clone(), plan.kind.body(n, plan.payload));
         let (idle, opened, done, refused) = (idle.clone(), opened.clone(), done.clone(), refused.clone());
         sends.spawn(async move {
             let taken = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -155,35 +158,19 @@ async fn publish(http: &mut HttpClient, target: &Target, path: &str, body: Bytes
         .map_err(|e| (format!("publish answer without a seq: {e}"), false))
 }
 
-/// `{"n":N,"pad":"xxx…"}`, padded to `payload` bytes (or as short as it gets).
-pub fn body(n: u64, payload: usize) -> Bytes {
-    let head = format!("{{\"n\":{n},\"pad\":\"");
-    let pad = payload.saturating_sub(head.len() + 2);
-    let mut body = String::with_capacity(head.len() + pad + 2);
-    body.push_str(&head);
-    body.extend(std::iter::repeat_n('x', pad));
-    body.push_str("\"}");
-    Bytes::from(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn bodies_are_json_of_the_asked_size() {
-        for (n, payload) in [(1, 100), (12345, 256), (7, 17)] {
-            let body = body(n, payload);
-            assert_eq!(body.len(), payload);
-            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(value["n"], n);
-        }
-        assert_eq!(&body(1, 0)[..], br#"{"n":1,"pad":""}"#);
-    }
-
-    #[test]
     fn a_plan_publishes_rate_times_duration() {
-        let plan = Plan { channel: "c".into(), rate: 20.0, payload: 10, duration: Duration::from_secs(2) };
+        let plan = Plan {
+            channel: "c".into(),
+            rate: 20.0,
+            payload: 10,
+            kind: PayloadKind::Random,
+            duration: Duration::from_secs(2),
+        };
         assert_eq!(plan.messages(), 40);
     }
 }

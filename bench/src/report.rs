@@ -8,7 +8,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::lane::Latency;
+use super::negotiate::{Compression, Encoding};
 use super::stall::{StallParameters, StallRow};
+use super::stats::Moved;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -37,12 +39,24 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// Several runs, one per combination of `--compression` and `--encoding`.
+#[derive(Debug, Serialize)]
+pub struct Matrix {
+    pub runs: Vec<Report>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Parameters {
     pub transports: Vec<&'static str>,
     pub clients: usize,
     pub rate: f64,
+    /// Bytes of each published body.
     pub payload: usize,
+    /// `repetitive`, `random` or `file:PATH`.
+    pub payload_kind: String,
+    /// Whether clients asked for compression (what they got is per transport).
+    pub compression: Compression,
+    pub encoding: Encoding,
     pub duration_s: f64,
     pub poll_interval_s: f64,
     pub channel: String,
@@ -65,6 +79,13 @@ pub struct TransportRow {
     pub resets: u64,
     pub reconnects: u64,
     pub errors: u64,
+    /// The first error, in words.
+    pub first_error: Option<String>,
+    /// Answers that came compressed: WebSocket upgrades that accepted
+    /// permessage-deflate, SSE streams and poll answers in gzip.
+    pub compressed: u64,
+    /// WebSocket messages that came compressed (a server leaves small ones plain).
+    pub compressed_messages: Option<u64>,
     pub latency_us: Latency,
     /// Bytes these clients' sockets wrote and read: requests, responses,
     /// heads, chunk framing, handshakes and frame headers included.
@@ -79,11 +100,36 @@ pub struct TransportRow {
     /// Connections the server cut for not keeping up (`/api/stats`
     /// `slow_disconnects` over the run), when the server tells.
     pub server_slow_disconnects: Option<u64>,
+    /// What the server sent this transport's connections over the run, on
+    /// the wire and as it would have been uncompressed (`/api/stats`
+    /// `bytes_sent` and `bytes_sent_uncompressed`), when it tells.
+    pub server_bytes_sent: Option<u64>,
+    pub server_bytes_sent_uncompressed: Option<u64>,
+    pub server_bytes_sent_per_delivery: Option<f64>,
+    pub server_bytes_sent_uncompressed_per_delivery: Option<f64>,
+    /// Server CPU time per delivery, in µs, when this transport ran alone
+    /// (the server's CPU time is not split by transport).
+    pub server_cpu_us_per_delivery: Option<f64>,
     /// How the stalled clients fared, and the others meanwhile (`--stall`).
     pub stall: Option<StallRow>,
     /// Every client's latency (`latency_us`).
     #[serde(skip)]
     pub histogram: Histogram<u64>,
+}
+
+impl TransportRow {
+    /// What the server counted for this transport over the run, and its CPU
+    /// time when this transport ran alone.
+    pub fn server_counts(&mut self, moved: Moved, cpu_seconds: Option<f64>) {
+        self.server_slow_disconnects = moved.slow_disconnects;
+        self.server_bytes_sent = moved.bytes_sent;
+        self.server_bytes_sent_uncompressed = moved.bytes_sent_uncompressed;
+        self.server_bytes_sent_per_delivery = moved.bytes_sent.and_then(|b| per_delivery(b, self.deliveries));
+        self.server_bytes_sent_uncompressed_per_delivery =
+            moved.bytes_sent_uncompressed.and_then(|b| per_delivery(b, self.deliveries));
+        self.server_cpu_us_per_delivery =
+            cpu_seconds.and_then(|cpu| per_delivery(1, self.deliveries).map(|d| d * cpu * 1e6));
+    }
 }
 
 /// The server's CPU and memory over the run.
@@ -104,6 +150,23 @@ pub struct ServerUsage {
     pub rss_peak_bytes: u64,
     /// `(connected − before) / connections`: what an idle connection costs.
     pub rss_per_connection_bytes: f64,
+    /// Deliveries of every transport together, and the CPU time they took.
+    pub deliveries: u64,
+    pub deliveries_per_cpu_second: Option<f64>,
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
+impl ServerUsage {
+    /// With the run's deliveries and what each cost.
+    pub fn with_deliveries(self, deliveries: u64) -> ServerUsage {
+        let cpu = self.cpu_seconds;
+        ServerUsage {
+            deliveries,
+            deliveries_per_cpu_second: (cpu > 0.0).then(|| deliveries as f64 / cpu),
+            cpu_us_per_delivery: per_delivery(1, deliveries).map(|d| d * cpu * 1e6),
+            ..self
+        }
+    }
 }
 
 /// `n / deliveries`, when there were any.
@@ -119,15 +182,17 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pushwire bench: {}{} · {} clients per transport · {} msg/s × {} B for {} s · channel {}",
+            "pushwire bench: {}{} · {} clients per transport · {} msg/s × {} B ({}) for {} s · channel {}",
             self.server,
             if self.in_process { " (in-process)" } else { "" },
             p.clients,
             p.rate,
             p.payload,
+            p.payload_kind,
             p.duration_s,
             p.channel
         );
+        let _ = writeln!(out, "compression {}, encoding {}", p.compression.name(), p.encoding.name());
         let _ = writeln!(
             out,
             "published {} in {:.1} s ({:.0} msg/s, {} errors, {} connections); due → answered: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
@@ -152,6 +217,10 @@ impl Report {
             "p99.9 ms",
             "max ms",
             "bytes/deliv",
+            "sent/deliv",
+            "raw/deliv",
+            "compressed",
+            "cpu µs/deliv",
             "req/deliv",
             "empty polls",
         ];
@@ -172,6 +241,13 @@ impl Report {
                     ms(t.latency_us.p999),
                     ms(t.latency_us.max),
                     ratio(t.wire_bytes_per_delivery, 1),
+                    ratio(t.server_bytes_sent_per_delivery, 1),
+                    ratio(t.server_bytes_sent_uncompressed_per_delivery, 1),
+                    match t.compressed_messages {
+                        Some(messages) => format!("{}+{messages}m", t.compressed),
+                        None => t.compressed.to_string(),
+                    },
+                    ratio(t.server_cpu_us_per_delivery, 2),
                     ratio(t.requests_per_delivery, 4),
                     t.empty_polls.to_string(),
                 ]
@@ -181,11 +257,20 @@ impl Report {
         if let Some(stall) = &p.stall {
             out.push_str(&self.stall_table(stall));
         }
+        let _ = writeln!(
+            out,
+            "bytes/deliv: counted on the bench's sockets, both ways; sent/ and raw/deliv: the server's /api/stats, \
+             sent on the wire and before compression; compressed: answers in gzip or deflate (+m: WebSocket messages)"
+        );
         for t in self.transports.iter().filter(|t| t.resets + t.reconnects + t.errors > 0) {
             let _ = writeln!(
                 out,
-                "{}: {} resets, {} reconnects, {} failed requests",
-                t.transport, t.resets, t.reconnects, t.errors
+                "{}: {} resets, {} reconnects, {} failed requests{}",
+                t.transport,
+                t.resets,
+                t.reconnects,
+                t.errors,
+                t.first_error.as_deref().map_or(String::new(), |e| format!("; the first: {e}"))
             );
         }
         if let Some(u) = &self.server_usage {
@@ -205,6 +290,13 @@ impl Report {
                 u.rss_per_connection_bytes / 1024.0,
                 mib(u.rss_peak_bytes),
             );
+            if let (Some(us), Some(rate)) = (u.cpu_us_per_delivery, u.deliveries_per_cpu_second) {
+                let _ = writeln!(
+                    out,
+                    "  {us:.2} µs CPU per delivery, {rate:.0} deliveries per CPU-second ({} deliveries, every transport)",
+                    u.deliveries
+                );
+            }
         }
         if let Some(cpu) = self.bench_cpu_seconds {
             let _ = writeln!(out, "bench (its clients and publisher): {cpu:.2} s CPU over the same time");
@@ -257,10 +349,10 @@ fn ms(us: u64) -> String {
 
 /// Columns padded to their widest cell: the first left-aligned, the rest right.
 fn align(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();

@@ -10,21 +10,15 @@
 //! What it shows: whether the stalled clients were cut and got everything
 //! back, and whether the others' latency stayed bounded meanwhile.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::BodyExt;
-use hyper::Method;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout};
+use tokio::time::sleep;
 
 use super::lane::{Judged, Latencies, Latency, Tally};
-use super::net::{HttpClient, Meter, Target};
-use pushwire::Transport;
 use pushwire::config::positive_duration;
 
 /// One transport's stalled clients, apart from the others.
@@ -116,33 +110,6 @@ pub struct StallParameters {
     pub duration_s: f64,
     /// Seconds after the first publish.
     pub start_s: f64,
-}
-
-/// The server's `slow_disconnects` per transport, from `/api/stats`: none
-/// when the server has no such page (it is not a pushwire).
-#[derive(Debug, Default)]
-pub struct SlowCuts(Option<serde_json::Value>);
-
-impl SlowCuts {
-    pub async fn read(target: &Arc<Target>) -> SlowCuts {
-        let mut http = HttpClient::new(target.clone(), 0, Arc::new(Meter::default()));
-        let request = target.request(Method::GET, "/api/stats", Bytes::new());
-        let answer = async {
-            let response = http.send(request).await.ok().filter(|r| r.status() == 200)?;
-            let body = response.into_body().collect().await.ok()?.to_bytes();
-            serde_json::from_slice::<serde_json::Value>(&body).ok().map(|mut stats| stats["transports"].take())
-        };
-        SlowCuts(timeout(Duration::from_secs(10), answer).await.ok().flatten())
-    }
-
-    fn of(&self, transport: Transport) -> Option<u64> {
-        self.0.as_ref()?[transport.name()]["slow_disconnects"].as_u64()
-    }
-
-    /// Cuts of `transport` between `self` and `later`.
-    pub fn since(&self, later: &SlowCuts, transport: Transport) -> Option<u64> {
-        Some(later.of(transport)?.saturating_sub(self.of(transport)?))
-    }
 }
 
 /// How a transport's `clients` stalled clients fared, from their tallies,

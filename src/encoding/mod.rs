@@ -53,6 +53,10 @@ impl Chunk {
         self.first.len() + self.more.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn into_bytes(self) -> Bytes {
         match self.more.is_empty() {
             true => self.first,

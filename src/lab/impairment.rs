@@ -298,7 +298,12 @@ mod tests {
 
     #[test]
     fn changes_keep_what_they_do_not_name() {
-        let lab = Impairment { websocket: WebSocketPath::Refuse, sse: SsePath::Buffer, latency_ms: 600 };
+        let lab = Impairment {
+            websocket: WebSocketPath::Refuse,
+            sse: SsePath::Buffer,
+            latency_ms: 600,
+            ..Default::default()
+        };
         let change: Change = serde_json::from_str(r#"{"latency_ms": 0}"#).unwrap();
         assert_eq!(change.apply(lab), Ok(Impairment { latency_ms: 0, ..lab }));
         let too_slow: Change = serde_json::from_str(r#"{"latency_ms": 5001}"#).unwrap();

@@ -1,7 +1,8 @@
 //! `pushwire bench`, the real binary: a small run receives every message
 //! exactly once on every transport and writes its report; its byte counts
-//! agree with the server's own socket counters; bad input is one line on
-//! stderr and exit code 2.
+//! agree with the server's own socket counters; it asks for compression and
+//! MessagePack as API.md v1.2 says and reads what comes; bad input is one
+//! line on stderr and exit code 2.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -47,7 +48,9 @@ fn read_json(path: &PathBuf) -> Value {
 #[tokio::test]
 async fn a_small_run_delivers_every_message_once_on_every_transport_and_writes_its_report() {
     let (json, svg) = (temp("run.json"), temp("run.svg"));
-    let out = bench(small(&["--json", json.to_str().unwrap(), "--svg", svg.to_str().unwrap()])).await;
+    // Uncompressed, so that every delivery carries its 100 B payload on the wire.
+    let args = ["--compression", "off", "--json", json.to_str().unwrap(), "--svg", svg.to_str().unwrap()];
+    let out = bench(small(&args)).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
 
@@ -141,7 +144,7 @@ async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
     let unreachable = format!("http://{free}");
     let json = temp("never-written.json");
     let json_arg = format!("--json={}", json.display());
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--transports", "ws,pigeon"], "unknown transport 'pigeon'"),
         (&["--clients", "0"], "--clients"),
         (&["--clients", "2", "--stall", "3"], "--stall 3: more stalled clients than --clients 2"),
@@ -150,6 +153,10 @@ async fn bad_input_is_one_line_on_stderr_and_exit_code_2() {
         (&["--json", "/no/such/dir/run.json"], "cannot write /no/such/dir/run.json"),
         (&["--url", "ftp://example.com"], "--url"),
         (&["--no-such-flag"], "--no-such-flag"),
+        (&["--compression", "maybe"], "--compression"),
+        (&["--encoding", "json,xml"], "--encoding"),
+        (&["--payload-kind", "/no/such/payload.json"], "cannot read '/no/such/payload.json'"),
+        (&["--transports", "sse", "--encoding", "msgpack"], "SSE has no MessagePack encoding"),
     ];
     for (args, expected) in cases {
         let out = bench(args.iter().map(|a| a.to_string()).collect()).await;
@@ -179,6 +186,9 @@ async fn stalled_clients_are_cut_and_resume_without_loss() {
     let json = temp("stall.json");
     let server = ["--queue-size", "4", "--max-body", "1048576", "bench"];
     let load = [
+        // Uncompressed: 1 MB a message, whatever the payload compresses to.
+        "--compression",
+        "off",
         "--transports",
         "ws,sse,long-poll",
         "--clients",
@@ -226,6 +236,87 @@ async fn stalled_clients_are_cut_and_resume_without_loss() {
             assert_eq!(stall["cut"], 1, "{name}: the stalled client saw its connection end: {t}");
             assert!(stall["reconnects"].as_u64() >= Some(1), "{name}: and resumed: {t}");
         }
+    }
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn it_asks_for_compression_and_msgpack_and_reads_what_comes() {
+    // One run per combination, on one in-process server that compresses
+    // whatever is at least 256 bytes (its defaults): 1 KB notifications.
+    let (json, svg) = (temp("matrix.json"), temp("matrix.svg"));
+    let extra = [
+        "--payload",
+        "1024",
+        "--payload-kind",
+        "repetitive",
+        "--compression",
+        "on,off",
+        "--encoding",
+        "json,msgpack",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    let out = bench(small(&extra)).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
+    assert!(stdout.contains("== compression off, msgpack (4 of 4)"), "{stdout}");
+
+    let report = read_json(&json);
+    let runs = report["runs"].as_array().expect("a run per combination");
+    let variants: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r["parameters"]["compression"].as_str().unwrap(), r["parameters"]["encoding"].as_str().unwrap()))
+        .collect();
+    assert_eq!(variants, [("on", "json"), ("on", "msgpack"), ("off", "json"), ("off", "msgpack")]);
+    // Server → client bytes per delivery, before compression, per (transport, run).
+    let mut raw = std::collections::HashMap::new();
+    for (run, (compression, encoding)) in runs.iter().zip(&variants) {
+        let rows = run["transports"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|t| t["transport"].as_str().unwrap()).collect();
+        let expected: &[&str] = match *encoding {
+            "json" => &["websocket", "sse", "long-poll", "poll"],
+            _ => &["websocket", "long-poll", "poll"], // SSE is text only
+        };
+        assert_eq!(names, expected, "{compression} {encoding}");
+        for t in rows {
+            let name = t["transport"].as_str().unwrap();
+            let what = format!("{name}, compression {compression}, {encoding}: {t}");
+            assert_eq!(
+                (&t["deliveries"], &t["missing"], &t["errors"]),
+                (&Value::from(3 * PUBLISHED), &Value::from(0), &Value::from(0)),
+                "{what}"
+            );
+            let sent = t["server_bytes_sent"].as_u64().expect(&what);
+            let uncompressed = t["server_bytes_sent_uncompressed"].as_u64().expect(&what);
+            let compressed = t["compressed"].as_u64().unwrap();
+            if *compression == "on" {
+                assert!(compressed > 0, "answers came compressed: {what}");
+                // Short polls answer "nothing new" too, small and uncompressed: still well below.
+                assert!((sent as f64) < 0.8 * uncompressed as f64, "compression saved bytes: {what}");
+            } else {
+                assert_eq!(compressed, 0, "{what}");
+                assert_eq!(sent, uncompressed, "nothing compressed, nothing saved: {what}");
+            }
+            if name == "websocket" {
+                let messages = t["compressed_messages"].as_u64().unwrap();
+                assert_eq!(messages > 0, *compression == "on", "{what}");
+            }
+            raw.insert(
+                (name, *compression, *encoding),
+                t["server_bytes_sent_uncompressed_per_delivery"].as_f64().unwrap(),
+            );
+        }
+    }
+    for name in ["websocket", "long-poll"] {
+        let (json, msgpack) = (raw[&(name, "off", "json")], raw[&(name, "off", "msgpack")]);
+        assert!(msgpack < json, "{name}: MessagePack is smaller than JSON ({msgpack:.0} B and {json:.0} B)");
+    }
+    let svg = std::fs::read_to_string(&svg).expect("the SVG was written");
+    for label in ["ws compr json", "ws plain msgpack", "sse compr json", "long-poll plain json"] {
+        assert!(svg.contains(label), "the chart labels {label}");
     }
     let _ = std::fs::remove_file(json);
 }
