@@ -174,6 +174,7 @@ impl From<Invalid> for ErrorCode {
             Invalid::Channel => ErrorCode::BadChannel,
             Invalid::Cursor | Invalid::Epoch => ErrorCode::BadCursor,
             Invalid::TooMany | Invalid::IdempotencyKey => ErrorCode::BadRequest,
+            Invalid::Data => ErrorCode::BadJson,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! pushwire: one notification stream over WebSocket, Server-Sent Events, long
-//! polling and short polling, from one channel hub. The wire contract is
-//! `docs/API.md`.
+//! polling, short polling and WebTransport, from one channel hub. The wire
+//! contract is `docs/API.md`.
 //!
 //! # Layout
 //! - [`config`]: command-line flags with environment equivalents, validated as they parse;
 //!   [`base_path`], the path prefix the routes are served under.
 //! - [`message`]: channel names, epochs, cursors, messages (encoded once).
+//! - [`encoding`]: v1.2's compression (permessage-deflate, gzip) and
+//!   MessagePack, a leaf that knows bytes, not messages.
 //! - `protocol`: WebSocket client and server frames; close codes and the disconnect catalogue.
 //! - `error`: the error codes of API.md and `AppError`, the error every client sees.
 //! - `auth`: access tokens (JWT) and what they grant; `origins`, the origin policy
@@ -16,11 +18,13 @@
 //! - [`transport_kind`]: the `Transport` identity (route, stats name, client
 //!   id), a leaf that counters, sockets and the dashboard import.
 //! - `transport`: one module per transport (`websocket`, `sse`, `long_poll`,
-//!   `short_poll`), what they share (`subscription`, its pure judgement in
+//!   `short_poll`, and `webtransport`, the WebSocket session over a QUIC
+//!   stream), what they share (`subscription`, its pure judgement in
 //!   `position`, the poll answer in `poll`, a connection's counted and logged
 //!   life in `connection`), and `swallow`, the network lab's broken relay.
 //! - `routes`: HTTP wiring; handlers validate, then hand over to a transport;
-//!   `routes/dashboard.rs`, the lab's routes; `routes/span.rs`, the request span
+//!   `routes/dashboard.rs`, the lab's routes; `routes/negotiate.rs`, what a
+//!   request asks for its bytes; `routes/span.rs`, the request span
 //!   of the logs, whose tokens `redact` takes out (as it does of captures).
 //! - `state`: `AppState`, what routes share.
 //! - `wire` and `stats`: bytes counted (and time limits kept) at the socket; the
@@ -29,7 +33,8 @@
 //! - `limits`: connection caps and the publish rate, per client address.
 //! - [`server`]: builds the HTTP service around metered sockets, with its own
 //!   HTTP/1 path (`front`), WebSocket handshakes (`upgrade`) and HTTP/2
-//!   connection (`h2`); `tls`: HTTPS, HTTP/2 by ALPN, plain and TLS sockets as one type.
+//!   connection (`h2`), and beside it the QUIC listener for WebTransport
+//!   (`quic`); `tls`: HTTPS, HTTP/2 by ALPN, plain and TLS sockets as one type.
 //! - `shutdown`: the one signal every session listens to.
 //! - `lab`: the dashboard's lab, known to no session: the teaching panel's
 //!   captures (`inspect`), the network lab (`impairment`: what a bad proxy or a

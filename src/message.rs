@@ -58,6 +58,8 @@ pub enum Invalid {
     /// A channel list longer than allowed.
     TooMany,
     IdempotencyKey,
+    /// Published data that one of the encodings could not carry the same.
+    Data,
 }
 
 impl ParseError {
@@ -472,10 +474,10 @@ impl fmt::Debug for Message {
 
 /// Refuses published `data` that one of the encodings could not carry the
 /// same: a number a float 64 cannot hold, such as `1e400` (API.md v1.2).
-pub fn check_data(data: &RawValue) -> Result<(), crate::error::AppError> {
-    msgpack::from_json(data.get()).map(drop).map_err(|e| {
-        crate::error::AppError::new(crate::error::ErrorCode::BadJson, format!("data cannot be published: {e}"))
-    })
+pub fn check_data(data: &RawValue) -> Result<(), ParseError> {
+    msgpack::from_json(data.get())
+        .map(drop)
+        .map_err(|e| ParseError::new(Invalid::Data, format!("data cannot be published: {e}")))
 }
 
 /// Encodes one SSE event. `data` must hold no line break (all our JSON is compact).

@@ -20,8 +20,8 @@ impl Transport {
     pub const ALL: [Transport; 5] =
         [Transport::WebTransport, Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
 
-    /// The dashboard's lanes: the transports its page runs side by side.
-    pub const LANES: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
+    /// The dashboard's lanes: the transports its page runs side by side, best first.
+    pub const LANES: [Transport; 5] = Transport::ALL;
 
     /// The route that serves it.
     pub fn path(self) -> &'static str {

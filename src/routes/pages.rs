@@ -40,7 +40,7 @@ impl LaneView {
     }
 }
 
-/// `GET /`: the live dashboard comparing the four transports.
+/// `GET /`: the live dashboard comparing the five transports.
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
@@ -123,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_four_lanes_controls_and_config() {
+    fn renders_five_lanes_controls_and_config() {
         let html = page().render().unwrap();
         for transport in Transport::LANES {
             assert!(html.contains(&format!(r#"id="lane-{}""#, transport.id())), "lane {}", transport.id());
@@ -141,6 +141,7 @@ mod tests {
             "bytes-chart",
             "lab-websocket",
             "lab-sse",
+            "lab-webtransport",
             "lab-latency",
             "probe-interval",
             "timeline-chart",
@@ -153,6 +154,11 @@ mod tests {
             assert!(html.contains(preset), "the lab's preset {preset}");
         }
         assert!(html.contains(r#"value="demo""#));
+        // WebTransport's teaching panel: the extended CONNECT, the certificate by its hash.
+        for raw in ["webtransport-request", "webtransport-response", "webtransport-certificate"] {
+            assert!(html.contains(&format!(r#"data-raw="{raw}""#)), "panel {raw}");
+        }
+        assert!(html.contains("serverCertificateHashes") && html.contains("head-of-line"));
     }
 
     #[test]

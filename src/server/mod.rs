@@ -61,6 +61,12 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
         config.max_connections.unwrap_or_else(Connections::default_max),
         config.max_connections_per_ip,
     );
+    // Checked first: QUIC takes the same certificate, which its TLS library
+    // expects checked (it panics on one that rustls refuses).
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let quic = quic::bind(&config, addr)?;
     let state = app_state(config, hub, quic.as_ref().map(|bound| bound.info.clone()))?;
     // Idle while its rate is 0; the dashboard can start it.
@@ -68,10 +74,6 @@ pub fn start(config: Config, hub: Arc<dyn Hub>, listener: TcpListener) -> io::Re
     tokio::spawn(trim::after_waves(connections.clone(), state.ctx.shutdown.clone()));
     let config = state.ctx.config.clone();
     let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
-    };
     let worker_state = state.clone();
     let max = connections.max();
     let webtransport = quic.map(|bound| {

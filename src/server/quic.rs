@@ -99,7 +99,9 @@ pub(crate) fn bind(config: &Config, tcp: SocketAddr) -> io::Result<Option<Bound>
     if !config.webtransport.is_on() {
         return Ok(None);
     }
-    let identity = identity(config)?;
+    let Some(identity) = identity(config)? else {
+        return Ok(None);
+    };
     let settings = ServerSettings {
         bind: config.webtransport_bind.unwrap_or(tcp),
         keep_alive: config.ws_ping_interval,
@@ -137,32 +139,36 @@ impl ServerSettings {
     }
 }
 
-/// The `--tls-cert` identity, or a fresh self-signed one.
-fn identity(config: &Config) -> io::Result<Identity> {
+/// The `--tls-cert` identity, or a fresh self-signed one; `None` when the
+/// key is of a kind wtransport cannot take (the TCP side still serves).
+fn identity(config: &Config) -> io::Result<Option<Identity>> {
     let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return self_signed();
+        return self_signed().map(Some);
     };
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| invalid(format!("--tls-cert {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(invalid(format!("--tls-cert {}: no certificate", cert.display())));
+    }
     let chain = chain
         .into_iter()
         .map(|der| Certificate::from_der(der.to_vec()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(format!("--tls-cert {}: {e}", cert.display())))?;
-    let key = match PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| invalid(format!("--tls-key {}: {e}", key.display())))?
-    {
-        PrivateKeyDer::Pkcs8(der) => PrivateKey::from_der_pkcs8(der.secret_pkcs8_der().to_vec()),
-        _ => {
-            return Err(invalid(format!(
-                "--tls-key {}: WebTransport needs a PKCS#8 key (`openssl pkcs8 -topk8 -nocrypt`), or --webtransport off",
-                key.display()
-            )));
-        }
-    };
-    Ok(Identity::new(CertificateChain::new(chain), key))
+    let key =
+        match PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(format!("--tls-key {}: {e}", key.display())))? {
+            PrivateKeyDer::Pkcs8(der) => PrivateKey::from_der_pkcs8(der.secret_pkcs8_der().to_vec()),
+            _ => {
+                tracing::warn!(
+                    key = %key.display(),
+                    "WebTransport is off: it needs a PKCS#8 key (convert with `openssl pkcs8 -topk8 -nocrypt`)"
+                );
+                return Ok(None);
+            }
+        };
+    Ok(Some(Identity::new(CertificateChain::new(chain), key)))
 }
 
 fn self_signed() -> io::Result<Identity> {
