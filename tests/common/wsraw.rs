@@ -107,6 +107,16 @@ impl RawWs {
         }
     }
 
+    /// Reads past data frames to the close frame; its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let frame = self.frame().await.expect("a close frame");
+            if frame.opcode == CLOSE {
+                return frame.close_code();
+            }
+        }
+    }
+
     /// Sends a masked frame, with RSV1 when `rsv1`.
     pub async fn send(&mut self, opcode: u8, rsv1: bool, payload: &[u8]) {
         self.tcp.write_all(&client_frame(opcode, rsv1, payload)).await.unwrap();

@@ -150,13 +150,7 @@ async fn compressed_client_frames_are_inflated_and_a_deflate_bomb_closes_1009() 
     let bomb = wsraw::deflate(&vec![b' '; 10 * 1024 * 1024]);
     assert!(bomb.len() < 64 * 1024);
     ws.send(TEXT, true, &bomb).await;
-    let close = loop {
-        let frame = ws.frame().await.expect("a close frame");
-        if frame.opcode == wsraw::CLOSE {
-            break frame;
-        }
-    };
-    assert_eq!(close.close_code(), Some(1009));
+    assert_eq!(ws.close_code().await, Some(1009));
     // Nobody else is harmed.
     assert_eq!(app.publish("b", json!("after")).await["seq"], 2);
     assert_eq!(app.readyz().await, 200);
@@ -165,13 +159,7 @@ async fn compressed_client_frames_are_inflated_and_a_deflate_bomb_closes_1009() 
     let mut ws = RawWs::connect(app.addr, "/ws", &[CHROMIUM_OFFER]).await;
     ws.data().await;
     ws.send(TEXT, true, &[0xff, 0xff, 0xff, 0xff, 0xff]).await;
-    let close = loop {
-        let frame = ws.frame().await.expect("a close frame");
-        if frame.opcode == wsraw::CLOSE {
-            break frame;
-        }
-    };
-    assert_eq!(close.close_code(), Some(1002));
+    assert_eq!(ws.close_code().await, Some(1002));
     // RSV1 belongs on a message's first frame only: on a continuation it is one too.
     let mut ws = RawWs::connect(app.addr, "/ws", &[CHROMIUM_OFFER]).await;
     ws.data().await;
@@ -180,13 +168,7 @@ async fn compressed_client_frames_are_inflated_and_a_deflate_bomb_closes_1009() 
     first[0] &= !0x80; // not final
     ws.tcp.write_all(&first).await.unwrap();
     ws.tcp.write_all(&wsraw::client_frame(0, true, &compressed[4..])).await.unwrap();
-    let close = loop {
-        let frame = ws.frame().await.expect("a close frame");
-        if frame.opcode == wsraw::CLOSE {
-            break frame;
-        }
-    };
-    assert_eq!(close.close_code(), Some(1002));
+    assert_eq!(ws.close_code().await, Some(1002));
     // A compressed message in fragments, RSV1 on the first only, is put together and inflated.
     let mut ws = RawWs::connect(app.addr, "/ws", &[CHROMIUM_OFFER]).await;
     ws.data().await;
@@ -198,13 +180,7 @@ async fn compressed_client_frames_are_inflated_and_a_deflate_bomb_closes_1009() 
     let mut ws = RawWs::connect(app.addr, "/ws", &[]).await;
     ws.data().await;
     ws.send(BINARY, true, b"x").await;
-    let close = loop {
-        let frame = ws.frame().await.expect("a close frame");
-        if frame.opcode == wsraw::CLOSE {
-            break frame;
-        }
-    };
-    assert_eq!(close.close_code(), Some(1002));
+    assert_eq!(ws.close_code().await, Some(1002));
 }
 
 /// A gzip body read as it arrives, inflated chunk by chunk.
