@@ -1,12 +1,12 @@
-// The pushwire dashboard: the same channel over the four transports at once,
-// with the browser's own WebSocket, EventSource and fetch, and a fifth "auto"
-// lane through the pushwire.js client, which negotiates its own transport.
+// The pushwire dashboard: the same channel over the five transports at once,
+// with the browser's own WebTransport, WebSocket, EventSource and fetch, and an
+// "auto" lane through the pushwire.js client, which negotiates its own transport.
 // Plain ES modules, no third-party code, no build step. This entry point only
 // wires the parts in dashboard/ together and sets the clocks ticking:
 //   page.js      the server's config and this page's client id
 //   clock.js     the server's clock offset, that latencies are measured with
 //   lanes.js     the lane model: one transport's counters and figures
-//   runners.js   what feeds the lanes: raw WebSocket, EventSource, fetch; the client
+//   runners.js   what feeds the lanes: raw WebTransport, WebSocket, EventSource, fetch; the client
 //   wire.js      the "what went over the wire" panel and the byte counts
 //   encoding.js  one frame before and after deflate; the latest message in JSON and MessagePack
 //   decode.js    what decoding a message costs this browser: JSON.parse against MessagePack
@@ -44,7 +44,7 @@ await measureClock().catch(() => notice("could not read the server clock: latenc
 startAll(config.channel);
 readServerCompression().catch(() => {});
 // One row per lane in the timeline, with the lanes' colours and short names.
-const SHORT = { websocket: "WS", sse: "SSE", "long-poll": "LP", poll: "poll" };
+const SHORT = { webtransport: "WT", websocket: "WS", sse: "SSE", "long-poll": "LP", poll: "poll" };
 const rows = [...lanes.map((l) => ({ id: l.id, short: SHORT[l.id] || l.id, color: l.color })), { id: "auto", short: "auto", color: "#3d3d3d" }];
 setInterval(() => allLanes.forEach((lane) => lane.render()), 250);
 setInterval(() => {

@@ -1,5 +1,6 @@
-// pushwire client: picks the best transport that actually works (WebSocket,
-// then Server-Sent Events, then long polling, then short polling), falls back
+// pushwire client: picks the best transport that actually works (WebTransport
+// where the browser has it, then WebSocket, Server-Sent Events, long polling,
+// short polling), falls back
 // by itself, probes better transports in the background and upgrades when one
 // works, and resumes every reconnect from its cursor so the application sees
 // each message once, in order. No dependencies. A plain script: load it with
@@ -17,8 +18,10 @@
 // frames, the polls send `Accept: application/msgpack`. Server-Sent Events are a
 // text protocol with no MessagePack form, so on that rung the client stays on JSON.
 // The codec is `pushwire.msgpack` ({encode, decode}), written here: no dependency.
+// WebTransport (API.md v1.2) carries the WebSocket's frames on one QUIC stream the
+// server opens: JSON objects each followed by "\n", or consecutive MessagePack maps.
 
-const ORDER = ["websocket", "sse", "long-poll", "poll"];
+const ORDER = ["webtransport", "websocket", "sse", "long-poll", "poll"];
 /** The WebSocket subprotocol that asks for MessagePack frames (API.md v1.2). */
 const MSGPACK_SUBPROTOCOL = "pushwire.msgpack";
 
@@ -46,6 +49,9 @@ const DEFAULTS = {
   params: {},
   // How long a transport may take to prove it carries data before it is given up.
   openDeadline: 4000,
+  // How long a WebTransport session may take to come up. A firewall that drops UDP
+  // gives no error, only silence: past this, the client moves on.
+  webTransportDeadline: 2500,
   // How often a client on a fallback tries the better transports again.
   probeInterval: 30000,
   backoffBase: 500,
@@ -54,7 +60,7 @@ const DEFAULTS = {
   healthyAfter: 10000,
   longPollTimeout: 25,
   pollInterval: 1000,
-  // "json" or "msgpack": how messages travel on the WebSocket and the polls (SSE is always JSON).
+  // "json" or "msgpack": how messages travel on WebTransport, the WebSocket and the polls (SSE is always JSON).
   encoding: "json",
 };
 
@@ -118,6 +124,28 @@ const util = {
   },
 };
 
+Object.assign(util, {
+  /**
+   * The server's WebTransport endpoint (`GET {server}/api/webtransport`, API.md v1.2):
+   * `{url, certificate_hashes, hashes}`, `hashes` being `certificate_hashes` with each
+   * value as bytes, as `serverCertificateHashes` takes them; null where the server
+   * offers none (404).
+   */
+  async webTransportInfo(server, { signal } = {}) {
+    const response = await fetch(server + "/api/webtransport", { cache: "no-store", signal });
+    if (response.status === 404) return null;
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const info = await response.json();
+    const bytes = (hex) => Uint8Array.from(hex.match(/../g) || [], (pair) => parseInt(pair, 16));
+    info.certificate_hashes ||= [];
+    info.hashes = info.certificate_hashes.map(({ algorithm, value }) => ({ algorithm, value: bytes(value) }));
+    return info;
+  },
+
+  /** A splitter of a WebTransport stream's bytes into frames: `split(chunk)` gives the frames completed by `chunk`. */
+  frameSplitter: (msgpack) => frameSplitter(msgpack),
+});
+
 class Client {
   constructor(options) {
     this.options = options;
@@ -129,6 +157,9 @@ class Client {
     this.nextProbe = null; // when the better transports are tried next (ms since the epoch), on a fallback
     this.closed = false;
     this.lifetime = new AbortController(); // aborted by close(): cancels every attempt and wait
+    // The transports to try, best first: those asked for, and WebTransport only
+    // where the browser has it (and until the server says it offers none).
+    this.ladder = ORDER.filter((t) => options.transports.includes(t) && (t !== "webtransport" || typeof WebTransport !== "undefined"));
     for (const { channel, seq, epoch } of options.cursor ? util.parseCursor(options.cursor) : []) {
       this.positions.set(channel, { seq, epoch: epoch || null });
     }
@@ -213,13 +244,12 @@ class Client {
 
   // ---- the loop: best working transport first, fall back, probe, reconnect
   async run() {
-    const allowed = ORDER.filter((t) => this.options.transports.includes(t));
     const signal = this.lifetime.signal;
     let failures = 0;
     let from = 0; // where to start trying: the best, or the one that last worked
     while (!this.closed) {
       let opened = null;
-      for (const name of allowed.slice(from)) {
+      for (const name of this.ladder.slice(from)) {
         opened = await this.open(name, signal).catch((reason) => {
           this.reasons[name] = String(reason);
           return null;
@@ -234,13 +264,13 @@ class Client {
         continue;
       }
       const since = Date.now();
-      const ended = await this.serve(opened, allowed);
+      const ended = await this.serve(opened);
       if (this.closed) return;
       // Only a connection that stayed up a while resets the backoff: one that
       // opens and fails at once must not turn into a tight loop.
       failures = Date.now() - since >= this.options.healthyAfter ? 0 : failures + 1;
       // Reconnect on the transport that was working; probes move up from there.
-      from = allowed.indexOf(this.transport);
+      from = Math.max(0, this.ladder.indexOf(this.transport));
       this.setState("reconnecting", ended);
       let delay = this.backoff(failures);
       if (ended.code === 1012) delay = Math.min(delay, Math.random() * 1000); // restarting: come back soon
@@ -259,7 +289,7 @@ class Client {
    * Delivers over `conn` until the active transport ends, probing better ones
    * meanwhile. One session per call; ending it cancels its probe.
    */
-  serve(conn, allowed) {
+  serve(conn) {
     return new Promise((resolve) => {
       const probes = new AbortController();
       let timer = null;
@@ -276,7 +306,7 @@ class Client {
           resolve(info);
         },
       });
-      const better = () => allowed.slice(0, allowed.indexOf(this.transport));
+      const better = () => this.ladder.slice(0, this.ladder.indexOf(this.transport));
       const schedule = () => {
         this.nextProbe = null;
         if (session.done || !better().length) return;
@@ -322,7 +352,7 @@ class Client {
 
   /** Opens a transport; resolves once it has proven to carry data. `signal` cancels the attempt. */
   open(name, signal) {
-    const opener = { websocket: openWebSocket, sse: openSse, "long-poll": openLongPoll, poll: openPoll }[name];
+    const opener = { webtransport: openWebTransport, websocket: openWebSocket, sse: openSse, "long-poll": openLongPoll, poll: openPoll }[name];
     return new Promise((resolve, reject) => {
       if (signal.aborted) return reject("cancelled");
       const attempt = opener(this, name);
@@ -439,6 +469,152 @@ function openWebSocket(client, name) {
       if (!proven) return reject(`closed ${event.code} before welcome (upgrade refused or blocked?)`);
       conn.end({ code: event.code, reason: `closed ${event.code} ${event.reason || ""}`.trim() });
     };
+  });
+  return { conn, ready };
+}
+
+/**
+ * Where the server takes WebTransport sessions (API.md v1.2 discovery). A server that
+ * offers none (404: switched off, or older than v1.2) leaves the client's ladder for
+ * good; any other failure is a reason.
+ */
+async function discoverWebTransport(client, signal) {
+  let info;
+  try {
+    info = await util.webTransportInfo(client.options.url, { signal });
+  } catch (error) {
+    throw `no discovery (GET /api/webtransport: ${error.message})`;
+  }
+  if (info) return info;
+  client.ladder = client.ladder.filter((t) => t !== "webtransport");
+  throw "the server offers no WebTransport (GET /api/webtransport: 404)";
+}
+
+/** Splits a stream's bytes into frames: JSON objects each ended by "\n", or consecutive MessagePack maps. */
+function frameSplitter(msgpack) {
+  if (!msgpack) {
+    const decoder = new TextDecoder();
+    let text = "";
+    return (bytes) => {
+      text += decoder.decode(bytes, { stream: true });
+      const lines = text.split("\n");
+      text = lines.pop();
+      return lines.filter((line) => line.trim()).map((line) => JSON.parse(line));
+    };
+  }
+  let pending = new Uint8Array(0);
+  return (bytes) => {
+    let joined = bytes;
+    if (pending.length) {
+      joined = new Uint8Array(pending.length + bytes.length);
+      joined.set(pending);
+      joined.set(bytes, pending.length);
+    }
+    const frames = [];
+    let at = 0;
+    while (at < joined.length) {
+      const reader = new MsgpackReader(joined.subarray(at));
+      try {
+        frames.push(reader.value());
+      } catch (error) {
+        if (error instanceof MsgpackTruncated) break; // the rest of the map is in a later chunk
+        throw error;
+      }
+      at += reader.at;
+    }
+    pending = joined.slice(at);
+    return frames;
+  };
+}
+
+/**
+ * WebTransport (HTTP/3 over QUIC, UDP): the server opens one bidirectional stream
+ * and sends the WebSocket's frames on it. A firewall that drops UDP answers nothing,
+ * so the session must come up within `webTransportDeadline`; a self-signed
+ * certificate is trusted by its hash (`serverCertificateHashes`), as discovery gives it.
+ */
+function openWebTransport(client, name) {
+  const conn = connection(name);
+  const msgpack = client.options.encoding === "msgpack";
+  const discovery = new AbortController();
+  let session = null;
+  let deadline = null;
+  conn.stop = () => {
+    clearTimeout(deadline);
+    discovery.abort();
+    try {
+      session?.close({ closeCode: 1000, reason: "" });
+    } catch {
+      // already closed
+    }
+  };
+  const ready = new Promise((resolve, reject) => {
+    let proven = false;
+    const fail = (reason) => {
+      if (proven) return;
+      conn.close();
+      reject(reason);
+    };
+    /** The session is over: before it proved itself a reason to move on, after it an end. */
+    const over = (code, reason) => (proven ? conn.end({ code, reason }) : fail(`session closed before welcome (${reason})`));
+    (async () => {
+      if (typeof WebTransport === "undefined") return fail("no WebTransport in this environment");
+      const { url, hashes } = await discoverWebTransport(client, discovery.signal);
+      if (conn.closed) return;
+      const target = `${url}?${client.query(msgpack ? "&format=msgpack" : "")}`;
+      try {
+        session = hashes.length ? new WebTransport(target, { serverCertificateHashes: hashes }) : new WebTransport(target);
+      } catch (error) {
+        return fail(`cannot open: ${error.message}`);
+      }
+      conn.wire = { encoding: msgpack ? "msgpack" : "json", protocol: "h3" };
+      session.closed.catch(() => {}); // told below, once the session is up
+      const seconds = client.options.webTransportDeadline / 1000;
+      deadline = setTimeout(() => fail(`no answer over UDP within ${seconds} s (blocked by a firewall?)`), client.options.webTransportDeadline);
+      try {
+        await session.ready;
+      } catch (error) {
+        return fail(`session refused or failed: ${error.message}`);
+      }
+      if (conn.closed) return;
+      session.closed.then(
+        (info) => over(info?.closeCode ?? null, `session closed ${info?.closeCode ?? ""} ${info?.reason || ""}`.replace(/\s+/g, " ").trim()),
+        // A QUIC close (the server's, with the WebSocket close code) reaches a page as a lost connection, without its code.
+        (error) => over(null, `session ended: ${error.message}`),
+      );
+      // Up: now the server's stream, its welcome and a subscribed per channel, as on a WebSocket.
+      clearTimeout(deadline);
+      let welcomed = false;
+      deadline = setTimeout(
+        () => fail(welcomed ? "no subscribed frame within the deadline" : "session up, then no welcome within the deadline"),
+        client.options.openDeadline,
+      );
+      const { value: stream, done } = await session.incomingBidirectionalStreams.getReader().read();
+      if (done || conn.closed) return;
+      const reader = stream.readable.getReader();
+      const split = frameSplitter(msgpack);
+      const pendingSubscribed = new Set(client.options.channels);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (conn.closed) return;
+        if (done) return over(null, "stream ended by the server");
+        for (const frame of split(value)) {
+          if (frame.type === "welcome") welcomed = true;
+          if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);
+          client.accept(frame, conn);
+          if (!proven && welcomed && pendingSubscribed.size === 0) {
+            proven = true;
+            clearTimeout(deadline);
+            resolve(conn);
+          }
+        }
+      }
+    })().catch((error) => {
+      if (conn.closed) return;
+      const reason = typeof error === "string" ? error : `stream failed: ${error.message}`;
+      if (proven) conn.end({ code: null, reason });
+      else fail(reason);
+    });
   });
   return { conn, ready };
 }
@@ -575,6 +751,9 @@ function encodeMsgpack(value) {
   return writer.bytes.slice(0, writer.at);
 }
 
+/** The input ends inside a value: on a stream, the rest comes in a later chunk. */
+class MsgpackTruncated extends SyntaxError {}
+
 class MsgpackReader {
   constructor(bytes) {
     this.bytes = bytes;
@@ -585,7 +764,7 @@ class MsgpackReader {
   /** Moves past `n` bytes and returns where they start; throws where the input ends first. */
   take(n) {
     const at = this.at;
-    if (at + n > this.bytes.length) throw new SyntaxError(`MessagePack: truncated at byte ${at}`);
+    if (at + n > this.bytes.length) throw new MsgpackTruncated(`MessagePack: truncated at byte ${at}`);
     this.at = at + n;
     return at;
   }
@@ -658,7 +837,7 @@ class MsgpackReader {
 
   /** Refuses a length that the bytes left cannot hold (each item is at least `bytesEach`), before allocating for it. */
   count(n, bytesEach) {
-    if (n * bytesEach > this.bytes.length - this.at) throw new SyntaxError(`MessagePack: ${n} items announced at byte ${this.at}, too few bytes left`);
+    if (n * bytesEach > this.bytes.length - this.at) throw new MsgpackTruncated(`MessagePack: ${n} items announced at byte ${this.at}, too few bytes left`);
   }
 
   array(n) {

@@ -38,7 +38,7 @@ async fn the_dashboard_negotiates_deflate_and_shows_bytes_on_the_wire_and_before
     let s = wait_for(&page, "the lanes compressed, with both byte counts", |s| {
         s["websocket"]["negotiated"]["extensions"].as_str().is_some_and(|e| e.contains("permessage-deflate"))
             && s["sse"]["negotiated"]["contentEncoding"] == "gzip"
-            && ["websocket", "sse", "long-poll", "poll", "auto"]
+            && ["webtransport", "websocket", "sse", "long-poll", "poll", "auto"]
                 .iter()
                 .all(|l| s[l]["received"].as_u64() >= Some(10) && s[l]["uncompressedBytesPerMessage"].is_number())
     })
@@ -50,11 +50,19 @@ async fn the_dashboard_negotiates_deflate_and_shows_bytes_on_the_wire_and_before
     for lane in ["long-poll", "poll"] {
         assert_eq!(s[lane]["negotiated"]["contentEncoding"], "gzip", "{lane}: {s:#}");
     }
-    for lane in ["websocket", "sse", "auto"] {
+    for lane in ["websocket", "sse"] {
         let (wire, before) =
             (number(&s[lane]["bytesPerMessage"], lane), number(&s[lane]["uncompressedBytesPerMessage"], lane));
         assert!(wire * 3.0 < before, "{lane}: {wire} B a message on the wire against {before} B before compression");
         assert!(before > 1000.0, "{lane}: a 1 KB message is over 1 KB before compression: {before}");
+    }
+    // The client is on WebTransport, whose stream is not compressed (API.md v1.2): the
+    // same bytes before and after, all of the 1 KB and QUIC's own besides.
+    assert_eq!(s["auto"]["transport"], "webtransport", "{s:#}");
+    for lane in ["webtransport", "auto"] {
+        let (wire, before) =
+            (number(&s[lane]["bytesPerMessage"], lane), number(&s[lane]["uncompressedBytesPerMessage"], lane));
+        assert!(wire > 1000.0 && (wire - before).abs() < 1.0, "{lane}: {wire} B on the wire, {before} B before");
     }
     let shown = eval_json(
         &page,

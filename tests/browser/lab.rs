@@ -1,8 +1,9 @@
 //! The network lab as a teacher uses it: three clicks on the dashboard of a
-//! page opened as `/?client=ID`, and the auto lane falls back to SSE, to long
-//! polling, and comes back to WebSocket, losing nothing; a swallowing relay
-//! makes the client give WebSocket up at its deadline; another page keeps
-//! WebSocket throughout. Screenshots of each state go to `target/lab/`
+//! page opened as `/?client=ID`, and the auto lane falls back from
+//! WebTransport to SSE (the corporate network drops UDP and strips Upgrade),
+//! to long polling, and comes back to WebTransport, losing nothing; a
+//! swallowing relay makes the client give WebSocket up at its deadline;
+//! another page keeps its transport throughout. Screenshots of each state go to `target/lab/`
 //! (the README's come from there).
 
 use std::path::{Path, PathBuf};
@@ -104,22 +105,29 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     let other = chromium.browser.new_page(other_url).await.unwrap();
 
     // Ten seconds of a normal network first, so that the charts show the change.
-    let s = within(&page, PATIENCE * 3, "five lanes live, the client on WebSocket", |s| {
-        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(100)) && s["auto"]["transport"] == "websocket"
+    let s = within(&page, PATIENCE * 3, "every lane live, the client on WebTransport", |s| {
+        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(100)) && s["auto"]["transport"] == "webtransport"
     })
     .await;
+    let other_start = summary(&other).await;
     no_gaps_or_duplicates(&s, "at the start");
     let id = eval_json(&page, "JSON.stringify(window.pushwireDashboard.clientId)").await;
     assert_eq!(id, "lab1", "the page took the id it was opened with");
     screenshot(&page, "1-normal", true).await;
 
-    // Click 1: a corporate proxy that strips Upgrade.
+    // Click 1: a corporate network: the firewall drops UDP, the proxy strips Upgrade.
     preset(&page, "proxy", ("websocket", "refuse")).await;
-    let s = within(&page, Duration::from_secs(20), "the client on SSE, the raw WebSocket lane explaining", |s| {
-        s["auto"]["transport"] == "sse" && s["websocket"]["status"] == "unavailable" && s["sse"]["status"] == "live"
+    network_is(&page, "webtransport", "blocked").await;
+    let s = within(&page, Duration::from_secs(20), "the client on SSE, the raw lanes explaining", |s| {
+        s["auto"]["transport"] == "sse"
+            && s["websocket"]["status"] == "unavailable"
+            && s["webtransport"]["status"] == "unavailable"
+            && s["sse"]["status"] == "live"
     })
     .await;
     assert!(left_because(&s, "websocket").contains("before welcome"), "{s:#}");
+    assert!(left_because(&s, "webtransport").contains("no answer over UDP within 2.5 s"), "{s:#}");
+    assert!(reason(&s, "webtransport").contains("drops this page's QUIC packets"), "says why: {s:#}");
     assert!(reason(&s, "websocket").contains("426"), "says why: {s:#}");
     assert!(reason(&s, "websocket").contains("strips Upgrade"), "says why: {s:#}");
     shows(&page, "#lane-auto .negotiated", "negotiated transport: sse").await;
@@ -145,10 +153,13 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     assert_eq!(s["auto"]["transport"], "long-poll", "probes fail while the network is bad: {s:#}");
     screenshot(&page, "3-buffered-sse-too", true).await;
 
-    // Click 3: back to normal; the next probe finds WebSocket again.
+    // Click 3: back to normal; the next probe finds WebTransport again.
     preset(&page, "normal", ("websocket", "ok")).await;
-    let s = within(&page, PROBE_INTERVAL + Duration::from_secs(15), "the client back on WebSocket", |s| {
-        s["auto"]["transport"] == "websocket" && s["websocket"]["status"] == "live" && s["sse"]["status"] == "live"
+    let s = within(&page, PROBE_INTERVAL + Duration::from_secs(15), "the client back on WebTransport", |s| {
+        s["auto"]["transport"] == "webtransport"
+            && s["webtransport"]["status"] == "live"
+            && s["websocket"]["status"] == "live"
+            && s["sse"]["status"] == "live"
     })
     .await;
     no_gaps_or_duplicates(&s, "after recovering");
@@ -170,10 +181,15 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
         .filter(|e| e["lane"] == "auto")
         .map(|e| (e["kind"].as_str().unwrap(), e["label"].as_str().unwrap()))
         .collect();
-    for expected in [("fallback", "→ sse"), ("fallback", "→ long-poll"), ("upgrade", "→ websocket")] {
+    for expected in [("fallback", "→ sse"), ("fallback", "→ long-poll"), ("upgrade", "→ webtransport")] {
         assert!(auto_events.contains(&expected), "the timeline shows {expected:?}: {auto_events:?}");
     }
-    assert!(auto_events.iter().any(|(kind, label)| *kind == "close" && *label == "1012"), "{auto_events:?}");
+    // The lab's cut: a WebSocket is told 1012; a WebTransport session ends with a
+    // QUIC close whose code a page is not told.
+    let closed = |lane: &str, label: &str| {
+        timeline.as_array().unwrap().iter().any(|e| e["lane"] == lane && e["kind"] == "close" && e["label"] == label)
+    };
+    assert!(closed("websocket", "1012") && closed("auto", "ended"), "{timeline:#}");
     // A moment on WebSocket, so that the latency chart shows it again.
     within(&page, PATIENCE, "messages over WebSocket again", |n| {
         n["auto"]["received"].as_u64() >= s["auto"]["received"].as_u64().map(|r| r + 10)
@@ -181,7 +197,11 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     .await;
     screenshot(&page, "4-recovered", true).await;
 
-    // A relay that swallows frames: the client gives WebSocket up at its deadline.
+    // A relay that swallows frames: with UDP dropped, the client is on WebSocket,
+    // and gives it up at its deadline.
+    choose(&page, "#lab-webtransport", "blocked").await;
+    network_is(&page, "webtransport", "blocked").await;
+    within(&page, PATIENCE, "the client on WebSocket", |s| s["auto"]["transport"] == "websocket").await;
     let changed = Instant::now(); // before the change, so that its cut comes after
     choose(&page, "#lab-websocket", "swallow").await;
     network_is(&page, "websocket", "swallow").await;
@@ -196,9 +216,11 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     no_gaps_or_duplicates(&s, "with a swallowing relay");
     preset(&page, "normal", ("websocket", "ok")).await;
 
-    // The other page never noticed.
+    // The other page never noticed. (It is on `localhost`, which Chromium resolves
+    // to ::1 first for QUIC, where the server does not listen: it may be on
+    // WebSocket, having found WebTransport refused at once.)
     let o = summary(&other).await;
-    assert_eq!(o["auto"]["transport"], "websocket", "{o:#}");
+    assert_eq!(o["auto"]["transport"], other_start["auto"]["transport"], "{o:#}");
     assert_eq!((o["auto"]["reconnects"].as_u64(), o["websocket"]["reconnects"].as_u64()), (Some(0), Some(0)), "{o:#}");
     assert_eq!(o["websocket"]["status"], "live", "{o:#}");
     assert!(o["websocket"]["received"].as_u64() >= Some(100), "it kept receiving: {o:#}");
@@ -230,6 +252,16 @@ const LAYOUT_FAULTS: &str = r#"(() => {
   encoding.id = encoding.id || "encoding";
   check(encoding, "figure, figcaption, table, #decode-verdict, #decode-again");
   check(document.querySelector(".controls"), "form, label, #wire-choice, #drop");
+  // Five transport lanes, side by side or wrapped, none over another.
+  const lanes = [...document.querySelectorAll(".lane:not(.auto)")];
+  if (lanes.length !== 5) faults.push(`${lanes.length} transport lanes, not 5`);
+  const rects = lanes.map((l) => [l.id, l.getBoundingClientRect()]);
+  for (const [i, [a, ra]] of rects.entries()) {
+    if (ra.width < 150) faults.push(`${a} is ${ra.width} px wide`);
+    for (const [b, rb] of rects.slice(i + 1)) {
+      if (Math.min(ra.right, rb.right) > Math.max(ra.left, rb.left) && Math.min(ra.bottom, rb.bottom) > Math.max(ra.top, rb.top)) faults.push(`${a} over ${b}`);
+    }
+  }
   if (document.documentElement.scrollWidth > innerWidth + 1) faults.push(`the page is ${document.documentElement.scrollWidth} px wide at ${innerWidth}`);
   return JSON.stringify(faults);
 })()"#;
@@ -237,10 +269,10 @@ const LAYOUT_FAULTS: &str = r#"(() => {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_in_the_lanes_overlaps_from_1000_px_up() {
     let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 10.0).await;
-    // A prepared lab: the page opens with WebSocket already refused, so the
-    // lane shows its longest content (a reason and the probes).
-    let response =
-        app.http.post(app.url("/api/inspect/layout/impair")).body(r#"{"websocket": "refuse"}"#).send().await.unwrap();
+    // A prepared lab: the page opens with UDP dropped and WebSocket refused, so
+    // the auto lane shows its longest content (two reasons and the probes).
+    let body = r#"{"websocket": "refuse", "webtransport": "blocked"}"#;
+    let response = app.http.post(app.url("/api/inspect/layout/impair")).body(body).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let chromium = Chromium::launch(1920, 1200).await;
     let page = chromium.browser.new_page(app.url("/?client=layout")).await.unwrap();
@@ -257,15 +289,19 @@ async fn nothing_in_the_lanes_overlaps_from_1000_px_up() {
         page.evaluate("new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))").await.unwrap();
         let faults = eval_json(&page, LAYOUT_FAULTS).await;
         assert_eq!(faults, Value::Array(vec![]), "at {width} px");
-        // The lane, where it is on the page (clip coordinates are the document's).
-        let bounds = "JSON.stringify((() => { const r = document.getElementById('lane-auto').getBoundingClientRect(); \
-                      return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })())";
-        let b: Vec<f64> = serde_json::from_value(eval_json(&page, bounds).await).unwrap();
-        let clip = Viewport { x: b[0], y: b[1], width: b[2], height: b[3], scale: 1.0 };
-        let params = ScreenshotParams::builder().clip(clip).capture_beyond_viewport(true).build();
-        let shot = shot_path(&format!("auto-lane-{width}"));
-        page.save_screenshot(params, &shot).await.unwrap();
-        assert!(std::fs::metadata(&shot).unwrap().len() > 5_000, "a real picture of the lane: {shot:?}");
+        // The auto lane, and all the lanes, where they are on the page (clip coordinates are the document's).
+        for (selector, name) in [("#lane-auto", "auto-lane"), (".lanes", "lanes")] {
+            let bounds = format!(
+                "JSON.stringify((() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); \
+                 return [r.left + scrollX, r.top + scrollY, r.width, r.height]; }})())"
+            );
+            let b: Vec<f64> = serde_json::from_value(eval_json(&page, &bounds).await).unwrap();
+            let clip = Viewport { x: b[0], y: b[1], width: b[2], height: b[3], scale: 1.0 };
+            let params = ScreenshotParams::builder().clip(clip).capture_beyond_viewport(true).build();
+            let shot = shot_path(&format!("{name}-{width}"));
+            page.save_screenshot(params, &shot).await.unwrap();
+            assert!(std::fs::metadata(&shot).unwrap().len() > 5_000, "a real picture of {selector}: {shot:?}");
+        }
     }
     chromium.close().await;
 }

@@ -5,6 +5,7 @@
 mod common;
 mod encoding;
 mod lab;
+mod webtransport;
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +23,7 @@ async fn summary(page: &Page) -> Value {
     common::browser::eval_json(page, SUMMARY).await
 }
 
-/// Waits until `check` holds on the page's summary of the four lanes.
+/// Waits until `check` holds on the page's summary of the lanes.
 async fn wait_for(page: &Page, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     wait_json(page, SUMMARY, what, check).await
 }
@@ -31,17 +32,17 @@ async fn text(page: &Page, selector: &str) -> String {
     page.find_element(selector).await.unwrap().inner_text().await.unwrap().unwrap_or_default()
 }
 
-/// The four transports' lanes and the fifth, the pushwire.js client's.
-const LANES: [&str; 5] = ["websocket", "sse", "long-poll", "poll", "auto"];
+/// The five transports' lanes and the sixth, the pushwire.js client's.
+const LANES: [&str; 6] = ["webtransport", "websocket", "sse", "long-poll", "poll", "auto"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
+async fn dashboard_shows_five_live_lanes_and_survives_a_drop() {
     let app = spawn_app_with(HubKind::Memory, |c| c.demo_rate = 20.0).await;
     let chromium = Chromium::launch(1600, 1500).await;
     let page = chromium.browser.new_page(app.url("/")).await.unwrap();
 
-    // All four lanes receive the demo stream, with numbers for latency and bytes.
-    let s = wait_for(&page, "four lanes with messages and byte counts", |s| {
+    // Every lane receives the demo stream, with numbers for latency and bytes.
+    let s = wait_for(&page, "every lane with messages and byte counts", |s| {
         LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(5) && s[l]["bytesPerMessage"].is_number())
     })
     .await;
@@ -54,10 +55,11 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
         }
         assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {l}");
     }
-    for lane in ["websocket", "sse", "long-poll", "poll"] {
+    for lane in ["webtransport", "websocket", "sse", "long-poll", "poll"] {
         assert!(s[lane]["requests"].as_u64() >= Some(1), "{lane}");
     }
-    assert_eq!(s["auto"]["transport"], "websocket", "with nothing in the way, the client negotiates WebSocket");
+    assert_eq!(s["auto"]["transport"], "webtransport", "with nothing in the way, the client negotiates WebTransport");
+    assert_eq!(s["webtransport"]["protocol"], "h3", "{s:#}");
     // Polling pays headers on every request: it must cost more per message than a socket.
     // (Before compression: gzip on a poll's batch of small messages can beat frames too
     // small for the server to deflate.)
@@ -97,6 +99,7 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     page.find_element("#drop").await.unwrap().click().await.unwrap();
     let after = wait_for(&page, "every lane to resume after the drop", |s| {
         s["websocket"]["reconnects"].as_u64() >= Some(1)
+            && s["webtransport"]["reconnects"].as_u64() >= Some(1)
             && s["sse"]["reconnects"].as_u64() >= Some(1)
             && s["auto"]["reconnects"].as_u64() >= Some(1)
             && LANES.iter().all(|l| s[l]["received"].as_u64() >= before[l]["received"].as_u64().map(|n| n + 20))
@@ -110,6 +113,11 @@ async fn dashboard_shows_four_live_lanes_and_survives_a_drop() {
     let stats = app.stats().await;
     assert!(stats["transports"]["websocket"]["connections_total"].as_u64() >= Some(2), "the socket was really cut");
     assert!(stats["transports"]["sse"]["connections_total"].as_u64() >= Some(2), "the stream was really cut");
+    // The raw lane's session and the client's, each cut and opened again.
+    assert!(
+        stats["transports"]["webtransport"]["connections_total"].as_u64() >= Some(4),
+        "the sessions were really cut"
+    );
 
     // Let the charts catch up, then keep a picture for people to look at.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -188,17 +196,27 @@ async fn over_https_the_lanes_run_on_http2_and_websocket_on_http1() {
     .await;
     let chromium = Chromium::launch(1600, 1500).await;
     let page = chromium.browser.new_page(format!("https://{}/", app.addr)).await.unwrap();
-    let s = wait_for(&page, "five live lanes over HTTPS, each with its protocol", |s| {
-        LANES.iter().all(|l| s[l]["received"].as_u64() >= Some(5))
+    // The configured certificate serves QUIC too, without hashes (API.md v1.2): the
+    // browser checks it against its CAs, which `ignore-certificate-errors` does not
+    // cover for WebTransport. A self-signed one is refused; the lane says why.
+    let tcp_lanes = || LANES.iter().filter(|l| **l != "webtransport");
+    let s = wait_for(&page, "the TCP lanes live over HTTPS, each with its protocol", |s| {
+        tcp_lanes().all(|l| s[l]["received"].as_u64() >= Some(5))
             && ["long-poll", "poll"].iter().all(|l| s[l]["protocol"] == "h2")
+            && s["webtransport"]["status"] == "unavailable"
     })
     .await;
-    for lane in LANES {
+    let refused = s["webtransport"]["reason"].as_str().unwrap();
+    assert!(refused.starts_with("session refused or failed") && refused.contains("no certificate hashes"), "{s:#}");
+    assert_eq!(s["webtransport"]["received"], 0, "{s:#}");
+    for lane in tcp_lanes() {
         assert_eq!((s[lane]["gaps"].as_u64(), s[lane]["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {s:#}");
     }
     assert_eq!(s["websocket"]["protocol"], "http/1.1", "{s:#}");
     assert_eq!(s["sse"]["protocol"], "h2", "{s:#}");
     assert_eq!(s["auto"]["transport"], "websocket", "wss works through the client too");
+    let why = s["auto"]["reasons"]["webtransport"].as_str().unwrap_or("");
+    assert!(why.starts_with("session refused or failed"), "the client says why it is not on WebTransport: {s:#}");
     assert_eq!(text(&page, "#lane-poll [data-field=protocol]").await, "HTTP/2");
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-https.png");
     page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot).await.unwrap();

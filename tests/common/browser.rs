@@ -32,10 +32,11 @@ impl Chromium {
             .no_sandbox()
             .window_size(width, height)
             .viewport(None)
-            // Without these, Chromium reaches for the network at start.
+            // Without these, Chromium reaches for the network at start. QUIC stays
+            // on: WebTransport runs over it (the server sends no Alt-Svc, so pages
+            // and fetches stay on TCP).
             .args([
                 "disable-gpu",
-                "disable-quic",
                 "no-first-run",
                 "disable-background-networking",
                 "disable-component-update",

@@ -1,25 +1,28 @@
 // The network lab: the server puts this page's own connections (and nobody
 // else's) behind a proxy that refuses WebSocket upgrades or swallows their
-// frames, a proxy that buffers event streams, or a long link
+// frames, a proxy that buffers event streams, a firewall that drops UDP (no
+// WebTransport), or a long link
 // (`/api/inspect/{id}/impair`). Each change cuts the page's connections, so
 // that every lane comes back under the new conditions and shows what happens.
 import { $, authHeaders, clientId, href, notice, post } from "./page.js";
 import { record } from "./timeline.js";
 
 /** This page's network, as the server keeps it. */
-export const network = { websocket: "ok", sse: "ok", latency_ms: 0 };
+export const network = { websocket: "ok", sse: "ok", webtransport: "ok", latency_ms: 0 };
 
 /** The presets, named after what people meet; each changes only what it names. */
 const PRESETS = {
-  proxy: { websocket: "refuse" },
+  // A corporate network: the proxy strips Upgrade, the firewall drops UDP.
+  proxy: { websocket: "refuse", webtransport: "blocked" },
   antivirus: { sse: "buffer" },
   satellite: { latency_ms: 600 },
-  normal: { websocket: "ok", sse: "ok", latency_ms: 0 },
+  normal: { websocket: "ok", sse: "ok", webtransport: "ok", latency_ms: 0 },
 };
 
-/** The network in a few words ("WebSocket refused · SSE buffered · +600 ms"). */
+/** The network in a few words ("UDP blocked · WebSocket refused · SSE buffered · +600 ms"). */
 export function describe(n = network) {
   const parts = [];
+  if (n.webtransport === "blocked") parts.push("UDP blocked");
   if (n.websocket === "refuse") parts.push("WebSocket refused");
   if (n.websocket === "swallow") parts.push("WebSocket swallowed");
   if (n.sse === "buffer") parts.push("SSE buffered");
@@ -31,6 +34,7 @@ export function describe(n = network) {
 export function labReason(lane) {
   if (lane === "websocket" && network.websocket === "refuse") return "closed 1006: the lab's proxy strips Upgrade, so /ws saw a plain GET (426)";
   if (lane === "websocket" && network.websocket === "swallow") return "upgraded (101), then silence for 4 s: the lab's relay passes no frame";
+  if (lane === "webtransport" && network.webtransport === "blocked") return "no answer over UDP: the lab's firewall drops this page's QUIC packets (silence, not an error)";
   if (lane === "sse" && network.sse === "buffer") return "stream open (200), no event for 4 s: the lab's proxy holds it until 64 KiB or 30 s";
   return "";
 }
@@ -57,6 +61,7 @@ export async function bindLab(onProbeInterval) {
   }
   $("#lab-websocket").addEventListener("change", (e) => impair({ websocket: e.target.value }));
   $("#lab-sse").addEventListener("change", (e) => impair({ sse: e.target.value }));
+  $("#lab-webtransport").addEventListener("change", (e) => impair({ webtransport: e.target.value }));
   $("#lab-latency").addEventListener("change", (e) => impair({ latency_ms: Math.min(5000, Math.max(0, Math.round(Number(e.target.value) || 0))) }));
   $("#probe-interval").addEventListener("change", () => onProbeInterval(probeInterval()));
   // A lab prepared for this page before it opened (`/?client=ID`) is already in force.
@@ -68,6 +73,7 @@ export async function bindLab(onProbeInterval) {
 function show() {
   $("#lab-websocket").value = network.websocket;
   $("#lab-sse").value = network.sse;
+  $("#lab-webtransport").value = network.webtransport || "ok";
   $("#lab-latency").value = network.latency_ms;
   $("#lab-state").textContent = describe();
   $("#lab-state").dataset.impaired = describe() !== "normal network";

@@ -1,5 +1,5 @@
 // The lane model: one transport's counters and figures, whatever the
-// transport, and this page's lanes (the server's four, then the auto lane).
+// transport, and this page's lanes (the server's five, then the auto lane).
 import { util } from "../pushwire.mjs";
 import { serverNowUs } from "./clock.js";
 import { config, href } from "./page.js";
@@ -25,7 +25,7 @@ export class Lane {
     this.negotiated = {}; // what its connection agreed on: encoding, subprotocol, extensions, contentEncoding
     this.status = "starting";
     this.reason = "";
-    this.protocol = null; // "http/1.1" or "h2", as the browser reports it
+    this.protocol = null; // "http/1.1" or "h2", as the browser reports it; "h3" for WebTransport
   }
 
   /** Where the lane starts (the head when it subscribed), without counting a gap. */
@@ -189,6 +189,7 @@ function describeNegotiated(n, id) {
   const parts = [n.subprotocol ? `${encoding} (${n.subprotocol})` : encoding];
   if ("extensions" in n) parts.push(n.extensions || "no extension (uncompressed)");
   if ("contentEncoding" in n) parts.push(n.contentEncoding ? `Content-Encoding: ${n.contentEncoding}` : "Content-Encoding: …");
+  if (n.protocol === "h3") parts.push("one QUIC stream (h3) · bytes: UDP payload, encrypted, QUIC headers and acks included");
   return parts.join(" · ");
 }
 
@@ -216,7 +217,7 @@ class AutoLane extends Lane {
   }
 }
 
-/** The four transports' lanes, in the server's order (ids, titles, paths and colours are its). */
+/** The five transports' lanes, in the server's order (ids, titles, paths and colours are its). */
 export const lanes = config.lanes.map((lane) => new Lane(lane));
 
 /** The fifth lane, the pushwire.js client: measured like the others, not drawn in the charts. */
@@ -229,7 +230,8 @@ export const allLanes = [...lanes, auto];
 // (a finished request's resource timing). A stream that is still open has no
 // entry yet: until it does, it shares the page's own connection's protocol.
 const pageProtocol = performance.getEntriesByType("navigation")[0]?.nextHopProtocol || null;
-for (const lane of lanes) lane.protocol = lane.id === "websocket" ? null : pageProtocol;
+// A WebSocket upgrades a connection of its own, WebTransport runs on QUIC: each says when it is up.
+for (const lane of lanes) lane.protocol = ["websocket", "webtransport"].includes(lane.id) ? null : pageProtocol;
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     const path = new URL(entry.name).pathname;

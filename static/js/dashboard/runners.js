@@ -1,5 +1,5 @@
 // What feeds the lanes: each raw lane runs its transport with the browser's own
-// WebSocket, EventSource or fetch (no client library in between, so a lane
+// WebTransport, WebSocket, EventSource or fetch (no client library in between, so a lane
 // shows its transport as it is), and the auto lane runs the pushwire.js client.
 import { connect, msgpack, util } from "../pushwire.mjs";
 import { serverUs } from "./clock.js";
@@ -16,7 +16,7 @@ const backoff = (attempt) => util.backoff(attempt, { base: 250, cap: 5000, floor
 // silent: the client's `openDeadline`, so that both lanes judge alike.
 const SILENCE_MS = 4000;
 // The transports from best to last, as the client tries them.
-const ORDER = ["websocket", "sse", "long-poll", "poll"];
+const ORDER = ["webtransport", "websocket", "sse", "long-poll", "poll"];
 
 // Every start is a new generation: a runner of an older one stops at its next
 // step, and the aborter cancels its held requests. `encoding` ("json" or
@@ -25,7 +25,7 @@ const ORDER = ["websocket", "sse", "long-poll", "poll"];
 const state = { channel: config.channel, generation: 0, aborter: new AbortController(), encoding: "json", compression: true };
 
 /** Which runner feeds a raw lane, by lane id (the transport names pushwire.js uses too). */
-const runners = { websocket: runWebSocket, sse: runSse, "long-poll": runLongPoll, poll: runPoll };
+const runners = { webtransport: runWebTransport, websocket: runWebSocket, sse: runSse, "long-poll": runLongPoll, poll: runPoll };
 
 /** The channel every lane runs on. */
 export const currentChannel = () => state.channel;
@@ -70,6 +70,115 @@ function query(lane, extra = "") {
   const cursor = lane.cursor(state.channel);
   const compression = state.compression ? "" : "&compression=off";
   return `channels=${encodeURIComponent(state.channel)}&client=${clientId}${cursor ? "&cursor=" + encodeURIComponent(cursor) : ""}${compression}${extra}${tokenParam()}`;
+}
+
+/**
+ * The browser's own WebTransport: discovery, then a session trusted by the
+ * certificate's hash, then the frames of the one stream the server opens. A
+ * firewall that drops UDP gives no error, only silence: the lane says so after
+ * SILENCE_MS, and tries again.
+ */
+function runWebTransport(lane, generation) {
+  if (!("WebTransport" in window)) return lane.setStatus("unavailable", "this browser has no WebTransport");
+  let attempt = 0;
+  const again = (delay) => setTimeout(open, delay);
+  const open = async () => {
+    if (generation !== state.generation) return;
+    let info;
+    try {
+      info = await util.webTransportInfo(href("/").replace(/\/$/, ""), { signal: state.aborter.signal });
+    } catch (error) {
+      if (generation !== state.generation) return;
+      lane.setStatus("reconnecting", `no discovery (GET /api/webtransport: ${error.message})`);
+      return again(backoff(attempt++));
+    }
+    if (generation !== state.generation) return;
+    if (!info) return lane.setStatus("unavailable", "the server has WebTransport off (GET /api/webtransport: 404)");
+    lane.discovery = info; // the teaching panel shows how the hash is used
+    const msgpackAsked = state.encoding === "msgpack";
+    const url = `${info.url}?${query(lane)}${msgpackAsked ? "&format=msgpack" : ""}`;
+    let session;
+    try {
+      session = info.hashes.length ? new WebTransport(url, { serverCertificateHashes: info.hashes }) : new WebTransport(url);
+    } catch (error) {
+      return lane.setStatus("unavailable", `cannot open: ${error.message}`);
+    }
+    session.closed.catch(() => {}); // handled once the session is up
+    lane.connecting();
+    lane.requests++;
+    let [welcomed, over, watchdog] = [false, false, null];
+    const closeQuietly = () => {
+      try {
+        session.close();
+      } catch {
+        // already closed
+      }
+    };
+    lane.connection = {
+      close() {
+        over = true;
+        clearTimeout(watchdog);
+        closeQuietly();
+      },
+    };
+    /** The session is done with (`code`: its close code where the page is told one): say why, and come back. */
+    const ended = (code, why) => {
+      if (over) return;
+      over = true;
+      clearTimeout(watchdog);
+      closeQuietly();
+      if (generation !== state.generation) return;
+      lane.reconnects++;
+      record(lane.id, "close", String(code));
+      lane.setStatus(welcomed ? "reconnecting" : "unavailable", why);
+      again(backoff(attempt++));
+    };
+    watchdog = setTimeout(
+      () => ended("silent", labReason("webtransport") || `no answer over UDP for ${SILENCE_MS / 1000} s: a firewall dropping UDP?`),
+      SILENCE_MS,
+    );
+    try {
+      await session.ready;
+    } catch (error) {
+      // Without hashes (a --tls-cert certificate) the browser checks the certificate against its CAs.
+      const trust = info.hashes.length ? "" : " (no certificate hashes: the certificate must be one this browser trusts)";
+      return ended("refused", `session refused or failed: ${error.message}${trust}`);
+    }
+    if (over) return;
+    lane.protocol = "h3";
+    lane.negotiated = { encoding: msgpackAsked ? "msgpack" : "json", protocol: "h3" };
+    session.closed.then(
+      (close) => ended(close?.closeCode ?? "closed", `session closed ${close?.closeCode ?? ""} ${close?.reason || ""}`),
+      // The server closes the QUIC connection with the WebSocket close code; a page is not told it.
+      (error) => ended("lost", `session ended: ${error.message} (a QUIC close: the page is not told its code)`),
+    );
+    try {
+      const { value: stream, done } = await session.incomingBidirectionalStreams.getReader().read();
+      if (done) return ended("closed", "session closed before the server opened its stream");
+      const reader = stream.readable.getReader();
+      const split = util.frameSplitter(msgpackAsked);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (over) return;
+        if (done) return ended("fin", "the server ended its stream");
+        for (const m of split(value)) {
+          if (m.type === "welcome") {
+            welcomed = true;
+            clearTimeout(watchdog);
+            record(lane.id, "connect");
+            attempt = 0;
+            lane.setStatus("live", `session ${m.session} on one QUIC stream; QUIC keep-alive every ${m.heartbeat_ms / 1000} s`);
+          } else if (m.type === "subscribed") lane.start(m.seq, m.epoch);
+          else if (m.type === "message") lane.message(m);
+          else if (m.type === "reset") lane.reset(m);
+          else if (m.type === "error") lane.setStatus("live", `server said: ${m.code}: ${m.message}`);
+        }
+      }
+    } catch (error) {
+      ended("error", `stream failed: ${error.message}`);
+    }
+  };
+  open();
 }
 
 function runWebSocket(lane, generation) {
@@ -251,7 +360,8 @@ function runAuto(resume) {
   const on = (type, listener) => client.on(type, (detail, how) => auto.client === client && listener(detail, how));
   // Why it is not on each better transport: the last reason the client has for each.
   const reasons = () => {
-    const better = ORDER.slice(0, ORDER.indexOf(client.transport));
+    const ladder = ORDER.filter((t) => client.ladder.includes(t) || client.reasons[t]);
+    const better = ladder.slice(0, ladder.indexOf(client.transport));
     auto.reasons = Object.fromEntries(better.map((name) => [name, client.reasons[name] || "not tried"]));
   };
   on("transport", (t) => {

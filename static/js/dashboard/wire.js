@@ -42,6 +42,7 @@ export async function refreshInspection() {
     // After the 101 a WebSocket's capture runs on into binary frames: the head only.
     show(`${lane.id}-response`, lane.id === "websocket" && response ? head(response) : response);
   }
+  explainCertificate(byId("webtransport"));
   const [websocket, sse] = [byId("websocket"), byId("sse")];
   show("sse-event", report.transports[sse.name].last_event || rebuiltEvent(sse.lastEvent));
   const sseResponse = report.transports[sse.name].response;
@@ -83,6 +84,27 @@ async function explainAccept(request, response) {
     lines.push(`SHA-1 of the two          ${hex}`, `base64 of those 20 bytes  ${b64}`, `server sent               ${accept}  ${b64 === accept ? "✓ match" : "✗ differs"}`);
   } else lines.push("(SHA-1 needs a secure context: open the page on localhost or https)", `server sent               ${accept}`);
   $('[data-raw="websocket-accept"]').textContent = lines.join("\n");
+}
+
+/** How the page trusts the server's self-signed certificate: by its hash, as discovery gave it. */
+function explainCertificate(lane) {
+  const info = lane?.discovery;
+  if (!info) return;
+  const [first] = info.certificate_hashes;
+  const lines = [`GET /api/webtransport  →  url ${info.url}`];
+  if (first) {
+    lines.push(
+      `certificate_hashes[0]   ${first.algorithm} ${first.value}`,
+      "",
+      "new WebTransport(url, { serverCertificateHashes: [",
+      `  { algorithm: "${first.algorithm}", value: Uint8Array(${info.hashes[0].value.length}) [${Array.from(info.hashes[0].value.slice(0, 6), (b) => "0x" + b.toString(16).padStart(2, "0")).join(", ")}, …] },`,
+      "] })",
+      "→ no CA check: the browser takes a certificate whose SHA-256 is listed,",
+      "  valid 14 days at most (the server renews it, listing the next hash a day ahead)",
+    );
+    if (info.certificate_hashes.length > 1) lines.push(`(${info.certificate_hashes.length} hashes listed: a renewal is near)`);
+  } else lines.push("certificate_hashes  []  (a certificate from --tls-cert: the browser checks it against its CAs, as for HTTPS)");
+  $('[data-raw="webtransport-certificate"]').textContent = lines.join("\n");
 }
 
 /** The framing cost of the WebSocket lane's latest message (RFC 6455 header sizes), before any compression. */
