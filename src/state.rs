@@ -29,8 +29,8 @@ pub struct AppState {
 /// What a page needs to open a WebTransport session (API.md v1.2 discovery).
 #[derive(Debug)]
 pub struct WebTransportInfo {
-    /// The UDP port of the QUIC endpoint.
-    pub port: u16,
+    /// The UDP address of the QUIC endpoint.
+    pub addr: std::net::SocketAddr,
     /// SHA-256 of the self-signed certificates in use (and of the next one,
     /// from a day before a renewal), as lowercase hex; empty with `--tls-cert`.
     pub certificate_hashes: std::sync::RwLock<Vec<String>>,

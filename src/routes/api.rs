@@ -168,7 +168,14 @@ pub async fn webtransport(req: HttpRequest, state: web::Data<AppState>) -> Resul
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name.to_string(),
         _ => host,
     };
-    let url = format!("https://{host}:{}{}/wt", wt.port, state.ctx.config.base_path.prefix());
+    // A browser tries `localhost` over IPv6 first, and a loopback endpoint
+    // listens on one address: name that address.
+    let host = match (host.eq_ignore_ascii_case("localhost"), wt.addr.ip()) {
+        (true, ip) if ip.is_loopback() && ip.is_ipv4() => ip.to_string(),
+        (true, ip) if ip.is_loopback() => format!("[{ip}]"),
+        _ => host,
+    };
+    let url = format!("https://{host}:{}{}/wt", wt.addr.port(), state.ctx.config.base_path.prefix());
     let hashes: Vec<_> = wt
         .certificate_hashes
         .read()

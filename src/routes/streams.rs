@@ -153,8 +153,10 @@ pub async fn webtransport(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     if !req.extensions().contains::<OverQuic>() {
-        let port =
-            state.webtransport.as_ref().map_or(String::from("its UDP port"), |wt| format!("UDP port {}", wt.port));
+        let port = state
+            .webtransport
+            .as_ref()
+            .map_or(String::from("its UDP port"), |wt| format!("UDP port {}", wt.addr.port()));
         return Err(AppError::new(
             ErrorCode::UpgradeRequired,
             format!("this endpoint speaks WebTransport: HTTP/3 on {port} (see /api/webtransport)"),

@@ -121,8 +121,8 @@ pub(crate) fn bind(config: &Config, tcp: SocketAddr) -> io::Result<Option<Bound>
         }
         Err(e) => return Err(io::Error::new(e.kind(), format!("--webtransport-bind {}: {e}", settings.bind))),
     };
-    let port = endpoint.local_addr()?.port();
-    let info = Arc::new(WebTransportInfo { port, certificate_hashes: std::sync::RwLock::new(hashes) });
+    let addr = endpoint.local_addr()?;
+    let info = Arc::new(WebTransportInfo { addr, certificate_hashes: std::sync::RwLock::new(hashes) });
     Ok(Some(Bound { endpoint: Arc::new(endpoint), config: settings, info }))
 }
 

@@ -95,6 +95,17 @@ async fn discovery_names_the_udp_port_and_the_certificate_hash() {
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     assert!(url.ends_with("/wt"), "{url}");
     assert_eq!(hashes.len(), 1);
+    // A page on `localhost` is sent to the address the endpoint listens on:
+    // browsers try `localhost` over IPv6 first.
+    let response = app
+        .http
+        .get(app.url("/api/webtransport"))
+        .header("host", format!("localhost:{}", app.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(body["url"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{body}");
     // CORS like /api/stats, for a page on another allowed origin.
     let response =
         app.http.get(app.url("/api/webtransport")).header("origin", "http://other.example").send().await.unwrap();
