@@ -343,3 +343,27 @@ async fn a_tagged_session_shows_on_its_lane_and_the_lab_can_block_it() {
     // Another page is not affected.
     assert!(connect(&app, "?channels=l&client=other", &[]).await.is_ok());
 }
+
+#[tokio::test]
+async fn the_connection_limits_count_webtransport_sessions() {
+    // Three from this address: the kept-alive TCP connection that asks for
+    // discovery, and two sessions.
+    let app = spawn_app_with(HubKind::Memory, |c| c.max_connections_per_ip = 3).await;
+    let mut first = connect(&app, "?channels=c", &[]).await.unwrap();
+    first.expect("welcome").await;
+    let mut second = connect(&app, "?channels=c", &[]).await.unwrap();
+    second.expect("welcome").await;
+    assert!(matches!(connect(&app, "?channels=c", &[]).await, Err(ConnectingError::SessionRejected)));
+    let stats = app.stats().await;
+    assert_eq!(stats["transports"]["webtransport"]["connections_open"], 2);
+    // One ends: its place is free again.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(mut again) = connect(&app, "?channels=c", &[]).await {
+            again.expect("welcome").await;
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the closed session's place never came back");
+    }
+}
