@@ -3,7 +3,7 @@
 # machine: every table between a pair of markers
 #   <!-- scripts/benchmarks.sh: NAME -->  …  <!-- end NAME -->
 # is replaced by what the script that makes it prints now; the prose around them is
-# not touched (read it again against the new figures). About 40 minutes; run it on an
+# not touched (read it again against the new figures). About 45 minutes; run it on an
 # otherwise idle machine, since the figures are CPU seconds and latencies.
 #
 #   scripts/benchmarks.sh             # everything
@@ -47,4 +47,6 @@ block docs/benchmarks-bench.md bench fenced scripts/bench.sh
 block docs/benchmarks.md perf scripts/perf.sh
 # Compression and encoding (API.md v1.2), against the Node reference with V12=1: about 9 minutes.
 block docs/benchmarks.md compression scripts/compression.sh
+# WebTransport beside WebSocket (API.md v1.2; the Node reference has none): about 3 minutes.
+block docs/benchmarks.md webtransport scripts/webtransport.sh
 echo "benchmarks.sh: done; git diff docs/ shows what changed" >&2

@@ -204,7 +204,11 @@ fn draw_matrix(matrix: &Matrix, path: &Path) -> DrawResult {
         .x_labels(pairs.len())
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                let short = |t: &str| if t == "websocket" { "ws".to_string() } else { t.to_string() };
+                let short = |t: &str| match t {
+                    "websocket" => "ws".to_string(),
+                    "webtransport" => "wt".to_string(),
+                    _ => t.to_string(),
+                };
                 pairs.get(*i).map_or(String::new(), |p| format!("{} {}", short(p.transport), p.variant))
             }
             SegmentValue::Last => String::new(),

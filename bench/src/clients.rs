@@ -8,6 +8,8 @@
 //! nothing while the stall signal is on: it neither reads its socket nor asks.
 //! Each asks for the run's compression and encoding (`negotiate`) and reads
 //! whatever the server chose to send: compressed or not, JSON or MessagePack.
+//! WebTransport follows its channel as WebSocket does, over the stream the
+//! server opens (`webtransport`); it has no compression to ask for.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +32,7 @@ use super::inflate::{DEFLATE_OFFER, GzipStream, Inflating, gunzip};
 use super::lane::{Lane, Tally};
 use super::negotiate::{Compression, Encoding, MSGPACK_PROTOCOL, MSGPACK_TYPE, Variant};
 use super::net::{HttpClient, Target};
+use super::webtransport::{Frames, Quic};
 use pushwire::Transport;
 
 /// When clients end.
@@ -67,6 +70,8 @@ pub struct Shared {
     pub stall: watch::Receiver<bool>,
     /// The compression and encoding asked for.
     pub variant: Variant,
+    /// Where WebTransport sessions open, when the run has any.
+    pub quic: Option<Quic>,
 }
 
 /// A client's first word to the run: subscribed (or connected, for polls), or why not.
@@ -100,8 +105,7 @@ pub async fn run(
             Transport::Sse => client.sse().await,
             Transport::LongPoll => client.poll(true).await,
             Transport::Poll => client.poll(false).await,
-            // The bench measures the four transports over TCP; `--transports` names no other.
-            Transport::WebTransport => Err("the bench has no WebTransport client".to_string()),
+            Transport::WebTransport => client.webtransport().await,
         };
         match result {
             Ok(()) => break,
@@ -316,6 +320,52 @@ impl Client {
                     Some(Ok(_)) => {} // pings are answered by tungstenite
                     Some(Err(e)) => return Err(e.to_string()),
                     None => return Err("connection ended".into()),
+                },
+            }
+        }
+    }
+
+    async fn webtransport(&mut self) -> Result<(), String> {
+        if let Some(epoch) = &self.epoch {
+            // Resuming, as WebSocket does.
+            self.cursor = format!("{}:{}:{epoch}", self.shared.channel, self.tally.last);
+        }
+        let shared = self.shared.clone();
+        let quic = shared.quic.as_ref().ok_or("WebTransport was not discovered")?;
+        let encoding = shared.variant.encoding;
+        let format = if encoding == Encoding::Msgpack { "&format=msgpack" } else { "" };
+        let mut session = quic.open(self.index, &format!("{}{format}", self.query())).await?;
+        Lane::count(&self.lane.requests);
+        let result = self.webtransport_frames(&mut session.recv, encoding).await;
+        if result.is_ok() {
+            // A normal close, as the WebSocket client's.
+            session.connection.close(wtransport::VarInt::from_u32(1000), b"");
+        }
+        let quic = session.connection.quic_connection().stats();
+        self.lane.meter.add(quic.udp_rx.bytes, quic.udp_tx.bytes);
+        result
+    }
+
+    async fn webtransport_frames(
+        &mut self,
+        recv: &mut wtransport::RecvStream,
+        encoding: Encoding,
+    ) -> Result<(), String> {
+        let mut frames = Frames::new(encoding);
+        let mut buffer = vec![0; 4096];
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            tokio::select! {
+                signal = self.signal() => match signal {
+                    Signal::End | Signal::Nothing => continue,
+                    Signal::Stall => self.sit_out().await,
+                },
+                read = recv.read(&mut buffer) => match read {
+                    Ok(Some(n)) => frames.feed(&buffer[..n], |frame| self.frame(frame, encoding))?,
+                    Ok(None) => return Err("the server ended the stream".into()),
+                    Err(e) => return Err(e.to_string()),
                 },
             }
         }

@@ -16,6 +16,9 @@ use pushwire::Transport;
 #[derive(Debug)]
 pub struct Lane {
     pub transport: Transport,
+    /// Why the server cannot be measured on this transport (it does not
+    /// offer it): no client runs, the row says so.
+    pub unavailable: Option<String>,
     /// Every byte of every socket these clients opened.
     pub meter: Arc<Meter>,
     pub requests: AtomicU64,
@@ -62,6 +65,7 @@ impl Lane {
     pub fn new(transport: Transport) -> Lane {
         Lane {
             transport,
+            unavailable: None,
             meter: Arc::default(),
             requests: AtomicU64::new(0),
             empty_polls: AtomicU64::new(0),
@@ -74,6 +78,11 @@ impl Lane {
             compressed_messages: AtomicU64::new(0),
             latency: Mutex::new(Latencies { healthy: histogram(), stalled: histogram() }),
         }
+    }
+
+    /// A lane of a transport the server does not offer, and why.
+    pub fn unavailable(transport: Transport, why: String) -> Lane {
+        Lane { unavailable: Some(why), ..Lane::new(transport) }
     }
 
     pub fn count(counter: &AtomicU64) {

@@ -1,4 +1,4 @@
-//! `pushwire bench` (the `pushwire-bench` binary): the four transports side by side, against one publish
+//! `pushwire bench` (the `pushwire-bench` binary): the transports side by side, against one publish
 //! stream, in one run. Without `--url` a server is started in this process
 //! (embedded hub, free port); with it, any server that speaks API.md is
 //! driven (a remote pushwire, the Node reference).
@@ -16,6 +16,8 @@
 //!
 //! - `net`: counted sockets, the target, keep-alive HTTP connections.
 //! - `clients`: one client loop per transport.
+//! - `webtransport`: discovery, shared QUIC endpoints, the session's frames;
+//!   a server without WebTransport (the Node reference) leaves its row `n/a`.
 //! - `negotiate`: compression and encoding asked for; `inflate`: reading
 //!   permessage-deflate (under tungstenite) and gzip.
 //! - `publish`: the publish stream; `payload`: what each message carries.
@@ -37,6 +39,7 @@ mod publish;
 mod report;
 mod stall;
 mod stats;
+mod webtransport;
 
 /// Reads a server's CPU time and memory from `/proc` (also for `examples/churn.rs`).
 pub use probe::Probe;
@@ -71,8 +74,9 @@ use pushwire::server::Running;
 use report::{Matrix, Parameters, Report, TransportRow, per_delivery};
 use stall::Stall;
 use stats::ServerStats;
+use webtransport::Quic;
 
-/// Measures the four transports side by side: latency, completeness, bytes
+/// Measures the transports side by side: latency, completeness, bytes
 /// on the wire and requests per delivered message, and the server's CPU and
 /// memory. Server flags given before `bench` configure the in-process server.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +85,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 
-    /// Transports to measure, comma-separated.
+    /// Transports to measure, comma-separated: ws, sse, long-poll, poll, webtransport.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = transport, default_value = "ws,sse,long-poll,poll")]
     pub transports: Vec<Transport>,
 
@@ -199,7 +203,8 @@ fn transport(s: &str) -> Result<Transport, String> {
         "sse" => Ok(Transport::Sse),
         "long-poll" | "long_poll" => Ok(Transport::LongPoll),
         "poll" | "short-poll" => Ok(Transport::Poll),
-        other => Err(format!("unknown transport '{other}' (expected ws, sse, long-poll, poll)")),
+        "webtransport" | "wt" => Ok(Transport::WebTransport),
+        other => Err(format!("unknown transport '{other}' (expected ws, sse, long-poll, poll, webtransport)")),
     }
 }
 
@@ -264,8 +269,12 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
         return Err(Error::Input(why));
     }
     let files = raise_open_file_limit();
-    // In-process, each connection is two descriptors: the client's and the server's.
-    let needed = connections * if args.url.is_some() { 1 } else { 2 } + 256;
+    // In-process, each TCP connection is two descriptors: the client's and the server's.
+    // WebTransport sessions share a UDP socket per `PER_ENDPOINT`, on either side one.
+    let quic_sessions = if transports.contains(&Transport::WebTransport) { args.clients } else { 0 };
+    let tcp = connections - quic_sessions;
+    let needed =
+        tcp * if args.url.is_some() { 1 } else { 2 } + quic_sessions.div_ceil(webtransport::PER_ENDPOINT) + 256;
     if needed > files {
         let why = format!("{connections} connections need about {needed} open files here; the limit is {files}");
         return Err(Error::Input(why));
@@ -285,16 +294,19 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
     };
     let setup = Arc::new(Meter::default());
     let (cursor, head) = head(&target, args.channel.as_str(), &url, &setup).await?;
+    let (lanes, quic) = lanes(&target, &transports, quic_sessions).await;
+    // The connections the run will hold: none for a transport the server does not offer.
+    let held = args.clients * lanes.iter().filter(|l| l.unavailable.is_none()).count();
     let stats_before = ServerStats::read(&target).await;
 
     let bar = progress_bar(args.no_progress);
     let mut usage = probe.map(Usage::start);
-    let lanes: Vec<Arc<Lane>> = transports.iter().map(|&t| Arc::new(Lane::new(t))).collect();
     let (stop_tx, stop) = watch::channel(Stop::Running);
     let (stall_tx, stall) = watch::channel(false);
     let channel = args.channel.as_str().to_string();
     let poll_interval = args.poll_interval;
-    let shared = Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval, stop, stall, variant });
+    let shared =
+        Arc::new(Shared { target: target.clone(), channel, cursor, poll_interval, stop, stall, variant, quic });
     let mut clients = connect(&lanes, &shared, (args.clients, args.stall), head + 1, &bar).await;
 
     usage.iter_mut().for_each(Usage::connected);
@@ -323,7 +335,7 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
     }
     let stats_after = ServerStats::read(&target).await;
     bar.finish_and_clear();
-    let server_usage = usage.and_then(|u| u.finish(connections));
+    let server_usage = usage.and_then(|u| u.finish(held));
     let bench_cpu_seconds = own.cpu_seconds().zip(own_start).map(|(end, start)| end - start);
     if let Some(local) = &local {
         local.state.ctx.shutdown.trigger();
@@ -338,6 +350,11 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
     if transports.len() < asked.len() {
         notes.push("sse left out: SSE is a text protocol, it has no MessagePack encoding (API.md)".into());
     }
+    if lanes.iter().any(|l| l.transport == Transport::WebTransport && l.unavailable.is_none()) {
+        notes.push(
+            "webtransport bytes are quinn's UDP payload counts: encrypted, QUIC headers and acknowledgements in".into(),
+        );
+    }
     if !target.is_local() {
         notes.push(
             "the server is not on this machine: latencies include the offset between its clock (ts) and ours".into(),
@@ -347,12 +364,16 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
         notes.push(format!("server CPU and memory are of {}", usage.scope));
     }
     // The server's CPU time is of every transport together: one's share is known when it ran alone.
-    let alone_cpu = server_usage.as_ref().filter(|_| lanes.len() == 1).map(|u| u.cpu_seconds);
+    let measured = lanes.iter().filter(|l| l.unavailable.is_none()).count();
+    let alone_cpu = server_usage.as_ref().filter(|_| measured == 1).map(|u| u.cpu_seconds);
     let rows: Vec<TransportRow> = lanes
         .iter()
         .zip(&tallies)
         .map(|(lane, tallies)| {
             let mut row = row(lane, tallies, args.clients, &published.seqs);
+            if lane.unavailable.is_some() {
+                return row;
+            }
             row.server_counts(stats_before.since(&stats_after, lane.transport), alone_cpu);
             row.stall = args.stall.map(|s| stall::row(s.clients, &lane.latency(), tallies, &published.seqs));
             row
@@ -387,6 +408,23 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
         bench_cpu_seconds: bench_cpu_seconds.filter(|_| local.is_none()),
         notes,
     })
+}
+
+/// A lane per transport, and where WebTransport sessions open (`sessions` of
+/// them): a server that offers no WebTransport leaves its lane unavailable.
+async fn lanes(target: &Arc<Target>, transports: &[Transport], sessions: usize) -> (Vec<Arc<Lane>>, Option<Quic>) {
+    let quic = match sessions {
+        0 => None,
+        sessions => Some(Quic::discover(target, sessions).await),
+    };
+    let lanes = transports
+        .iter()
+        .map(|&t| match &quic {
+            Some(Err(why)) if t == Transport::WebTransport => Arc::new(Lane::unavailable(t, why.clone())),
+            _ => Arc::new(Lane::new(t)),
+        })
+        .collect();
+    (lanes, quic.and_then(Result::ok))
 }
 
 /// Fails now, not after the run, when an output file cannot be written;
@@ -481,7 +519,7 @@ async fn connect(
     base: u64,
     bar: &ProgressBar,
 ) -> Vec<Client> {
-    let total = lanes.len() * per_lane;
+    let total = lanes.iter().filter(|l| l.unavailable.is_none()).count() * per_lane;
     bar.set_prefix("connecting");
     bar.set_length(total as u64);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Ready>();
@@ -490,7 +528,7 @@ async fn connect(
     let mut answered = 0;
     // Interleaved over lanes, so that no transport gets the quieter start.
     for index in 0..per_lane {
-        for (l, lane) in lanes.iter().enumerate() {
+        for (l, lane) in lanes.iter().enumerate().filter(|(_, lane)| lane.unavailable.is_none()) {
             if clients.len() - answered >= CONNECTING_AT_ONCE {
                 // unwrap: `ready_tx` is held here, so the channel stays open.
                 failed.extend(ready_rx.recv().await.unwrap().err());
@@ -586,6 +624,7 @@ fn row(lane: &Lane, tallies: &[Tally], clients: usize, published: &[u64]) -> Tra
     let (sent, received) = (lane.meter.written(), lane.meter.read());
     TransportRow {
         transport: lane.transport.id(),
+        unavailable: lane.unavailable.clone(),
         clients,
         connected: tallies.iter().filter(|t| t.connected).count(),
         published: published.len() as u64,
@@ -642,6 +681,8 @@ mod tests {
     fn transports_have_short_and_long_names() {
         assert_eq!(transport("ws"), Ok(Transport::WebSocket));
         assert_eq!(transport("long-poll"), Ok(Transport::LongPoll));
+        assert_eq!(transport("webtransport"), Ok(Transport::WebTransport));
+        assert_eq!(transport("wt"), Ok(Transport::WebTransport));
         assert!(transport("carrier-pigeon").unwrap_err().contains("unknown transport 'carrier-pigeon'"));
         assert!(rate("0").is_err() && rate("-1").is_err() && rate("NaN").is_err());
         assert_eq!(rate("2.5"), Ok(2.5));

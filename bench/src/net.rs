@@ -44,6 +44,12 @@ impl Meter {
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
+
+    /// Adds bytes counted elsewhere (a QUIC connection's own UDP counts).
+    pub fn add(&self, read: u64, written: u64) {
+        self.read.fetch_add(read, Ordering::Relaxed);
+        self.written.fetch_add(written, Ordering::Relaxed);
+    }
 }
 
 pin_project_lite::pin_project! {

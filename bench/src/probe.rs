@@ -134,7 +134,8 @@ impl Usage {
             rss_before_bytes: self.rss_before,
             rss_connected_bytes: self.rss_connected,
             rss_peak_bytes: peak.load(Ordering::Relaxed),
-            rss_per_connection_bytes: self.rss_connected.saturating_sub(self.rss_before) as f64 / connections as f64,
+            rss_per_connection_bytes: self.rss_connected.saturating_sub(self.rss_before) as f64
+                / connections.max(1) as f64,
             deliveries: 0,
             deliveries_per_cpu_second: None,
             cpu_us_per_delivery: None,

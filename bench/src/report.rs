@@ -67,6 +67,9 @@ pub struct Parameters {
 #[derive(Debug, Serialize)]
 pub struct TransportRow {
     pub transport: &'static str,
+    /// Why this transport could not be measured: the server does not offer
+    /// it (WebTransport on the Node reference, or switched off). Its counts are 0.
+    pub unavailable: Option<String>,
     pub clients: usize,
     /// Clients that connected (and, for the streams, were subscribed).
     pub connected: usize,
@@ -229,6 +232,11 @@ impl Report {
             .transports
             .iter()
             .map(|t| {
+                if t.unavailable.is_some() {
+                    let mut cells = vec![t.transport.to_string(), "n/a".to_string()];
+                    cells.resize(header.len(), "-".to_string());
+                    return cells;
+                }
                 vec![
                     t.transport.to_string(),
                     format!("{}/{}", t.connected, t.clients),
@@ -262,6 +270,11 @@ impl Report {
             "bytes/deliv: counted on the bench's sockets, both ways; sent/ and raw/deliv: the server's /api/stats, \
              sent on the wire and before compression; compressed: answers in gzip or deflate (+m: WebSocket messages)"
         );
+        for t in &self.transports {
+            if let Some(why) = &t.unavailable {
+                let _ = writeln!(out, "{}: n/a: {why}", t.transport);
+            }
+        }
         for t in self.transports.iter().filter(|t| t.resets + t.reconnects + t.errors > 0) {
             let _ = writeln!(
                 out,

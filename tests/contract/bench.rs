@@ -1,8 +1,9 @@
 //! `pushwire bench`, the real binary: a small run receives every message
 //! exactly once on every transport and writes its report; its byte counts
 //! agree with the server's own socket counters; it asks for compression and
-//! MessagePack as API.md v1.2 says and reads what comes; bad input is one
-//! line on stderr and exit code 2.
+//! MessagePack as API.md v1.2 says and reads what comes; it follows a channel
+//! over WebTransport too, and reports a server without it as unavailable;
+//! bad input is one line on stderr and exit code 2.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -318,5 +319,115 @@ async fn it_asks_for_compression_and_msgpack_and_reads_what_comes() {
     for label in ["ws compr json", "ws plain msgpack", "sse compr json", "long-poll plain json"] {
         assert!(svg.contains(label), "the chart labels {label}");
     }
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn webtransport_follows_its_channel_beside_websocket_and_receives_every_message_once() {
+    // JSON lines and MessagePack maps over the stream the server opens, each a run of its own.
+    let json = temp("webtransport.json");
+    let extra = [
+        "--transports",
+        "webtransport,ws",
+        "--encoding",
+        "json,msgpack",
+        "--compression",
+        "off",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let out = bench(small(&extra)).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
+    let report = read_json(&json);
+    let runs = report["runs"].as_array().expect("a run per encoding");
+    assert_eq!(runs.len(), 2, "{report}");
+    for run in runs {
+        let encoding = run["parameters"]["encoding"].as_str().unwrap();
+        let rows = run["transports"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|t| t["transport"].as_str().unwrap()).collect();
+        assert_eq!(names, ["webtransport", "websocket"], "{encoding}");
+        for t in rows {
+            let what = format!("{}, {encoding}: {t}", t["transport"]);
+            assert_eq!(t["unavailable"], Value::Null, "{what}");
+            assert_eq!(t["connected"], 3, "{what}");
+            assert_eq!(t["deliveries"], 3 * PUBLISHED, "deliveries = clients × published: {what}");
+            assert_eq!((&t["missing"], &t["duplicates"]), (&Value::from(0), &Value::from(0)), "{what}");
+            assert_eq!((&t["errors"], &t["reconnects"]), (&Value::from(0), &Value::from(0)), "{what}");
+            // One session (or upgrade) a client, none lost.
+            assert_eq!(t["requests"], 3, "{what}");
+            let latency = &t["latency_us"];
+            assert!(latency["p50"].as_u64() > Some(0) && latency["p50"].as_u64() <= latency["max"].as_u64(), "{what}");
+            // The 100 B payload, and QUIC's encryption and headers around it (or WebSocket's framing).
+            assert!(t["wire_bytes_per_delivery"].as_f64().unwrap() > 100.0, "{what}");
+            // The server counted what it sent this transport's sessions (UDP payload for webtransport).
+            assert!(t["server_bytes_sent_per_delivery"].as_f64().unwrap() > 100.0, "{what}");
+        }
+        let wt = &rows[0];
+        // Bytes both ways from quinn's counts: the client's acks go up, the stream comes down.
+        assert!(wt["wire_bytes_received"].as_u64() > wt["wire_bytes_sent"].as_u64(), "{wt}");
+    }
+    assert!(stdout.lines().any(|l| l.starts_with("webtransport ")), "a table row: {stdout}");
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn a_server_without_webtransport_leaves_its_row_unavailable_and_the_rest_runs() {
+    // As against the Node reference, which has no WebTransport: /api/webtransport is a 404.
+    let json = temp("no-webtransport.json");
+    let mut args: Vec<String> =
+        ["--webtransport", "off", "bench", "--transports", "webtransport,ws"].iter().map(|a| a.to_string()).collect();
+    args.extend(small(&["--json", json.to_str().unwrap()]));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pushwire")).args(&args).env_remove("RUST_LOG").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stderr: {}; stdout: {stdout}", out.status, text(&out.stderr));
+    assert!(stdout.contains("webtransport: n/a: the server offers no WebTransport"), "{stdout}");
+    let report = read_json(&json);
+    let rows = report["transports"].as_array().unwrap();
+    let (wt, ws) = (&rows[0], &rows[1]);
+    assert_eq!(wt["transport"], "webtransport", "{report}");
+    assert!(wt["unavailable"].as_str().unwrap().contains("404"), "{wt}");
+    assert_eq!(
+        (&wt["connected"], &wt["deliveries"], &wt["requests"]),
+        (&Value::from(0), &Value::from(0), &Value::from(0))
+    );
+    assert_eq!((&ws["deliveries"], &ws["missing"]), (&Value::from(3 * PUBLISHED), &Value::from(0)), "{ws}");
+    // Only the WebSocket clients were held: the memory per connection is theirs.
+    assert_eq!(report["server_usage"]["connections"], 3, "{report}");
+    let _ = std::fs::remove_file(json);
+}
+
+#[tokio::test]
+async fn its_webtransport_byte_counts_agree_with_the_servers_udp_counts() {
+    // Both sides count UDP payload from quinn's connection stats: what one sent, the other
+    // received, on loopback. The server adds a session's bytes when it ends.
+    let app = spawn_app(HubKind::Memory).await;
+    let json = temp("wt-bytes.json");
+    let url = app.url("");
+    let out = bench(small(&["--url", &url, "--transports", "webtransport", "--json", json.to_str().unwrap()])).await;
+    assert!(out.status.success(), "exit {:?}; stderr: {}", out.status, text(&out.stderr));
+    let report = read_json(&json);
+    let row = &report["transports"][0];
+    assert_eq!((&row["deliveries"], &row["missing"]), (&Value::from(3 * PUBLISHED), &Value::from(0)), "{row}");
+    let (sent, received) = (row["wire_bytes_sent"].as_u64().unwrap(), row["wire_bytes_received"].as_u64().unwrap());
+    assert!(received > 3 * PUBLISHED * 100, "{row}");
+    // Each session's first datagram (the client's Initial, at least 1200 B) reaches the
+    // server's endpoint before the connection exists, and is not in that connection's stats.
+    let first_datagrams = 3 * 1200;
+    let close = |ours: u64, theirs: u64| ours.abs_diff(theirs) as f64 <= 0.02 * ours as f64;
+    let agree = |stats: &Value| {
+        let wt = &stats["transports"]["webtransport"];
+        let (server_sent, server_received) = (wt["bytes_sent"].as_u64(), wt["bytes_received"].as_u64());
+        server_sent.is_some_and(|s| close(received, s))
+            && server_received.is_some_and(|r| sent >= r + first_datagrams && close(sent, r + first_datagrams))
+    };
+    let what =
+        format!("the server's webtransport bytes to agree with the bench's ({sent} B sent, {received} B received)");
+    let stats = app.wait_stats(&what, agree).await;
+    assert_eq!(stats["transports"]["webtransport"]["connections_total"], 3, "{stats}");
     let _ = std::fs::remove_file(json);
 }
