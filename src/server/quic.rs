@@ -112,25 +112,70 @@ pub(crate) fn bind(config: &Config, tcp: SocketAddr) -> io::Result<Option<Bound>
         true => vec![hash(&identity)],
         false => Vec::new(),
     };
-    let endpoint = match Endpoint::server(settings.server_config(settings.bind, identity.clone_identity())) {
-        Ok(endpoint) => endpoint,
+    let socket = match udp_socket(settings.bind) {
+        Ok(socket) => socket,
         Err(e) if config.webtransport_bind.is_none() => {
             tracing::warn!(error = %e, port = tcp.port(), "UDP port taken: WebTransport listens on another");
-            let any = SocketAddr::new(tcp.ip(), 0);
-            Endpoint::server(settings.server_config(any, identity))?
+            udp_socket(SocketAddr::new(tcp.ip(), 0))?
         }
         Err(e) => return Err(io::Error::new(e.kind(), format!("--webtransport-bind {}: {e}", settings.bind))),
     };
+    let endpoint = Endpoint::server(settings.server_config(Some(socket), identity))?;
     let addr = endpoint.local_addr()?;
     let info = Arc::new(WebTransportInfo { addr, certificate_hashes: std::sync::RwLock::new(hashes) });
     Ok(Some(Bound { endpoint: Arc::new(endpoint), config: settings, info }))
 }
 
+/// Bytes of UDP the kernel may hold for the endpoint before it drops
+/// datagrams: its default (~208 KiB) dropped tens of thousands of them in a
+/// fan-out to a thousand sessions (docs/benchmarks.md). The kernel caps what
+/// is asked at `net.core.rmem_max`.
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The endpoint's socket, with room for bursts.
+fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    // Linux reports double what it keeps; short of half of what was asked, say why.
+    if let Ok(got) = socket.recv_buffer_size()
+        && got < UDP_BUFFER
+    {
+        tracing::info!(
+            bytes = got,
+            "WebTransport's UDP receive buffer is small: raise net.core.rmem_max (e.g. to {UDP_BUFFER}) against drops"
+        );
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// QUIC's limits for a WebTransport session: the client opens one
+/// bidirectional stream (its CONNECT) and HTTP/3's three unidirectional
+/// ones; v1.2 uses no stream of its own besides the server's. quinn keeps
+/// state for every stream a peer may open, so the default 100 of each cost
+/// every idle session kilobytes for nothing.
+fn transport() -> wtransport::quinn::TransportConfig {
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(4));
+    transport.max_concurrent_uni_streams(wtransport::quinn::VarInt::from_u32(8));
+    transport
+}
+
 impl ServerSettings {
-    fn server_config(&self, bind: SocketAddr, identity: Identity) -> ServerConfig {
-        ServerConfig::builder()
-            .with_bind_address(bind)
-            .with_identity(identity)
+    /// A config for a new endpoint on `socket`, or (`None`) for a running one
+    /// whose socket stays (a renewal).
+    fn server_config(&self, socket: Option<std::net::UdpSocket>, identity: Identity) -> ServerConfig {
+        let bound = match socket {
+            Some(socket) => ServerConfig::builder().with_bind_socket(socket),
+            None => ServerConfig::builder().with_bind_address(self.bind),
+        };
+        bound
+            .with_custom_transport(identity, transport())
             .keep_alive_interval(Some(self.keep_alive))
             .max_idle_timeout(Some(self.idle))
             // unwrap: a timeout of seconds fits QUIC's varint.
@@ -388,7 +433,7 @@ async fn renew(endpoint: Arc<Endpoint<Server>>, settings: ServerSettings, info: 
             () = shutdown.wait() => return,
             () = tokio::time::sleep(SWITCH_AFTER - ANNOUNCE_AFTER) => {}
         }
-        match endpoint.reload_config(settings.server_config(settings.bind, next), false) {
+        match endpoint.reload_config(settings.server_config(None, next), false) {
             Ok(()) => set_hashes(&info, |hashes| hashes.retain(|h| *h == next_hash)),
             Err(e) => tracing::error!(error = %e, "could not renew the WebTransport certificate"),
         }
