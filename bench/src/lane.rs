@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::net::Meter;
-use pushwire::Transport;
+use pushwire_client::{Meter, Transport};
+
+pub use pushwire_client::Judged;
 
 /// One transport's clients, counted together.
 #[derive(Debug)]
@@ -99,14 +100,13 @@ impl Lane {
         self.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A message frame arrived at client `tally`: its seq is tallied and
-    /// `received − ts` recorded.
-    pub fn delivered(&self, tally: &mut Tally, seq: u64, ts: u64) {
+    /// A message frame arrived at a client (one that `stalled`, or not):
+    /// `received − ts` is recorded.
+    pub fn delivered(&self, stalled: bool, ts: u64) {
         let latency = now_micros().saturating_sub(ts);
-        tally.record(seq);
         Lane::count(&self.deliveries);
         let mut latencies = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let histogram = if tally.stalled { &mut latencies.stalled } else { &mut latencies.healthy };
+        let histogram = if stalled { &mut latencies.stalled } else { &mut latencies.healthy };
         histogram.saturating_record(latency);
     }
 
@@ -128,14 +128,10 @@ pub fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The seqs one client received, from the run's first seq (`base`) on.
+/// What one client received (its seqs, tallied by `pushwire_client`), and how it went.
 #[derive(Debug, Clone)]
 pub struct Tally {
-    base: u64,
-    /// Times each seq `base + i` arrived (saturating).
-    counts: Vec<u8>,
-    /// The highest seq received, `base − 1` before any.
-    pub last: u64,
+    pub seqs: pushwire_client::Tally,
     /// Whether the client connected at all.
     pub connected: bool,
     /// Whether it is one of the clients that stall (`--stall`).
@@ -145,72 +141,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A client that received nothing from the run's first seq `base` on.
     pub fn new(base: u64) -> Tally {
-        Tally {
-            base,
-            counts: Vec::new(),
-            last: base.saturating_sub(1),
-            connected: false,
-            stalled: false,
-            reconnects: 0,
-        }
+        Tally { seqs: pushwire_client::Tally::new(base), connected: false, stalled: false, reconnects: 0 }
     }
 
-    pub fn record(&mut self, seq: u64) {
-        self.last = self.last.max(seq);
-        let Some(i) = seq.checked_sub(self.base) else { return }; // history from before the run
-        let i = i as usize;
-        if i >= self.counts.len() {
-            self.counts.resize(i + 1, 0);
-        }
-        self.counts[i] = self.counts[i].saturating_add(1);
-    }
-
-    /// This client's account of the `published` seqs (others, such as a
-    /// foreign publisher's, are left out).
+    /// This client's account of the `published` seqs.
     pub fn judge(&self, published: &[u64]) -> Judged {
-        let mut judged = Judged::default();
-        for &seq in published {
-            let count = seq.checked_sub(self.base).and_then(|i| self.counts.get(i as usize)).copied().unwrap_or(0);
-            judged.deliveries += u64::from(count);
-            judged.missing += u64::from(count == 0);
-            judged.duplicates += u64::from(count.saturating_sub(1));
-        }
-        judged
-    }
-}
-
-/// Published messages received (copies included), never received, and received again.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Judged {
-    pub deliveries: u64,
-    pub missing: u64,
-    pub duplicates: u64,
-}
-
-impl std::ops::AddAssign for Judged {
-    fn add_assign(&mut self, other: Judged) {
-        self.deliveries += other.deliveries;
-        self.missing += other.missing;
-        self.duplicates += other.duplicates;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tally_tells_missing_and_duplicate_seqs_of_the_published_ones() {
-        let mut tally = Tally::new(11);
-        assert_eq!(tally.last, 10);
-        for seq in [3, 11, 12, 12, 14, 14, 14, 20] {
-            tally.record(seq);
-        }
-        assert_eq!(tally.last, 20);
-        // 13 and 15 missing; 12 once extra, 14 twice; 20 was not ours; 3 predates the run.
-        assert_eq!(tally.judge(&[11, 12, 13, 14, 15]), Judged { deliveries: 6, missing: 2, duplicates: 3 });
-        assert_eq!(Tally::new(1).judge(&[1, 2]), Judged { deliveries: 0, missing: 2, duplicates: 0 });
+        self.seqs.judge(published)
     }
 }
 

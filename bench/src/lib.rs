@@ -14,12 +14,13 @@
 //! `/api/stats` (sent, and sent before compression). `--compression` and
 //! `--encoding` lists make one run per combination, one after the other.
 //!
-//! - `net`: counted sockets, the target, keep-alive HTTP connections.
-//! - `clients`: one client loop per transport.
-//! - `webtransport`: discovery, shared QUIC endpoints, the session's frames;
-//!   a server without WebTransport (the Node reference) leaves its row `n/a`.
-//! - `negotiate`: compression and encoding asked for; `inflate`: reading
-//!   permessage-deflate (under tungstenite) and gzip.
+//! The clients are `pushwire-client`'s (`client/`): its counted sockets and
+//! keep-alive HTTP connections, its followers (one loop per transport), its
+//! WebTransport discovery and shared QUIC endpoints (a server without
+//! WebTransport, the Node reference, leaves its row `n/a`), its compression
+//! and encoding negotiation.
+//!
+//! - `clients`: the run's followers, counted into their lanes.
 //! - `publish`: the publish stream; `payload`: what each message carries.
 //! - `stats`: the server's `/api/stats` over a run.
 //! - `lane`: per-transport counters and per-client seq tallies.
@@ -29,17 +30,13 @@
 
 mod chart;
 mod clients;
-mod inflate;
 mod lane;
-mod negotiate;
-mod net;
 mod payload;
 mod probe;
 mod publish;
 mod report;
 mod stall;
 mod stats;
-mod webtransport;
 
 /// Reads a server's CPU time and memory from `/proc` (also for `examples/churn.rs`).
 pub use probe::Probe;
@@ -61,20 +58,17 @@ use tokio::time::timeout;
 use clients::{Ready, Shared, Stop};
 use lane::Latency;
 use lane::{Judged, Lane, Tally};
-use negotiate::{Compression, Encoding, Variant};
-use net::{HttpClient, Meter, Target};
 use payload::PayloadKind;
 use probe::Usage;
 use publish::Plan;
-use pushwire::Transport;
 use pushwire::config::{Config, at_least_one, positive_duration};
 use pushwire::hub::MemoryHub;
 use pushwire::message::ChannelName;
 use pushwire::server::Running;
+use pushwire_client::{Compression, Encoding, HttpClient, Meter, PER_ENDPOINT, Quic, Target, Transport, Variant};
 use report::{Matrix, Parameters, Report, TransportRow, per_delivery};
 use stall::Stall;
 use stats::ServerStats;
-use webtransport::Quic;
 
 /// Measures the transports side by side: latency, completeness, bytes
 /// on the wire and requests per delivered message, and the server's CPU and
@@ -197,15 +191,9 @@ pub async fn main(args: BenchArgs, server: Config) -> ExitCode {
     }
 }
 
+/// A `--transports` entry, as `pushwire-client` reads it.
 fn transport(s: &str) -> Result<Transport, String> {
-    match s.trim() {
-        "ws" | "websocket" => Ok(Transport::WebSocket),
-        "sse" => Ok(Transport::Sse),
-        "long-poll" | "long_poll" => Ok(Transport::LongPoll),
-        "poll" | "short-poll" => Ok(Transport::Poll),
-        "webtransport" | "wt" => Ok(Transport::WebTransport),
-        other => Err(format!("unknown transport '{other}' (expected ws, sse, long-poll, poll, webtransport)")),
-    }
+    s.trim().parse()
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -273,8 +261,7 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
     // WebTransport sessions share a UDP socket per `PER_ENDPOINT`, on either side one.
     let quic_sessions = if transports.contains(&Transport::WebTransport) { args.clients } else { 0 };
     let tcp = connections - quic_sessions;
-    let needed =
-        tcp * if args.url.is_some() { 1 } else { 2 } + quic_sessions.div_ceil(webtransport::PER_ENDPOINT) + 256;
+    let needed = tcp * if args.url.is_some() { 1 } else { 2 } + quic_sessions.div_ceil(PER_ENDPOINT) + 256;
     if needed > files {
         let why = format!("{connections} connections need about {needed} open files here; the limit is {files}");
         return Err(Error::Input(why));
@@ -286,7 +273,11 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
             (format!("http://{}", local.addr), Some(local))
         }
     };
-    let target = Arc::new(Target::resolve(&url, args.token.as_deref(), connections).await?);
+    let target = Arc::new(
+        Target::resolve(&url, args.token.as_deref(), connections)
+            .await
+            .map_err(|e| Error::Input(format!("--url {e}")))?,
+    );
     let probe = match (args.server_pid, &local) {
         (Some(pid), _) => Some(Probe::pid(pid)?),
         (None, Some(_)) => Some(Probe::this_process()),
@@ -412,7 +403,7 @@ async fn run(args: &BenchArgs, server: Config, variant: Variant) -> Result<Repor
 
 /// A lane per transport, and where WebTransport sessions open (`sessions` of
 /// them): a server that offers no WebTransport leaves its lane unavailable.
-async fn lanes(target: &Arc<Target>, transports: &[Transport], sessions: usize) -> (Vec<Arc<Lane>>, Option<Quic>) {
+async fn lanes(target: &Arc<Target>, transports: &[Transport], sessions: usize) -> (Vec<Arc<Lane>>, Option<Arc<Quic>>) {
     let quic = match sessions {
         0 => None,
         sessions => Some(Quic::discover(target, sessions).await),
@@ -424,7 +415,7 @@ async fn lanes(target: &Arc<Target>, transports: &[Transport], sessions: usize) 
             _ => Arc::new(Lane::new(t)),
         })
         .collect();
-    (lanes, quic.and_then(Result::ok))
+    (lanes, quic.and_then(Result::ok).map(Arc::new))
 }
 
 /// Fails now, not after the run, when an output file cannot be written;

@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::net::{HttpClient, Meter, Target};
 use super::payload::PayloadKind;
+use pushwire_client::{HttpClient, Meter, Target};
 
 /// Publishes in flight at most (and so connections in the pool).
 const MAX_IN_FLIGHT: usize = 256;

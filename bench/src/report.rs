@@ -8,9 +8,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::lane::Latency;
-use super::negotiate::{Compression, Encoding};
 use super::stall::{StallParameters, StallRow};
 use super::stats::Moved;
+use pushwire_client::{Compression, Encoding};
 
 #[derive(Debug, Serialize)]
 pub struct Report {

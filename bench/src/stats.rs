@@ -14,8 +14,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use tokio::time::timeout;
 
-use super::net::{HttpClient, Meter, Target};
-use pushwire::Transport;
+use pushwire_client::{HttpClient, Meter, Target, Transport};
 
 /// One reading of `/api/stats`: its `transports` object.
 #[derive(Debug, Default)]

@@ -278,6 +278,12 @@ impl<S: AsyncWrite> AsyncWrite for Inflating<S> {
 /// compressor after every event, so each piece completes the events it carries.
 pub struct GzipStream(GzDecoder<Vec<u8>>);
 
+impl Default for GzipStream {
+    fn default() -> GzipStream {
+        GzipStream::new()
+    }
+}
+
 impl GzipStream {
     pub fn new() -> GzipStream {
         GzipStream(GzDecoder::new(Vec::new()))

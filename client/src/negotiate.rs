@@ -1,30 +1,32 @@
-//! What the clients ask the server for (API.md v1.2), and how they read the
-//! answer: `--compression` (WebSocket offers permessage-deflate and HTTP
+//! What a client asks the server for (API.md v1.2), and how it reads the
+//! answer: compression (WebSocket offers permessage-deflate and HTTP
 //! clients send `Accept-Encoding: gzip`, as every browser does) and
-//! `--encoding` (MessagePack: the `pushwire.msgpack` subprotocol, or
-//! `Accept: application/msgpack` on polls; SSE is text only). Each flag takes
-//! a list; every combination is a run of its own, one after the other.
+//! encoding (MessagePack: the `pushwire.msgpack` subprotocol, or
+//! `Accept: application/msgpack` on polls; SSE is text only). A [`Variant`] is
+//! one choice of both.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use pushwire::Transport;
+use crate::Transport;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     On,
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     Json,
     Msgpack,
 }
 
-/// One run's choice of both.
+/// One choice of both (the default: uncompressed JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Variant {
     pub compression: Compression,
@@ -35,6 +37,12 @@ pub struct Variant {
 pub const MSGPACK_PROTOCOL: &str = "pushwire.msgpack";
 /// The media type of MessagePack answers.
 pub const MSGPACK_TYPE: &str = "application/msgpack";
+
+impl Default for Variant {
+    fn default() -> Variant {
+        Variant { compression: Compression::Off, encoding: Encoding::Json }
+    }
+}
 
 impl Compression {
     pub fn name(self) -> &'static str {

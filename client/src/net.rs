@@ -1,4 +1,4 @@
-//! The bench's own sockets. Every byte a client reads or writes passes through
+//! The client's own sockets. Every byte a client reads or writes passes through
 //! a [`Counted`] stream, so its figures include what the server's socket-level
 //! counters include: HTTP heads, chunked framing, the WebSocket handshake and
 //! frame headers (plain `http://` only: no TLS is spoken).
@@ -23,8 +23,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-
-use super::Error;
 
 /// Connections one loopback source address carries before the next is used.
 pub const PER_SOURCE: usize = 10_000;
@@ -121,12 +119,12 @@ pub struct Target {
 impl Target {
     /// Resolves `url` (`http://host[:port][/]`). `connections` is how many the
     /// run will open, which decides whether source addresses are spread.
-    pub async fn resolve(url: &str, token: Option<&str>, connections: usize) -> Result<Target, Error> {
-        let bad = |why: &str| Error::Input(format!("--url {url}: {why}"));
+    pub async fn resolve(url: &str, token: Option<&str>, connections: usize) -> Result<Target, String> {
+        let bad = |why: &str| format!("{url}: {why}");
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(bad("https is not supported by the bench; give the plain http:// address")),
+            Some("https") => return Err(bad("https is not supported by this client; give the plain http:// address")),
             _ => return Err(bad("expected http://host:port")),
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
@@ -149,6 +147,12 @@ impl Target {
         };
         let authorization = token.map(|t| format!("Bearer {t}"));
         Ok(Target { addr, authority: authority.to_string(), authorization, sources })
+    }
+
+    /// Connects from `source` (one local address) instead of the default one.
+    pub fn from_source(mut self, source: IpAddr) -> Target {
+        self.sources = vec![source];
+        self
     }
 
     /// The `Authorization` header value, when a token was given.
@@ -184,8 +188,8 @@ impl Target {
         if !body.is_empty() {
             builder = builder.header("content-type", "application/json");
         }
-        // unwrap: the path is built by the bench from a validated channel
-        // name, and the header values were checked when the target resolved.
+        // unwrap: the path is built by the caller from channel names, and
+        // the header values were checked when the target resolved.
         builder.body(Full::new(body)).unwrap()
     }
 }

@@ -1,4 +1,4 @@
-//! WebTransport (API.md v1.2) as the bench speaks it: discovery, shared
+//! WebTransport (API.md v1.2) as this client speaks it: discovery, shared
 //! client endpoints, and the session's stream cut into frames.
 //!
 //! `GET /api/webtransport` names the session URL and the hash of the
@@ -26,8 +26,8 @@ use wtransport::endpoint::endpoint_side::Client as ClientSide;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
-use super::negotiate::Encoding;
-use super::net::{HttpClient, Meter, Target};
+use crate::negotiate::Encoding;
+use crate::net::{HttpClient, Meter, Target};
 
 /// Sessions one client endpoint (UDP socket) carries.
 pub const PER_ENDPOINT: usize = 100;
@@ -65,7 +65,7 @@ struct CertificateHash {
 /// One open session: its connection and the stream the server opened.
 pub struct Session {
     pub connection: Connection,
-    /// The client's half of the stream, held open and unused: the bench publishes over HTTP.
+    /// The client's half of the stream, held open and unused: publishes go over HTTP.
     _send: SendStream,
     pub recv: RecvStream,
 }
@@ -94,9 +94,9 @@ impl Quic {
             .map_err(|e| format!("GET /api/webtransport does not answer as API.md says: {e}"))?;
         let hashes = discovery.certificate_hashes.iter().map(digest).collect::<Result<Vec<_>, _>>()?;
         if hashes.is_empty() {
-            // A configured certificate: the bench, like the rest of it, trusts no CA.
+            // A configured certificate: this client, like the rest of it, trusts no CA.
             return Err(
-                "the server names no certificate hash (a configured certificate): the bench cannot verify it".into()
+                "the server names no certificate hash (a configured certificate): this client cannot verify it".into(),
             );
         }
         let endpoints = (0..sessions.div_ceil(PER_ENDPOINT).max(1))
@@ -134,7 +134,7 @@ const RECEIVE_BUFFER: libc::c_int = 4 * 1024 * 1024;
 /// A client endpoint's socket, dual-stack, with room for a burst: one publish is a
 /// packet to each of its sessions at once, which the default buffer (208 KiB, a few
 /// hundred packets with the kernel's overhead) drops when the endpoint's task is a
-/// moment late, and QUIC then spends its loss recovery on the bench's own shortfall.
+/// moment late, and QUIC then spends its loss recovery on the client's own shortfall.
 fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind("[::]:0").or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);

@@ -3,16 +3,12 @@
 //! real client does; and the check that what they received holds every
 //! acknowledged message exactly once and in order, or a reset covering it.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde_json::Value;
-use tokio::net::TcpSocket;
-use tokio_tungstenite::MaybeTlsStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use pushwire_client::{Event, Follow, Target};
+use serde_json::{Value, json};
 
 /// A publish the server acknowledged (201).
 #[derive(Debug, Clone)]
@@ -34,17 +30,8 @@ impl Acked {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    WebSocket,
-    Sse,
-    LongPoll,
-    Poll,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 4] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::Poll];
-}
+/// Which transport a follower uses: the client library's (`pushwire-client`).
+pub use pushwire_client::Transport;
 
 /// A follower's frames (the `subscribed` of its first connection, then every
 /// `message` and `reset`, as received), and its reconnects.
@@ -54,125 +41,34 @@ pub struct Follower {
     pub reconnects: std::sync::atomic::AtomicUsize,
 }
 
-/// Where a follower is: per channel, `(epoch, seq)`.
-type Position = HashMap<String, (String, u64)>;
-
 /// Follows `channels` at `base` (`http://host:port`) from local address
-/// `from`, for ever: run it as a task and abort it when done.
+/// `from`, for ever: run it as a task and abort it when done. The following
+/// (resume from the follower's own position, reconnects) is `pushwire-client`'s;
+/// this logs what it reports, as the frames the check replays.
 pub async fn follow(transport: Transport, base: String, from: IpAddr, channels: Vec<String>, me: Arc<Follower>) {
-    let http = reqwest::Client::builder().local_address(from).build().unwrap();
-    let mut position = Position::new();
-    let mut last_event_id: Option<String> = None;
-    let list = channels.join(",");
-    loop {
-        let cursor: Vec<String> = position.iter().map(|(c, (e, s))| format!("{c}:{s}:{e}")).collect();
-        let cursor = cursor.join(",");
-        match transport {
-            Transport::WebSocket => {
-                let url = format!("{}/ws?channels={list}&cursor={cursor}", base.replace("http://", "ws://"));
-                if let Some(mut stream) = ws_from(from, &url).await {
-                    while let Some(Ok(frame)) = stream.next().await {
-                        if let WsMessage::Text(text) = frame {
-                            record(&mut position, &me, serde_json::from_str(&text).unwrap());
-                        }
-                    }
-                }
+    let target = Arc::new(Target::resolve(&base, None, 1).await.unwrap().from_source(from));
+    let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let log = |frame: Value| me.log.lock().unwrap().push(frame);
+    Follow::new(transport, target, &channels)
+        .poll_interval(Duration::from_millis(200))
+        .long_poll_timeout(Duration::from_secs(5))
+        .idle(Duration::from_secs(5))
+        .run(&mut |event: Event<'_>| match event {
+            Event::Subscribed { channel, seq, epoch } => {
+                log(json!({"type": "subscribed", "channel": channel, "seq": seq, "epoch": epoch}))
             }
-            Transport::Sse => {
-                let mut request = http.get(format!("{base}/sse?channels={list}"));
-                if let Some(id) = &last_event_id {
-                    request = request.header("last-event-id", id);
-                }
-                if let Ok(response) = request.send().await
-                    && response.status() == 200
-                {
-                    let mut body = response.bytes_stream();
-                    let mut buf = String::new();
-                    while let Some(Ok(bytes)) = body.next().await {
-                        buf.push_str(std::str::from_utf8(&bytes).unwrap());
-                        while let Some(end) = buf.find("\n\n") {
-                            let block: String = buf.drain(..end + 2).collect();
-                            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
-                                last_event_id = Some(id.to_string());
-                            }
-                            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                                record(&mut position, &me, serde_json::from_str(data).unwrap());
-                            }
-                        }
-                    }
-                }
+            Event::Message { channel, seq, ts, .. } => {
+                log(json!({"type": "message", "channel": channel, "seq": seq, "ts": ts}))
             }
-            Transport::LongPoll | Transport::Poll => {
-                let path = if transport == Transport::Poll { "poll" } else { "long-poll" };
-                let url = format!("{base}/{path}?channels={list}&cursor={cursor}&timeout=5");
-                if let Ok(response) = http.get(url).send().await
-                    && response.status() == 200
-                    && let Ok(answer) = response.json::<Value>().await
-                {
-                    for frame in
-                        answer["resets"].as_array().unwrap().iter().chain(answer["messages"].as_array().unwrap())
-                    {
-                        record(&mut position, &me, frame.clone());
-                    }
-                    // The answer's cursor is where to go on; it names every channel.
-                    for entry in answer["cursor"].as_str().unwrap().split(',') {
-                        let mut parts = entry.split(':');
-                        if let (Some(c), Some(s), Some(e)) = (parts.next(), parts.next(), parts.next()) {
-                            let seq: u64 = s.parse().unwrap();
-                            if position.contains_key(c) {
-                                position.insert(c.to_string(), (e.to_string(), seq));
-                            } else {
-                                // The first answer says where this client starts, as `subscribed` does.
-                                let start =
-                                    serde_json::json!({"type": "subscribed", "channel": c, "seq": seq, "epoch": e});
-                                record(&mut position, &me, start);
-                            }
-                        }
-                    }
-                    if transport == Transport::Poll {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    continue;
-                }
+            Event::Reset { channel, seq, epoch } => {
+                log(json!({"type": "reset", "channel": channel, "seq": seq, "epoch": epoch}))
             }
-        }
-        me.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..200))).await;
-    }
-}
-
-/// A WebSocket from local address `from`, `None` if it cannot be opened.
-async fn ws_from(
-    from: IpAddr,
-    url: &str,
-) -> Option<tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
-    let target: SocketAddr = url.strip_prefix("ws://")?.split('/').next()?.parse().ok()?;
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind(SocketAddr::new(from, 0)).ok()?;
-    let tcp = tokio::time::timeout(Duration::from_secs(5), socket.connect(target)).await.ok()?.ok()?;
-    let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.ok()?;
-    Some(stream)
-}
-
-/// Keeps a follower's position and logs what the check needs.
-fn record(position: &mut Position, me: &Follower, frame: Value) {
-    let Some(channel) = frame["channel"].as_str().map(String::from) else { return };
-    let seq = frame["seq"].as_u64().unwrap_or(0);
-    let mut log = me.log.lock().unwrap();
-    match frame["type"].as_str() {
-        Some("subscribed") => {
-            if position.contains_key(&channel) {
-                return; // a resumed subscription: the position is the client's own
+            Event::Lost(_) => {
+                me.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            position.insert(channel, (frame["epoch"].as_str().unwrap().into(), seq));
-        }
-        Some("message") => position.entry(channel).or_default().1 = seq,
-        Some("reset") => {
-            position.insert(channel, (frame["epoch"].as_str().unwrap().into(), seq));
-        }
-        _ => return,
-    }
-    log.push(frame);
+            _ => {}
+        })
+        .await;
 }
 
 /// What a follower's log proves about one channel.

@@ -9,6 +9,7 @@ mod access;
 mod base_path;
 mod bench;
 mod canary;
+mod client;
 mod cluster;
 mod compression;
 mod dashboard_api;

@@ -523,7 +523,7 @@ async fn start_followers(
     channels: &[String],
 ) -> (Vec<(Transport, Arc<Follower>)>, Vec<tokio::task::JoinHandle<()>>) {
     let followers: Vec<(Transport, Arc<Follower>)> =
-        Transport::ALL.iter().map(|t| (*t, Arc::new(Follower::default()))).collect();
+        Transport::TCP.iter().map(|t| (*t, Arc::new(Follower::default()))).collect();
     let tasks = followers
         .iter()
         .map(|(t, me)| tokio::spawn(follow(*t, app.url(""), [127, 0, 0, 1].into(), channels.to_vec(), me.clone())))

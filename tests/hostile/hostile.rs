@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::common::*;
+use pushwire_client::{Event, Follow, Target, Transport};
 
 /// How long the attack lasts.
 const SOAK: Duration = Duration::from_secs(30);
@@ -198,30 +199,23 @@ struct Seen {
     resets: usize,
 }
 
-/// Follows the stream by long or short polling from `start`.
-async fn honest_poll(http: reqwest::Client, addr: SocketAddr, long: bool, until: u64, start: String) -> Seen {
+/// Follows the stream from `start` over `transport` with `pushwire-client`,
+/// reconnecting from its own position, until it holds seq `until`.
+async fn follow_honestly(transport: Transport, addr: SocketAddr, until: u64, start: String) -> Seen {
+    let target = Arc::new(Target::resolve(&format!("http://{addr}"), None, 1).await.unwrap());
     let mut seen = Seen::default();
-    let mut cursor = start;
-    while seen.seqs.last().copied().unwrap_or(0) < until {
-        let url = if long {
-            format!("http://{addr}/long-poll?channels=honest&timeout=5&cursor={cursor}")
-        } else {
-            format!("http://{addr}/poll?channels=honest&cursor={cursor}")
-        };
-        let answer = match http.get(&url).send().await {
-            Ok(response) if response.status() == 200 => response.json::<Value>().await.unwrap(),
-            _ => {
-                sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        seen.resets += answer["resets"].as_array().unwrap().len();
-        seen.seqs.extend(seqs(answer["messages"].as_array().unwrap()));
-        cursor = answer["cursor"].as_str().unwrap().to_string();
-        if !long {
-            sleep(Duration::from_millis(200)).await;
-        }
-    }
+    Follow::new(transport, target, &["honest"])
+        .cursor(&start)
+        .until(until)
+        .poll_interval(Duration::from_millis(200))
+        .long_poll_timeout(Duration::from_secs(5))
+        .idle(PATIENCE)
+        .run(&mut |event: Event<'_>| match event {
+            Event::Message { seq, .. } => seen.seqs.push(seq),
+            Event::Reset { .. } => seen.resets += 1,
+            _ => {}
+        })
+        .await;
     seen
 }
 
@@ -259,16 +253,7 @@ async fn under_attack_honest_clients_lose_nothing_and_memory_stays_bounded() {
 
     let mut honest = Vec::new();
     for i in 0..50 {
-        let http = http.clone();
-        let start = start.clone();
-        honest.push(tokio::spawn(async move {
-            match i % 4 {
-                0 => honest_ws(addr, total, &start).await,
-                1 => honest_sse(http, addr, total, &start).await,
-                2 => honest_poll(http, addr, true, total, start).await,
-                _ => honest_poll(http, addr, false, total, start).await,
-            }
-        }));
+        honest.push(tokio::spawn(follow_honestly(Transport::TCP[i % 4], addr, total, start.clone())));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -332,60 +317,6 @@ async fn publish_once(http: &reqwest::Client, server: &Server, seq: u64) -> Valu
         assert!(Instant::now() < deadline, "publish {seq} never got through");
         sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Follows the stream over WebSocket from `start`, reconnecting from its cursor.
-async fn honest_ws(addr: SocketAddr, until: u64, start: &str) -> Seen {
-    let mut seen = Seen::default();
-    let mut cursor = start.to_string();
-    while seen.seqs.last().copied().unwrap_or(0) < until {
-        let url = format!("ws://{addr}/ws?channels=honest&cursor={cursor}");
-        let Ok(Ok((mut ws, _))) = timeout(PATIENCE, tokio_tungstenite::connect_async(&url)).await else {
-            sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        while let Ok(Some(Ok(message))) = timeout(PATIENCE, ws.next()).await {
-            let WsMessage::Text(text) = message else { continue };
-            let frame: Value = serde_json::from_str(&text).unwrap();
-            match frame["type"].as_str() {
-                Some("message") => {
-                    let seq = frame["seq"].as_u64().unwrap();
-                    seen.seqs.push(seq);
-                    cursor = format!("honest:{seq}");
-                }
-                Some("reset") => seen.resets += 1,
-                _ => {}
-            }
-            if seen.seqs.last().copied().unwrap_or(0) >= until {
-                let _ = ws.close(None).await;
-                break;
-            }
-        }
-    }
-    seen
-}
-
-/// Follows the stream over SSE from `start`, reconnecting with Last-Event-ID as EventSource does.
-async fn honest_sse(http: reqwest::Client, addr: SocketAddr, until: u64, start: &str) -> Seen {
-    let mut seen = Seen::default();
-    let mut last_id = start.to_string();
-    while seen.seqs.last().copied().unwrap_or(0) < until {
-        let mut sse = Sse::open(&http, &format!("http://{addr}/sse?channels=honest"), Some(&last_id)).await;
-        while let Some(block) = timeout(PATIENCE, sse.block()).await.ok().flatten() {
-            if let Some(id) = &block.id {
-                last_id = id.clone();
-            }
-            match block.event.as_deref() {
-                Some("message") => seen.seqs.push(block.json()["seq"].as_u64().unwrap()),
-                Some("reset") => seen.resets += 1,
-                _ => {}
-            }
-            if seen.seqs.last().copied().unwrap_or(0) >= until {
-                break;
-            }
-        }
-    }
-    seen
 }
 
 /// Random bytes where a client can put them: query strings, Last-Event-ID,
