@@ -1,8 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium`), driven
 //! over the DevTools protocol, against a server started by the test.
 
-#[path = "../common/mod.rs"]
-mod common;
+use pushwire_testkit as common;
 mod encoding;
 mod lab;
 mod webtransport;

@@ -1,6 +1,5 @@
 //! Test harness: a real pushwire server on port 0, and real clients for each
 //! transport (tokio-tungstenite, reqwest reading the raw SSE stream).
-#![allow(dead_code)]
 
 pub mod browser;
 pub mod follow;
@@ -10,7 +9,6 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod relay;
 pub mod wsraw;
-#[allow(unused_imports)] // each test binary uses a part
 pub use redis_cluster::{RedisCluster, fresh_prefix, shared_cluster};
 pub use redis_server::RedisServer;
 
@@ -600,7 +598,7 @@ macro_rules! for_each_hub {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test($crate::common::HubKind::Memory).await
+                    super::$test($crate::HubKind::Memory).await
                 }
             )*
         }
@@ -608,7 +606,7 @@ macro_rules! for_each_hub {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test($crate::common::HubKind::Redis).await
+                    super::$test($crate::HubKind::Redis).await
                 }
             )*
         }
@@ -616,7 +614,7 @@ macro_rules! for_each_hub {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test($crate::common::HubKind::Cluster).await
+                    super::$test($crate::HubKind::Cluster).await
                 }
             )*
         }

@@ -2,8 +2,8 @@
 //! of API.md against every hub, and beside it the limits, TLS and HTTP/2, the
 //! network lab's endpoints, the binary's process behaviour and the bench tool.
 
-#[path = "../common/mod.rs"]
-mod common;
+use pushwire_testkit as common;
+use pushwire_testkit::for_each_hub;
 
 mod access;
 mod base_path;

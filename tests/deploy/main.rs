@@ -4,8 +4,7 @@
 //! four transports between two instances configured as Compose configures
 //! them, on one Redis (`cluster`).
 
-#[path = "../common/mod.rs"]
-mod common;
+use pushwire_testkit as common;
 
 mod chaos;
 mod cluster;

@@ -2,8 +2,7 @@
 //! peak memory under attack, which the contract suite's many concurrent
 //! tests (three hubs, a Redis Cluster) would inflate by starving it of CPU.
 
-#[path = "../common/mod.rs"]
-mod common;
+use pushwire_testkit as common;
 
 mod hostile;
 mod http2;

@@ -4,8 +4,7 @@
 //! and an upgrade after the proxy is reconfigured. `base_path`: everything
 //! behind a gateway that mounts the server under a path.
 
-#[path = "../common/mod.rs"]
-mod common;
+use pushwire_testkit as common;
 
 mod base_path;
 
