@@ -143,10 +143,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let running = pushwire::server::start(config.clone(), hub.clone(), listener)?;
     let ctx = running.state.ctx.clone();
 
+    // Where WebTransport listens (UDP), when on: a firewall must let it through.
+    let webtransport = running.state.webtransport.as_ref().map(|wt| format!("udp/{}", wt.addr));
     tracing::info!(
         hub = ctx.hub.kind(),
         demo_rate = config.demo_rate,
         write_delay = ?config.write_delay,
+        webtransport = webtransport.as_deref().unwrap_or("off"),
         "pushwire listening: open {}://{}{}/ in a browser",
         if config.tls_cert.is_some() { "https" } else { "http" },
         running.addr,
