@@ -33,21 +33,10 @@ OUT=${OUT:-docs/bench}
 NAME=compression.sh
 cargo build --release --quiet
 BIN=target/release/pushwire
+# The reference with its v1.2 compression and MessagePack on.
+REFERENCE_ENV="V12=1"
 . scripts/reference.sh
 mkdir -p "$OUT"
-
-# start SERVER PORT [pushwire flags...]: node (V12) or pushwire; sets $server
-start() {
-  local which=$1 port=$2; shift 2
-  if [ "$which" = node ]; then
-    (cd "$scratch" && V12=1 PORT=$port exec node server.js >/dev/null 2>&1) &
-  else
-    "$BIN" --demo-rate 0 --bind "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
-  fi
-  server=$!
-  pids+=("$server")
-  wait_up "$port"
-}
 
 # measure SERVER "BENCH FLAGS" [pushwire flags...] -> JSON file path on stdout
 measure() {

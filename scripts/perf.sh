@@ -41,19 +41,6 @@ cargo build --release --quiet --package pushwire-bench --example churn
 BIN=target/release/pushwire
 . scripts/reference.sh
 
-# start SERVER PORT [pushwire flags...]: starts node or pushwire; sets $server
-start() {
-  local which=$1 port=$2; shift 2
-  if [ "$which" = node ]; then
-    (cd "$scratch" && PORT=$port exec node server.js >/dev/null 2>&1) &
-  else
-    "$BIN" --demo-rate 0 --bind "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
-  fi
-  server=$!
-  pids+=("$server")
-  wait_up "$port"
-}
-
 # measure SERVER TRANSPORT CLIENTS RATE DURATION [pushwire flags...] -> JSON file path on stdout
 measure() {
   local which=$1 transport=$2 clients=$3 rate=$4 duration=$5 port out

@@ -32,19 +32,6 @@ cargo build --release --quiet --package pushwire --package pushwire-bench
 BIN=target/release/pushwire
 . scripts/reference.sh
 
-# start SERVER PORT [pushwire flags...]: node or pushwire (WebTransport on the same UDP port); sets $server
-start() {
-  local which=$1 port=$2; shift 2
-  if [ "$which" = node ]; then
-    (cd "$scratch" && PORT=$port exec node server.js >/dev/null 2>&1) &
-  else
-    "$BIN" --demo-rate 0 --bind "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
-  fi
-  server=$!
-  pids+=("$server")
-  wait_up "$port"
-}
-
 # UDP datagrams the kernel dropped so far for want of room in a socket's receive buffer
 # (every socket of the machine: the server's and the bench's).
 udp_drops() { awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp; }
