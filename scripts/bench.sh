@@ -16,6 +16,7 @@ RATE=${RATE:-100}
 PAYLOAD=${PAYLOAD:-100}
 DURATION=${DURATION:-20s}
 COMPRESSION=${COMPRESSION:-off}
+TRANSPORTS=${TRANSPORTS:-ws,sse,long-poll,poll,webtransport}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 OUT=${OUT:-docs/bench}
 
@@ -25,7 +26,8 @@ mkdir -p "$OUT"
 . scripts/reference.sh
 
 run() { # name port pid
-  target/release/pushwire bench --url "http://127.0.0.1:$2" --clients "$CLIENTS" --rate "$RATE" \
+  # All five transports: against the Node reference, which has no WebTransport, its row is n/a.
+  target/release/pushwire bench --url "http://127.0.0.1:$2" --transports "$TRANSPORTS" --clients "$CLIENTS" --rate "$RATE" \
     --payload "$PAYLOAD" --duration "$DURATION" --compression "$COMPRESSION" --server-pid "$3" --no-progress \
     --json "$OUT/$1.json" --svg "$OUT/$1.svg"
 }
