@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{LANES, SUMMARY, summary};
-use crate::common::browser::{Chromium, eval_json, wait_json};
+use crate::common::browser::{Chromium, eval_json, wait_json, wait_json_within};
 use crate::common::*;
 
 /// The auto lane's client opens a transport only once data flows within this.
@@ -27,15 +27,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Waits at most `limit` for `check` to hold on the page's summary.
 async fn within(page: &Page, limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let s = eval_json(page, SUMMARY).await;
-        if !s.is_null() && check(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}: {s:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_json_within(page, SUMMARY, limit, what, check).await
 }
 
 fn no_gaps_or_duplicates(s: &Value, when: &str) {

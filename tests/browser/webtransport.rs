@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chromiumoxide::Page;
 use chromiumoxide::page::ScreenshotParams;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{LANES, SUMMARY};
-use crate::common::browser::{Chromium, eval_json, wait_json};
+use crate::common::browser::{Chromium, eval_json, wait_json, wait_json_within as within};
 use crate::common::*;
 
 const LOG: &str = "window.clientLog ? JSON.stringify(window.clientLog) : null";
@@ -30,19 +29,6 @@ fn seqs(log: &Value, channel: &str) -> Vec<u64> {
 
 fn current(log: &Value) -> Option<&str> {
     log["transports"].as_array()?.last()?.as_str()
-}
-
-/// Waits at most `limit` for `check` to hold on what `expression` yields.
-async fn within(page: &Page, expression: &str, limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let value = eval_json(page, expression).await;
-        if !value.is_null() && check(&value) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}: {value:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Sets this page's network in the lab, as a teacher's curl does.

@@ -67,13 +67,24 @@ pub async fn eval_json(page: &Page, expression: &str) -> Value {
 
 /// Waits until `check` holds on what `expression` yields.
 pub async fn wait_json(page: &Page, expression: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    wait_json_within(page, expression, Duration::from_secs(30), what, check).await
+}
+
+/// Waits at most `limit` for `check` to hold on what `expression` yields.
+pub async fn wait_json_within(
+    page: &Page,
+    expression: &str,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let value = eval_json(page, expression).await;
         if !value.is_null() && check(&value) {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {value:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}: {value:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
