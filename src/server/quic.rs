@@ -8,8 +8,13 @@
 //! control, origins, `client=` tagging, metering and the request's log line
 //! are those of `/ws`. When the route accepts, the session is served by the
 //! WebSocket session's logic over a QUIC stream (`transport::webtransport`);
-//! otherwise the status is sent where HTTP/3 lets wtransport send it (404,
-//! 429), and 403 elsewhere.
+//! otherwise the route's status is the answer, as a refused upgrade's is.
+//!
+//! HTTP/3 and WebTransport's framing are web-transport-quinn's: of the Rust
+//! libraries it is the one that closes a session with WebTransport's
+//! CLOSE_WEBTRANSPORT_SESSION capsule, which is how a browser learns the
+//! close code (wtransport 0.7 only closes the QUIC connection, and a browser
+//! sees "connection lost").
 //!
 //! Sessions run on threads of their own, one per worker, each with its own
 //! instance of the app.
@@ -27,10 +32,8 @@ use actix_web::HttpMessage;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{Notify, mpsc};
-use wtransport::endpoint::endpoint_side::Server;
-use wtransport::endpoint::{IncomingSession, SessionRequest};
-use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
-use wtransport::{Endpoint, Identity, ServerConfig};
+use web_transport_quinn::Request as SessionRequest;
+use web_transport_quinn::quinn::{self, Endpoint};
 
 use super::AppMaker;
 use crate::config::Config;
@@ -51,9 +54,15 @@ const UNANSWERED: Duration = Duration::from_secs(60);
 /// When the endpoint switches to it: a day after it was announced.
 const SWITCH_AFTER: Duration = Duration::from_secs(13 * 24 * 3600);
 
+/// A certificate chain and its key.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
 /// A bound endpoint, not yet serving.
 pub(crate) struct Bound {
-    endpoint: Arc<Endpoint<Server>>,
+    endpoint: Endpoint,
     config: ServerSettings,
     pub info: Arc<WebTransportInfo>,
 }
@@ -61,7 +70,6 @@ pub(crate) struct Bound {
 /// What a new certificate's server config is made with.
 #[derive(Clone)]
 struct ServerSettings {
-    bind: SocketAddr,
     keep_alive: Duration,
     idle: Duration,
     self_signed: bool,
@@ -71,7 +79,7 @@ struct ServerSettings {
 #[derive(Clone)]
 pub struct Listener {
     live: Arc<(AtomicUsize, Notify)>,
-    endpoint: Arc<Endpoint<Server>>,
+    endpoint: Endpoint,
 }
 
 impl Listener {
@@ -99,11 +107,8 @@ pub(crate) fn bind(config: &Config, tcp: SocketAddr) -> io::Result<Option<Bound>
     if !config.webtransport.is_on() {
         return Ok(None);
     }
-    let Some(identity) = identity(config)? else {
-        return Ok(None);
-    };
+    let identity = identity(config)?;
     let settings = ServerSettings {
-        bind: config.webtransport_bind.unwrap_or(tcp),
         keep_alive: config.ws_ping_interval,
         idle: config.ws_ping_interval + config.ws_pong_timeout,
         self_signed: config.tls_cert.is_none(),
@@ -112,18 +117,24 @@ pub(crate) fn bind(config: &Config, tcp: SocketAddr) -> io::Result<Option<Bound>
         true => vec![hash(&identity)],
         false => Vec::new(),
     };
-    let socket = match udp_socket(settings.bind) {
+    let bind = config.webtransport_bind.unwrap_or(tcp);
+    let socket = match udp_socket(bind) {
         Ok(socket) => socket,
         Err(e) if config.webtransport_bind.is_none() => {
             tracing::warn!(error = %e, port = tcp.port(), "UDP port taken: WebTransport listens on another");
             udp_socket(SocketAddr::new(tcp.ip(), 0))?
         }
-        Err(e) => return Err(io::Error::new(e.kind(), format!("--webtransport-bind {}: {e}", settings.bind))),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("--webtransport-bind {bind}: {e}"))),
     };
-    let endpoint = Endpoint::server(settings.server_config(Some(socket), identity))?;
+    let endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(settings.server_config(identity)?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let addr = endpoint.local_addr()?;
     let info = Arc::new(WebTransportInfo { addr, certificate_hashes: std::sync::RwLock::new(hashes) });
-    Ok(Some(Bound { endpoint: Arc::new(endpoint), config: settings, info }))
+    Ok(Some(Bound { endpoint, config: settings, info }))
 }
 
 /// Bytes of UDP the kernel may hold for the endpoint before it drops
@@ -154,42 +165,45 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// QUIC's limits for a WebTransport session: the client opens one
-/// bidirectional stream (its CONNECT) and HTTP/3's three unidirectional
-/// ones; v1.2 uses no stream of its own besides the server's. quinn keeps
-/// state for every stream a peer may open, so the default 100 of each cost
-/// every idle session kilobytes for nothing.
-fn transport() -> wtransport::quinn::TransportConfig {
-    let mut transport = wtransport::quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(wtransport::quinn::VarInt::from_u32(4));
-    transport.max_concurrent_uni_streams(wtransport::quinn::VarInt::from_u32(8));
-    transport
-}
-
 impl ServerSettings {
-    /// A config for a new endpoint on `socket`, or (`None`) for a running one
-    /// whose socket stays (a renewal).
-    fn server_config(&self, socket: Option<std::net::UdpSocket>, identity: Identity) -> ServerConfig {
-        let bound = match socket {
-            Some(socket) => ServerConfig::builder().with_bind_socket(socket),
-            None => ServerConfig::builder().with_bind_address(self.bind),
-        };
-        bound
-            .with_custom_transport(identity, transport())
-            .keep_alive_interval(Some(self.keep_alive))
-            .max_idle_timeout(Some(self.idle))
-            // unwrap: a timeout of seconds fits QUIC's varint.
-            .unwrap()
-            .build()
+    /// The endpoint's config with `identity`: TLS 1.3 with ring (as on the
+    /// TCP side) offering HTTP/3, and QUIC's keep-alive and idle timeout.
+    fn server_config(&self, identity: Identity) -> io::Result<quinn::ServerConfig> {
+        let invalid = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidInput, format!("WebTransport: {e}"));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(invalid)?
+            .with_no_client_auth()
+            .with_single_cert(identity.chain, identity.key)
+            .map_err(invalid)?;
+        tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(self.transport()));
+        Ok(config)
+    }
+
+    /// QUIC's limits for a WebTransport session: the client opens one
+    /// bidirectional stream (its CONNECT) and HTTP/3's three unidirectional
+    /// ones; v1.2 uses no stream of its own besides the server's. quinn
+    /// keeps state for every stream a peer may open, so the default 100 of
+    /// each cost every idle session kilobytes for nothing.
+    fn transport(&self) -> quinn::TransportConfig {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(4));
+        transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(8));
+        transport.keep_alive_interval(Some(self.keep_alive));
+        // A timeout of seconds fits QUIC's varint; one that does not is left at quinn's default.
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle).ok());
+        transport
     }
 }
 
-/// The `--tls-cert` identity, or a fresh self-signed one; `None` when the
-/// key is of a kind wtransport cannot take (the TCP side still serves).
-fn identity(config: &Config) -> io::Result<Option<Identity>> {
+/// The `--tls-cert` certificate and key, or a fresh self-signed pair.
+fn identity(config: &Config) -> io::Result<Identity> {
     let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return self_signed().map(Some);
+        return self_signed();
     };
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -197,32 +211,26 @@ fn identity(config: &Config) -> io::Result<Option<Identity>> {
     if chain.is_empty() {
         return Err(invalid(format!("--tls-cert {}: no certificate", cert.display())));
     }
-    let chain = chain
-        .into_iter()
-        .map(|der| Certificate::from_der(der.to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(format!("--tls-cert {}: {e}", cert.display())))?;
-    let key =
-        match PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(format!("--tls-key {}: {e}", key.display())))? {
-            PrivateKeyDer::Pkcs8(der) => PrivateKey::from_der_pkcs8(der.secret_pkcs8_der().to_vec()),
-            _ => {
-                tracing::warn!(
-                    key = %key.display(),
-                    "WebTransport is off: it needs a PKCS#8 key (convert with `openssl pkcs8 -topk8 -nocrypt`)"
-                );
-                return Ok(None);
-            }
-        };
-    Ok(Some(Identity::new(CertificateChain::new(chain), key)))
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(format!("--tls-key {}: {e}", key.display())))?;
+    Ok(Identity { chain, key })
 }
 
+/// A self-signed ECDSA P-256 certificate for the loopback names, valid for
+/// the 14 days browsers accept with `serverCertificateHashes`.
 fn self_signed() -> io::Result<Identity> {
-    Identity::self_signed(["localhost", "127.0.0.1", "::1"]).map_err(io::Error::other)
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(io::Error::other)?;
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let mut params = rcgen::CertificateParams::new(names).map_err(io::Error::other)?;
+    params.not_before = time::OffsetDateTime::now_utc();
+    params.not_after = params.not_before + VALIDITY;
+    let cert = params.self_signed(&key).map_err(io::Error::other)?;
+    Ok(Identity { chain: vec![cert.der().clone()], key: PrivateKeyDer::Pkcs8(key.serialize_der().into()) })
 }
 
-/// A certificate's SHA-256, as lowercase hex.
+/// The certificate's SHA-256, as lowercase hex.
 fn hash(identity: &Identity) -> String {
-    identity.certificate_chain().as_slice()[0].hash().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let digest = ring::digest::digest(&ring::digest::SHA256, &identity.chain[0]);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Serves sessions on `workers` threads, each with its own app from `maker`.
@@ -265,24 +273,22 @@ pub(crate) fn serve(
 
 /// Takes connection attempts until shutdown; each one's handshake runs on
 /// its own, and its session request goes to the next worker in turn.
-async fn accept(
-    endpoint: Arc<Endpoint<Server>>,
-    lanes: Vec<mpsc::Sender<SessionRequest>>,
-    ctx: Context,
-    listener: Listener,
-) {
+async fn accept(endpoint: Endpoint, lanes: Vec<mpsc::Sender<SessionRequest>>, ctx: Context, listener: Listener) {
     let shutdown = ctx.shutdown.clone();
     let mut next = 0;
     loop {
-        let incoming: IncomingSession = tokio::select! {
+        let incoming = tokio::select! {
             () = shutdown.wait() => break,
             incoming = endpoint.accept() => incoming,
         };
+        let Some(incoming) = incoming else { break };
         let lane = lanes[next % lanes.len()].clone();
         next += 1;
         let timeout = ctx.config.request_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, incoming).await {
+            // The QUIC handshake, HTTP/3's settings and the extended CONNECT.
+            let request = async { SessionRequest::accept(incoming.await?).await };
+            match tokio::time::timeout(timeout, request).await {
                 Ok(Ok(request)) => {
                     let _ = lane.send(request).await;
                 }
@@ -293,6 +299,7 @@ async fn accept(
     }
     // New sessions are refused from here; open ones close with 1012. Then
     // the session threads end, with their channels.
+    endpoint.set_server_config(None);
     listener.drained(ctx.config.shutdown_timeout).await;
     drop(lanes);
 }
@@ -327,15 +334,16 @@ where
     S: Service<Request, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::HttpResponse>,
     B: actix_web::body::MessageBody + 'static,
 {
-    let peer = request.remote_address();
+    let peer = request.conn().remote_address();
     let permit = match connections.admit(Some(peer.ip())) {
         Ok(permit) => permit,
         Err(refusal) => {
             ctx.stats.rejected(refusal.into());
-            return match refusal {
-                Refusal::TooManyFromAddress => request.too_many_requests().await,
-                Refusal::Overloaded => request.forbidden().await,
+            let status = match refusal {
+                Refusal::TooManyFromAddress => StatusCode::TOO_MANY_REQUESTS,
+                Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             };
+            return refuse(request, status).await;
         }
     };
     let mut response = match app.call(as_http(&request)).await {
@@ -356,29 +364,39 @@ where
         _ => None,
     };
     let Some(accepted) = accepted else {
-        return match response.status() {
-            StatusCode::NOT_FOUND => request.not_found().await,
-            StatusCode::TOO_MANY_REQUESTS => request.too_many_requests().await,
-            _ => request.forbidden().await,
+        let status = match response.status() {
+            StatusCode::OK => StatusCode::FORBIDDEN,
+            status => status,
         };
+        return refuse(request, status).await;
     };
-    let connection = match request.accept().await {
-        Ok(connection) => connection,
+    let session = match request.ok().await {
+        Ok(session) => session,
         Err(e) => return tracing::debug!(error = %e, "webtransport session lost before it started"),
     };
-    let stream = match connection.open_bi().await {
-        Ok(opening) => opening.await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let stream = match stream {
+    let stream = match session.open_bi().await {
         Ok(stream) => stream,
         Err(e) => return tracing::debug!(error = %e, "webtransport stream not opened"),
     };
     let format = accepted.request.encoding.format;
     let lane = response.extensions_mut().remove::<Arc<Inspected>>();
-    let carrier = WtStream::new(connection, stream, format, ctx.config.max_frame, ctx.stats.clone(), lane);
+    let carrier = WtStream::new(session, stream, format, ctx.config.max_frame, ctx.stats.clone(), lane);
     websocket::serve(accepted, carrier, Transport::WebTransport).await;
     drop(permit);
+}
+
+/// Answers a session request with `status`, as a refused `/ws` upgrade is
+/// answered, and lets the connection go once the client has read it.
+async fn refuse(request: SessionRequest, status: StatusCode) {
+    let connection = request.conn().clone();
+    // Same `http` crate version, different paths: by number.
+    let status = web_transport_quinn::http::StatusCode::from_u16(status.as_u16())
+        .unwrap_or(web_transport_quinn::http::StatusCode::FORBIDDEN);
+    if request.reject(status).await.is_ok() {
+        // The client closes once it has the answer; a silent one is cut.
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+    }
+    connection.close(quinn::VarInt::from_u32(0), b"");
 }
 
 /// The session request as the app sees it: `GET` of its path and query,
@@ -388,20 +406,17 @@ fn as_http(session: &SessionRequest) -> Request {
     let head = request.head_mut();
     head.method = Method::GET;
     head.version = Version::HTTP_3;
-    head.uri = session.path().parse().unwrap_or_else(|_| actix_http::Uri::from_static("/wt?invalid"));
-    head.peer_addr = Some(session.remote_address());
-    for (name, value) in session.headers() {
-        if name.starts_with(':') {
-            continue;
-        }
+    head.uri = path(&session.url).parse().unwrap_or_else(|_| actix_http::Uri::from_static("/wt?invalid"));
+    head.peer_addr = Some(session.conn().remote_address());
+    for (name, value) in &session.headers {
         if let (Ok(name), Ok(value)) = (
-            actix_http::header::HeaderName::from_bytes(name.as_bytes()),
-            actix_http::header::HeaderValue::from_str(value),
+            actix_http::header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            actix_http::header::HeaderValue::from_bytes(value.as_bytes()),
         ) {
             head.headers.append(name, value);
         }
     }
-    if let Ok(authority) = actix_http::header::HeaderValue::from_str(session.authority()) {
+    if let Ok(authority) = actix_http::header::HeaderValue::from_str(&authority(&session.url)) {
         head.headers.insert(actix_http::header::HOST, authority);
     }
     request.extensions_mut().insert(OverQuic);
@@ -409,17 +424,48 @@ fn as_http(session: &SessionRequest) -> Request {
     request
 }
 
+/// `:path`, as the request named it.
+fn path(url: &url::Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+/// `:authority`: the host, and the port when it is not 443.
+fn authority(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// The extended CONNECT as it came, pseudo-headers first (HTTP/3 has no
-/// request line: these are its fields).
+/// request line: these are its fields). The library has checked
+/// `:method`, `:protocol` and `:scheme` to be these.
 fn connect_head(session: &SessionRequest) -> String {
-    let mut fields: Vec<_> = session.headers().iter().collect();
-    fields.sort_by_key(|(name, _)| (!name.starts_with(':'), name.as_str()));
+    let url = &session.url;
+    let mut fields: Vec<(String, String)> = vec![
+        (":authority".into(), authority(url)),
+        (":method".into(), "CONNECT".into()),
+        (":path".into(), path(url)),
+        (":protocol".into(), "webtransport".into()),
+        (":scheme".into(), url.scheme().into()),
+    ];
+    let mut headers: Vec<_> = session
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    headers.sort();
+    fields.extend(headers);
     fields.iter().map(|(name, value)| format!("{name}: {value}\n")).collect()
 }
 
 /// Makes the next self-signed certificate and switches to it before the
 /// current one expires, announcing its hash a day before.
-async fn renew(endpoint: Arc<Endpoint<Server>>, settings: ServerSettings, info: Arc<WebTransportInfo>, ctx: Context) {
+async fn renew(endpoint: Endpoint, settings: ServerSettings, info: Arc<WebTransportInfo>, ctx: Context) {
     let shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
@@ -433,8 +479,11 @@ async fn renew(endpoint: Arc<Endpoint<Server>>, settings: ServerSettings, info: 
             () = shutdown.wait() => return,
             () = tokio::time::sleep(SWITCH_AFTER - ANNOUNCE_AFTER) => {}
         }
-        match endpoint.reload_config(settings.server_config(None, next), false) {
-            Ok(()) => set_hashes(&info, |hashes| hashes.retain(|h| *h == next_hash)),
+        match settings.server_config(next) {
+            Ok(config) => {
+                endpoint.set_server_config(Some(config));
+                set_hashes(&info, |hashes| hashes.retain(|h| *h == next_hash));
+            }
             Err(e) => tracing::error!(error = %e, "could not renew the WebTransport certificate"),
         }
         debug_assert!(SWITCH_AFTER < VALIDITY);

@@ -2,8 +2,10 @@
 //! (`websocket::serve`) over one bidirectional QUIC stream that the server
 //! opens, each frame a JSON object followed by `\n`, or one MessagePack map
 //! after another. QUIC keeps the connection alive, so the session sends no
-//! pings; a close is the QUIC connection's, with the WebSocket close code as
-//! its application error code. Bytes are counted as QUIC sees them on the
+//! pings; a close is WebTransport's CLOSE_WEBTRANSPORT_SESSION capsule, with
+//! the WebSocket close code as its application error code and the same
+//! reason, which a browser reads from `WebTransport.closed`. Bytes are
+//! counted as QUIC sees them on the
 //! wire: the UDP payloads of the session's connection, encrypted, with
 //! headers and acknowledgements.
 
@@ -17,7 +19,7 @@ use actix_http::ws::CloseReason;
 use bytes::{Buf, BytesMut};
 use bytestring::ByteString;
 use tokio::io::AsyncWrite;
-use wtransport::{Connection, RecvStream, SendStream, VarInt};
+use web_transport_quinn::{RecvStream, SendStream, Session};
 
 use super::Transport;
 use super::websocket::{Carrier, Incoming, ReadError};
@@ -38,7 +40,7 @@ pub struct Unanswered;
 
 /// The server-opened stream of one session, with its connection.
 pub struct WtStream {
-    connection: Connection,
+    session: Session,
     send: SendStream,
     recv: RecvStream,
     format: Format,
@@ -61,7 +63,7 @@ pub struct ConnectHead(pub String);
 
 impl WtStream {
     pub fn new(
-        connection: Connection,
+        session: Session,
         (send, recv): (SendStream, RecvStream),
         format: Format,
         max_frame: usize,
@@ -69,7 +71,7 @@ impl WtStream {
         lane: Option<Arc<Inspected>>,
     ) -> WtStream {
         let mut stream = WtStream {
-            connection,
+            session,
             send,
             recv,
             format,
@@ -86,7 +88,7 @@ impl WtStream {
 
     /// Counts what the connection has sent and received since last counted.
     fn count(&mut self) {
-        let quic = self.connection.quic_connection().stats();
+        let quic = web_transport_quinn::quinn::Connection::stats(&self.session);
         let (sent, received) = (quic.udp_tx.bytes, quic.udp_rx.bytes);
         let (new_sent, new_received) = (sent.saturating_sub(self.counted.0), received.saturating_sub(self.counted.1));
         let counters = self.stats.get(Transport::WebTransport);
@@ -203,12 +205,15 @@ impl Carrier for WtStream {
         }
     }
 
-    /// What is queued is written and acknowledged (a QUIC close discards
-    /// unsent stream data), then the connection closes with the code.
+    /// What is queued is written (a QUIC close discards unsent stream
+    /// data), then the session closes with the code and reason: the capsule
+    /// on the CONNECT stream, and the connection once the peer has read it
+    /// (web-transport-quinn waits up to three round trips for that).
     async fn close(mut self, reason: Option<CloseReason>, grace: Duration) {
         let _ = tokio::time::timeout(grace, async {
             std::future::poll_fn(|cx| self.poll_flush(cx)).await?;
-            self.send.finish().await.map_err(io::Error::other)
+            self.send.finish().map_err(io::Error::other)?;
+            self.send.stopped().await.map_err(io::Error::other)
         })
         .await;
         self.count();
@@ -216,6 +221,8 @@ impl Carrier for WtStream {
             Some(CloseReason { code, description }) => (u16::from(code), description.unwrap_or_default()),
             None => (1000, String::new()),
         };
-        self.connection.close(VarInt::from_u32(u32::from(code)), text.as_bytes());
+        self.session.close(u32::from(code), text.as_bytes());
+        let _ = tokio::time::timeout(grace, self.session.closed()).await;
+        self.count();
     }
 }

@@ -579,7 +579,7 @@ function openWebTransport(client, name) {
       if (conn.closed) return;
       session.closed.then(
         (info) => over(info?.closeCode ?? null, `session closed ${info?.closeCode ?? ""} ${info?.reason || ""}`.replace(/\s+/g, " ").trim()),
-        // A QUIC close (the server's, with the WebSocket close code) reaches a page as a lost connection, without its code.
+        // The server closes with a code (its CLOSE_WEBTRANSPORT_SESSION capsule); a rejection is a lost connection.
         (error) => over(null, `session ended: ${error.message}`),
       );
       // Up: now the server's stream, its welcome and a subscribed per channel, as on a WebSocket.

@@ -235,3 +235,56 @@ async fn the_dashboard_runs_a_webtransport_lane_and_its_lab_switch() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real picture");
     chromium.close().await;
 }
+
+/// Opens a raw `WebTransport` session from the page (as an application
+/// without pushwire.js would), runs `then` with its writer once the server's
+/// stream is up, and leaves what `closed` resolved with in `window.wtClosed`.
+fn raw_session(query: &str, then: &str) -> String {
+    format!(
+        r#"(async () => {{
+            const d = await (await fetch('/api/webtransport')).json();
+            const serverCertificateHashes = d.certificate_hashes.map((h) => ({{
+                algorithm: h.algorithm,
+                value: Uint8Array.from(h.value.match(/../g).map((b) => parseInt(b, 16))),
+            }}));
+            const wt = new WebTransport(d.url + '{query}', {{ serverCertificateHashes }});
+            wt.closed.then(
+                (info) => (window.wtClosed = {{ closeCode: info.closeCode, reason: info.reason }}),
+                (error) => (window.wtClosed = {{ error: String(error) }}),
+            );
+            await wt.ready;
+            const {{ value: stream }} = await wt.incomingBidirectionalStreams.getReader().read();
+            const reader = stream.readable.getReader();
+            await reader.read(); // the welcome
+            window.wtUp = true;
+            const writer = stream.writable.getWriter();
+            {then}
+        }})().catch((error) => (window.wtClosed = window.wtClosed || {{ failed: String(error) }}))"#
+    )
+}
+
+const CLOSED: &str = "JSON.stringify(window.wtClosed ?? null)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_reads_the_close_code_and_reason_of_a_session_the_server_ends() {
+    let app = spawn_app_with(HubKind::Memory, |c| c.max_frame = 1024).await;
+    let chromium = Chromium::launch(1000, 800).await;
+
+    // A frame over --max-frame: 1009, as a WebSocket would close.
+    let page = chromium.browser.new_page(app.url("/static/client.html?channels=none")).await.unwrap();
+    let script = raw_session("?channels=big", "await writer.write(new TextEncoder().encode(' '.repeat(4096)));");
+    page.evaluate(script).await.unwrap();
+    let closed = wait_json(&page, CLOSED, "the session closed", |_| true).await;
+    assert_eq!(closed["closeCode"], 1009, "WebTransport.closed resolves with the WebSocket close code: {closed}");
+    assert!(closed["reason"].as_str().is_some_and(|r| !r.is_empty()), "and its reason: {closed}");
+
+    // The lab changing this page's network: 1012, the reason saying why.
+    let page = chromium.browser.new_page(app.url("/static/client.html?channels=none")).await.unwrap();
+    page.evaluate(raw_session("?channels=lab&client=wtcode", "")).await.unwrap();
+    wait_json(&page, "JSON.stringify(window.wtUp ?? null)", "the session up", |_| true).await;
+    impair(&app, "wtcode", json!({"webtransport": "blocked"})).await;
+    let closed = wait_json(&page, CLOSED, "the session closed", |_| true).await;
+    assert_eq!(closed["closeCode"], 1012, "{closed}");
+    assert_eq!(app.publish("big", json!(1)).await["seq"], 1, "the server goes on");
+    chromium.close().await;
+}

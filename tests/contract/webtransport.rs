@@ -77,13 +77,16 @@ impl Session {
         self.send.write_all(format!("{frame}\n").as_bytes()).await.unwrap();
     }
 
-    /// The application code the server closed the session with.
+    /// The application code and reason the server closed the session with,
+    /// from its CLOSE_WEBTRANSPORT_SESSION capsule (what a browser's
+    /// `WebTransport.closed` reports). wtransport gives the capsule's code
+    /// to stream calls; its `closed()` reports only the QUIC connection's end.
     async fn closed(&self) -> (u64, String) {
-        match timeout(PATIENCE, self.connection.closed()).await.expect("closed in time") {
-            ConnectionError::ApplicationClosed(close) => {
+        match timeout(PATIENCE, self.connection.accept_uni()).await.expect("closed in time") {
+            Err(ConnectionError::ApplicationClosed(close)) => {
                 (close.code().into_inner(), String::from_utf8_lossy(close.reason()).into_owned())
             }
-            other => panic!("not an application close: {other:?}"),
+            other => panic!("not a session close: {:?}", other.map(|_| "a stream")),
         }
     }
 }
