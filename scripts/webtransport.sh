@@ -9,12 +9,17 @@
 #      transport), REPEAT alternating runs of each: deliveries per server CPU-second, medians;
 #   3. idle memory: server RSS per idle session, IDLE_CLIENTS of one transport per run
 #      ((RSS with all connected − RSS before) / N), pushwire and the Node reference, which has
-#      no WebTransport: the bench reports that transport n/a there, as it does here.
+#      no WebTransport: the bench reports that transport n/a there, as it does here;
+#   4. browser: how long pushwire.js takes in headless Chromium from its start to being live
+#      (welcome and subscribed) on WebTransport, on WebSocket alone, and with UDP blocked by the
+#      lab (its deadline, then WebSocket): ROUNDS fresh pages each, the test harness's server
+#      in a release build (tests/browser/webtransport.rs, measure_time_to_live_per_ladder).
 # Uncompressed (100 B messages are below pushwire's compression threshold anyway). Each run also
 # counts the UDP datagrams the kernel dropped for a full socket receive buffer (/proc/net/snmp
 # RcvbufErrors, machine-wide): QUIC recovers them, at the cost of latency.
 #
-#   scripts/webtransport.sh                      # about 3 minutes on 2 cores (REPEAT=1: 2)
+#   scripts/webtransport.sh                      # about 3 minutes on 2 cores (REPEAT=1: 2),
+#                                                # and the first time the tests' release build
 #   PARTS=idle IDLE_CLIENTS=5000 scripts/webtransport.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +29,8 @@ FAN_RATE=${FAN_RATE:-100}
 FAN_DURATION=${FAN_DURATION:-10s}
 IDLE_CLIENTS=${IDLE_CLIENTS:-3000}
 REPEAT=${REPEAT:-3}
-PARTS=${PARTS:-side cpu idle}
+PARTS=${PARTS:-side cpu idle browser}
+ROUNDS=${ROUNDS:-20}
 REFERENCE=${REFERENCE:-../shared/reference-node}
 
 NAME=webtransport.sh
@@ -138,5 +144,15 @@ print("|---|---:|---|")
 for i, name in enumerate(["webtransport", "websocket"]):
     print(f"| {name} | {cell(runs[i])} | {cell(runs[2 + i])} |")
 PY
+  echo
+fi
+
+if [[ " $PARTS " == *" browser "* ]]; then
+  echo "### Time to live in Chromium: pushwire.js from its start to welcome and subscribed"
+  echo
+  echo "Headless Chromium $(chromium --version 2>/dev/null | awk '{print $2}'), page and server on 127.0.0.1, $ROUNDS fresh pages per ladder."
+  echo
+  ROUNDS=$ROUNDS cargo test --release --quiet --test browser measure_time_to_live_per_ladder -- --ignored --nocapture 2>/dev/null |
+    grep '^|'
   echo
 fi

@@ -288,3 +288,43 @@ async fn a_browser_reads_the_close_code_and_reason_of_a_session_the_server_ends(
     assert_eq!(app.publish("big", json!(1)).await["seq"], 1, "the server goes on");
     chromium.close().await;
 }
+
+/// A measurement, not a test (`#[ignore]`): how long pushwire.js takes from
+/// its start to being live (welcome and subscribed) when WebTransport works,
+/// when only WebSocket is asked for, and when the lab drops UDP (the
+/// deadline, then WebSocket). `scripts/webtransport.sh` (PARTS=browser) runs
+/// it and docs/benchmarks.md quotes the table it prints; `ROUNDS` pages each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: scripts/webtransport.sh runs it"]
+async fn measure_time_to_live_per_ladder() {
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
+    let app = spawn_app(HubKind::Memory).await;
+    let chromium = Chromium::launch(1000, 800).await;
+    println!("| ladder | live on | pages | median ms | p90 ms | min ms | max ms |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (name, extra, blocked) in [
+        ("default (WebTransport first)", "", false),
+        ("WebSocket only", "&transports=websocket", false),
+        ("default, UDP blocked by the lab", "", true),
+    ] {
+        let (mut took, mut on) = (Vec::new(), None);
+        for round in 0..rounds {
+            let client = format!("ttl{}r{round}", name.len());
+            if blocked {
+                impair(&app, &client, json!({"webtransport": "blocked"})).await;
+            }
+            let url = app.url(&format!("/static/client.html?channels=ttl&client={client}{extra}"));
+            let page = chromium.browser.new_page(url).await.unwrap();
+            let log = wait_json(&page, LOG, "the client live", |l| current(l).is_some()).await;
+            took.push(log["switchedAt"][0].as_u64().expect("switchedAt"));
+            let transport = current(&log).unwrap().to_owned();
+            assert!(on.get_or_insert(transport.clone()) == &transport, "{name}: always the same rung: {log}");
+            page.close().await.unwrap();
+        }
+        took.sort_unstable();
+        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
+        let on = on.unwrap_or_default();
+        println!("| {name} | {on} | {rounds} | {} | {} | {} | {} |", at(0.5), at(0.9), took[0], took[took.len() - 1]);
+    }
+    chromium.close().await;
+}
