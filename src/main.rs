@@ -44,7 +44,9 @@ async fn main() -> std::process::ExitCode {
         return run_bench(&args);
     }
     // The guard flushes what is queued when `main` returns.
-    let _flush = init_tracing(cli.config.log_format, "info,actix_server=warn");
+    // web-transport-quinn warns of every peer that leaves without a session
+    // close (a closed tab, a lost network): a line per session, not a fault.
+    let _flush = init_tracing(cli.config.log_format, "info,actix_server=warn,web_transport_quinn=error");
     match run(cli.config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
