@@ -317,19 +317,36 @@ async fn worker(
         Err(()) => return,
     };
     while let Some(request) = requests.recv().await {
-        let (app, ctx, connections, live) = (app.clone(), ctx.clone(), connections.clone(), live.clone());
-        tokio::task::spawn_local(async move {
-            live.0.fetch_add(1, Ordering::AcqRel);
-            session(app, request, &ctx, &connections).await;
-            if live.0.fetch_sub(1, Ordering::AcqRel) == 1 {
-                live.1.notify_waiters();
-            }
-        });
+        let entry = Entry::new(&live);
+        tokio::task::spawn_local(answer(app.clone(), request, ctx.clone(), connections.clone(), entry));
     }
 }
 
-/// Answers one session request with the app and serves the session if accepted.
-async fn session<S, B>(app: Rc<S>, request: SessionRequest, ctx: &Context, connections: &Arc<Connections>)
+/// A session request being answered or a session being served, counted
+/// in the listener's `live` while it lasts, for shutdown to wait on.
+struct Entry(Arc<(AtomicUsize, Notify)>);
+
+impl Entry {
+    fn new(live: &Arc<(AtomicUsize, Notify)>) -> Entry {
+        live.0.fetch_add(1, Ordering::AcqRel);
+        Entry(live.clone())
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if self.0.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.1.notify_waiters();
+        }
+    }
+}
+
+/// Answers one session request with the app. An accepted session is then
+/// served by a task of its own, whose boxed future is all it keeps: what
+/// answering needed (the app's call, the response, this future) is gone by
+/// then, where idle sessions would pay for it in kilobytes each
+/// (docs/benchmarks.md, "Idle memory").
+async fn answer<S, B>(app: Rc<S>, request: SessionRequest, ctx: Context, connections: Arc<Connections>, entry: Entry)
 where
     S: Service<Request, Response = actix_web::dev::ServiceResponse<B>, Error = actix_web::HttpResponse>,
     B: actix_web::body::MessageBody + 'static,
@@ -370,6 +387,8 @@ where
         };
         return refuse(request, status).await;
     };
+    let lane = response.extensions_mut().remove::<Arc<Inspected>>();
+    drop(response);
     let session = match request.ok().await {
         Ok(session) => session,
         Err(e) => return tracing::debug!(error = %e, "webtransport session lost before it started"),
@@ -379,10 +398,12 @@ where
         Err(e) => return tracing::debug!(error = %e, "webtransport stream not opened"),
     };
     let format = accepted.request.encoding.format;
-    let lane = response.extensions_mut().remove::<Arc<Inspected>>();
     let carrier = WtStream::new(session, stream, format, ctx.config.max_frame, ctx.stats.clone(), lane);
-    websocket::serve(accepted, carrier, Transport::WebTransport).await;
-    drop(permit);
+    let serving = Box::pin(websocket::serve(accepted, carrier, Transport::WebTransport));
+    tokio::task::spawn_local(async move {
+        serving.await;
+        drop((permit, entry));
+    });
 }
 
 /// Answers a session request with `status`, as a refused `/ws` upgrade is
