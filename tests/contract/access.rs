@@ -58,7 +58,7 @@ async fn publish(app: &TestApp, channel: &str, bearer: Option<&str>, origin: Opt
 }
 
 /// The status line answered to a WebSocket upgrade with these extra headers.
-async fn upgrade(app: &TestApp, path_and_query: &str, extra: &str) -> String {
+pub(crate) async fn upgrade(app: &TestApp, path_and_query: &str, extra: &str) -> String {
     let request = format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",

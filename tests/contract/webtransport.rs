@@ -203,6 +203,58 @@ async fn a_cursor_resumes_and_another_epoch_is_reset() {
     }
 }
 
+/// The status a session request is answered with, read with
+/// web-transport-quinn's client (wtransport's reports a refusal without it).
+async fn session_status(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> u16 {
+    use web_transport_quinn::proto::{self, ConnectRequest};
+    use web_transport_quinn::{ClientBuilder, ClientError, ConnectError, http};
+    let (_, body) = app.get("/api/webtransport").await;
+    let hex = body["certificate_hashes"][0]["value"].as_str().unwrap();
+    let hash = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let client = ClientBuilder::new().with_server_certificate_hashes(vec![hash]).unwrap();
+    let url = format!("{}{query}", body["url"].as_str().unwrap());
+    let mut request = ConnectRequest::new(url::Url::parse(&url).unwrap());
+    for (name, value) in headers {
+        request.headers.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    match timeout(PATIENCE, client.connect(request)).await.expect("an answer in time") {
+        Ok(_) => 200,
+        Err(ClientError::HttpError(
+            ConnectError::ErrorStatus(status)
+            | ConnectError::ProtoError(proto::ConnectError::WrongStatus(Some(status))),
+        )) => status.as_u16(),
+        Err(other) => panic!("{query}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_session_gets_the_status_a_refused_websocket_upgrade_gets() {
+    let secured = spawn_app_with(HubKind::Memory, |c| c.auth_secret = Some("s3cret".into())).await;
+    let open = spawn_app(HubKind::Memory).await;
+    let none: &[(&str, &str)] = &[];
+    let foreign: &[(&str, &str)] = &[("origin", "http://evil.example")];
+    let cases = [
+        (&secured, "?channels=a", none),
+        (&open, "?channels=bad%20name", none),
+        (&open, "?channels=a", foreign),
+        (&open, "?channels=a&cursor=nonsense", none),
+    ];
+    for (app, query, headers) in cases {
+        let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+        let ws = crate::access::upgrade(app, &format!("/ws{query}"), &extra).await;
+        let wt = session_status(app, query, headers).await;
+        assert!(wt >= 400, "{query} {headers:?}: refused ({wt})");
+        assert!(ws.starts_with(&format!("HTTP/1.1 {wt} ")), "{query} {headers:?}: /wt {wt}, /ws {ws:?}");
+    }
+    // Past the per-address limit (the discovery connection and one session): 429, as on /ws.
+    let limited = spawn_app_with(HubKind::Memory, |c| c.max_connections_per_ip = 2).await;
+    let _first = connect(&limited, "?channels=c", &[]).await.unwrap();
+    assert_eq!(session_status(&limited, "?channels=c", &[]).await, 429);
+}
+
 #[tokio::test]
 async fn refusals_get_a_status_and_the_server_stays_up() {
     let app = spawn_app_with(HubKind::Memory, |c| c.auth_secret = Some("s3cret".into())).await;
