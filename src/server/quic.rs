@@ -410,7 +410,7 @@ where
 /// answered, and lets the connection go once the client has read it.
 async fn refuse(request: SessionRequest, status: StatusCode) {
     let connection = request.conn().clone();
-    // Same `http` crate version, different paths: by number.
+    // actix-http's status is http 0.2's, the library's http 1's: by number.
     let status = web_transport_quinn::http::StatusCode::from_u16(status.as_u16())
         .unwrap_or(web_transport_quinn::http::StatusCode::FORBIDDEN);
     if request.reject(status).await.is_ok() {
@@ -437,7 +437,7 @@ fn as_http(session: &SessionRequest) -> Request {
             head.headers.append(name, value);
         }
     }
-    if let Ok(authority) = actix_http::header::HeaderValue::from_str(&authority(&session.url)) {
+    if let Ok(authority) = actix_http::header::HeaderValue::from_str(session.url.authority()) {
         head.headers.insert(actix_http::header::HOST, authority);
     }
     request.extensions_mut().insert(OverQuic);
@@ -446,20 +446,8 @@ fn as_http(session: &SessionRequest) -> Request {
 }
 
 /// `:path`, as the request named it.
-fn path(url: &url::Url) -> String {
-    match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    }
-}
-
-/// `:authority`: the host, and the port when it is not 443.
-fn authority(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    }
+fn path(url: &url::Url) -> &str {
+    &url[url::Position::BeforePath..url::Position::AfterQuery]
 }
 
 /// The extended CONNECT as it came, pseudo-headers first (HTTP/3 has no
@@ -468,9 +456,9 @@ fn authority(url: &url::Url) -> String {
 fn connect_head(session: &SessionRequest) -> String {
     let url = &session.url;
     let mut fields: Vec<(String, String)> = vec![
-        (":authority".into(), authority(url)),
+        (":authority".into(), url.authority().into()),
         (":method".into(), "CONNECT".into()),
-        (":path".into(), path(url)),
+        (":path".into(), path(url).into()),
         (":protocol".into(), "webtransport".into()),
         (":scheme".into(), url.scheme().into()),
     ];

@@ -24,6 +24,8 @@
 const ORDER = ["webtransport", "websocket", "sse", "long-poll", "poll"];
 /** The WebSocket subprotocol that asks for MessagePack frames (API.md v1.2). */
 const MSGPACK_SUBPROTOCOL = "pushwire.msgpack";
+/** How long a WebTransport session whose stream ended may take to say why (its close code). */
+const STREAM_END_GRACE_MS = 1000;
 
 /**
  * The server a script at `scriptUrl` was loaded from: the root above its
@@ -597,7 +599,11 @@ function openWebTransport(client, name) {
       for (;;) {
         const { value, done } = await reader.read();
         if (conn.closed) return;
-        if (done) return over(null, "stream ended by the server");
+        if (done) {
+          // The server finishes its stream, then closes the session with the code (`closed` above): wait for it.
+          await Promise.race([session.closed.catch(() => {}), util.sleep(STREAM_END_GRACE_MS)]);
+          return over(null, "stream ended by the server");
+        }
         for (const frame of split(value)) {
           if (frame.type === "welcome") welcomed = true;
           if (frame.type === "subscribed") pendingSubscribed.delete(frame.channel);

@@ -16,7 +16,7 @@ use chromiumoxide::page::ScreenshotParams;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{LANES, SUMMARY, summary};
+use super::{LANES, SUMMARY, auto_timeline, summary};
 use crate::common::browser::{Chromium, eval_json, wait_json, wait_json_within};
 use crate::common::*;
 
@@ -165,23 +165,17 @@ async fn three_clicks_make_the_client_fall_back_and_come_back_losing_nothing() {
     assert!(catch_up > 2000.0, "the replay waited out the outage: {ws}");
     let p99 = ws["p99"].as_f64().unwrap_or_else(|| panic!("live deliveries: {ws}"));
     assert!(p99 < 2000.0 && p99 < catch_up / 2.0, "live latency, not the outage's: {ws}");
-    let timeline = eval_json(&page, "JSON.stringify(window.pushwireDashboard.timeline())").await;
-    let auto_events: Vec<(&str, &str)> = timeline
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["lane"] == "auto")
-        .map(|e| (e["kind"].as_str().unwrap(), e["label"].as_str().unwrap()))
-        .collect();
-    for expected in [("fallback", "→ sse"), ("fallback", "→ long-poll"), ("upgrade", "→ webtransport")] {
+    let (auto_events, timeline) = auto_timeline(&page).await;
+    for (kind, label) in [("fallback", "→ sse"), ("fallback", "→ long-poll"), ("upgrade", "→ webtransport")] {
+        let expected = (kind.to_owned(), label.to_owned());
         assert!(auto_events.contains(&expected), "the timeline shows {expected:?}: {auto_events:?}");
     }
-    // The lab's cut: a WebSocket is told 1012; a WebTransport session ends with a
-    // QUIC close whose code a page is not told.
+    // The lab's cuts: a WebSocket is told 1012, and so is the client's WebTransport
+    // session (its CLOSE_WEBTRANSPORT_SESSION capsule).
     let closed = |lane: &str, label: &str| {
         timeline.as_array().unwrap().iter().any(|e| e["lane"] == lane && e["kind"] == "close" && e["label"] == label)
     };
-    assert!(closed("websocket", "1012") && closed("auto", "ended"), "{timeline:#}");
+    assert!(closed("websocket", "1012") && closed("auto", "1012"), "{timeline:#}");
     // A moment on WebSocket, so that the latency chart shows it again.
     within(&page, PATIENCE, "messages over WebSocket again", |n| {
         n["auto"]["received"].as_u64() >= s["auto"]["received"].as_u64().map(|r| r + 10)

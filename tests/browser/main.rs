@@ -13,7 +13,7 @@ use chromiumoxide::Page;
 use chromiumoxide::page::ScreenshotParams;
 use serde_json::Value;
 
-use common::browser::{Chromium, wait_json};
+use common::browser::{Chromium, eval_json, wait_json};
 use common::*;
 
 const SUMMARY: &str = "window.pushwireDashboard ? JSON.stringify(window.pushwireDashboard.summary()) : null";
@@ -32,6 +32,19 @@ async fn text(page: &Page, selector: &str) -> String {
 }
 
 /// The five transports' lanes and the sixth, the pushwire.js client's.
+/// The auto lane's timeline, as (kind, label) pairs, and the whole timeline.
+async fn auto_timeline(page: &Page) -> (Vec<(String, String)>, Value) {
+    let timeline = eval_json(page, "JSON.stringify(window.pushwireDashboard.timeline())").await;
+    let auto = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["lane"] == "auto")
+        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["label"].as_str().unwrap().to_owned()))
+        .collect();
+    (auto, timeline)
+}
+
 const LANES: [&str; 6] = ["webtransport", "websocket", "sse", "long-poll", "poll", "auto"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,15 +216,9 @@ async fn the_dashboard_runs_a_webtransport_lane_and_its_lab_switch() {
         let l = &s[lane];
         assert_eq!((l["gaps"].as_u64(), l["dups"].as_u64()), (Some(0), Some(0)), "{lane}: {l}");
     }
-    let timeline = eval_json(&page, "JSON.stringify(window.pushwireDashboard.timeline())").await;
-    let auto: Vec<(&str, &str)> = timeline
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["lane"] == "auto")
-        .map(|e| (e["kind"].as_str().unwrap(), e["label"].as_str().unwrap()))
-        .collect();
-    for expected in [("fallback", "→ websocket"), ("upgrade", "→ webtransport")] {
+    let (auto, _) = super::auto_timeline(&page).await;
+    for (kind, label) in [("fallback", "→ websocket"), ("upgrade", "→ webtransport")] {
+        let expected = (kind.to_owned(), label.to_owned());
         assert!(auto.contains(&expected), "the timeline shows {expected:?}: {auto:?}");
     }
     // A picture at 1440 px, the WebTransport tab open (the charts redraw every second:

@@ -15,6 +15,8 @@ const backoff = (attempt) => util.backoff(attempt, { base: 250, cap: 5000, floor
 // How long a raw lane waits for its first frame or event before it says the path is
 // silent: the client's `openDeadline`, so that both lanes judge alike.
 const SILENCE_MS = 4000;
+/** How long a WebTransport session whose stream ended may take to say why (its close code). */
+const STREAM_END_GRACE_MS = 1000;
 // The transports from best to last, as the client tries them.
 const ORDER = ["webtransport", "websocket", "sse", "long-poll", "poll"];
 
@@ -149,8 +151,8 @@ function runWebTransport(lane, generation) {
     lane.negotiated = { encoding: msgpackAsked ? "msgpack" : "json", protocol: "h3" };
     session.closed.then(
       (close) => ended(close?.closeCode ?? "closed", `session closed ${close?.closeCode ?? ""} ${close?.reason || ""}`),
-      // The server closes the QUIC connection with the WebSocket close code; a page is not told it.
-      (error) => ended("lost", `session ended: ${error.message} (a QUIC close: the page is not told its code)`),
+      // The server closes with a CLOSE_WEBTRANSPORT_SESSION capsule (above); a rejection is a lost connection.
+      (error) => ended("lost", `session ended: ${error.message}`),
     );
     try {
       const { value: stream, done } = await session.incomingBidirectionalStreams.getReader().read();
@@ -160,7 +162,11 @@ function runWebTransport(lane, generation) {
       for (;;) {
         const { value, done } = await reader.read();
         if (over) return;
-        if (done) return ended("fin", "the server ended its stream");
+        if (done) {
+          // The server finishes its stream, then closes the session with the code (`closed` above): wait for it.
+          await Promise.race([session.closed.catch(() => {}), util.sleep(STREAM_END_GRACE_MS)]);
+          return ended("fin", "the server ended its stream");
+        }
         for (const m of split(value)) {
           if (m.type === "welcome") {
             welcomed = true;
